@@ -1,0 +1,172 @@
+//! Builds the node from its configuration and runs it until a signal.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{DevIssuer, JwksCache, KeyProvider, KeySet, Verifier};
+use crate::bus::{Bus, LocalBus};
+use crate::config::{Config, KeySource};
+use crate::gateway::{Gateway, Hub};
+use crate::http::{self, AppState};
+use crate::imports::fetch::Fetcher;
+use crate::imports::guard::Policy;
+use crate::imports::{Imports, Runner};
+use crate::metrics::Metrics;
+use crate::store::{SqliteStore, Store};
+use crate::users::Users;
+
+/// Runs the server until SIGTERM/SIGINT, then shuts down within the grace period.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let shutdown = CancellationToken::new();
+    let metrics = Arc::new(Metrics::default());
+
+    let (key_provider, issuer, dev) = key_provider(&config, &metrics, &shutdown)?;
+    let verifier = Arc::new(Verifier::new(
+        key_provider,
+        issuer,
+        config.clock_skew,
+        &config.authorized_parties,
+    ));
+
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&config.database_url)
+            .await
+            .context("opening the database (REELTIME_DATABASE_URL)")?,
+    );
+    let users = Arc::new(Users::new(Arc::clone(&store)));
+    let hub = Hub::new(config.max_connections_per_user, config.max_connections);
+    let bus: Arc<dyn Bus> = Arc::new(LocalBus::new(Arc::clone(&hub)));
+
+    let policy = Arc::new(Policy {
+        allow_private: config.import_allow_private,
+        allow_hosts: config.import_allow_hosts.clone(),
+    });
+    let (imports, jobs) = Imports::new(
+        Arc::clone(&store),
+        Arc::clone(&bus),
+        Arc::clone(&policy),
+        config.data_dir.join("imports"),
+    );
+    let runner = Runner::new(
+        Arc::clone(&imports),
+        Fetcher::new(policy, config.import_max_bytes)?,
+        config.download_concurrency,
+        shutdown.clone(),
+    );
+    runner
+        .resume_unfinished()
+        .await
+        .context("resuming imports")?;
+    let runner_loop = tokio::spawn(Arc::clone(&runner).run(jobs));
+
+    let gateway = Arc::new(Gateway {
+        verifier: Arc::clone(&verifier),
+        users: Arc::clone(&users),
+        hub,
+        store,
+        metrics: Arc::clone(&metrics),
+        allowed_origins: config.allowed_origins.clone(),
+        auth_timeout: config.auth_timeout,
+        heartbeat: config.heartbeat,
+        node_id: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
+        shutdown: shutdown.clone(),
+        sessions: TaskTracker::new(),
+    });
+    let state = AppState {
+        gateway: Arc::clone(&gateway),
+        imports,
+        verifier,
+        users,
+        metrics,
+        dev,
+        clerk_publishable_key: config.clerk_publishable_key.clone(),
+    };
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {} (REELTIME_LISTEN)", config.listen))?;
+    let address = listener.local_addr()?;
+    tracing::info!("listening on http://{address}");
+
+    let server = axum::serve(listener, http::router(state)).with_graceful_shutdown({
+        let shutdown = shutdown.clone();
+        async move { shutdown.cancelled().await }
+    });
+    let server = tokio::spawn(async move { server.await });
+
+    wait_for_signal().await;
+    tracing::info!(
+        grace_secs = config.shutdown_grace.as_secs(),
+        "shutting down"
+    );
+    shutdown.cancel();
+    let deadline = tokio::time::Instant::now() + config.shutdown_grace;
+    gateway.sessions.close();
+    let closed = tokio::time::timeout_at(deadline, gateway.sessions.wait())
+        .await
+        .is_ok();
+    let saved = runner
+        .wait_stopped(deadline.saturating_duration_since(tokio::time::Instant::now()))
+        .await;
+    let _ = tokio::time::timeout_at(deadline, runner_loop).await;
+    let _ = tokio::time::timeout_at(deadline, server).await;
+    tracing::info!(sockets_closed = closed, jobs_saved = saved, "stopped");
+    Ok(())
+}
+
+fn key_provider(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<(KeyProvider, String, Option<Arc<DevIssuer>>)> {
+    Ok(match &config.key_source {
+        KeySource::Jwks { url, issuer } => {
+            let cache = JwksCache::new(url.clone(), Arc::clone(metrics))?;
+            cache.start(shutdown.clone());
+            tracing::info!(jwks = %url, issuer = %issuer, "verifying tokens against a JWKS");
+            (KeyProvider::Jwks(cache), issuer.clone(), None)
+        }
+        KeySource::Pem { pem, issuer } => {
+            let keys = KeySet::from_rsa_pem(pem)
+                .map_err(|err| anyhow::anyhow!("bad setting CLERK_JWT_KEY: {err}"))?;
+            tracing::info!(issuer = %issuer, "verifying tokens with CLERK_JWT_KEY");
+            (KeyProvider::Static(Arc::new(keys)), issuer.clone(), None)
+        }
+        KeySource::Development { issuer } => {
+            let dev = DevIssuer::load_or_create(&config.data_dir, issuer.clone())?;
+            tracing::warn!(
+                "no key source configured: running the DEVELOPMENT issuer (POST /dev/token mints tokens for anyone). \
+                 Set CLERK_PUBLISHABLE_KEY, CLERK_JWT_KEY or REELTIME_JWKS_URL for real use."
+            );
+            (
+                KeyProvider::Static(Arc::new(dev.key_set())),
+                issuer.clone(),
+                Some(Arc::new(dev)),
+            )
+        }
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! The token verifier: every claim checked, every failure named.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, Validation};
+use serde::Deserialize;
+
+use super::{JwksCache, KeySet, VerifyKey};
+
+/// Tokens longer than this are rejected before any parsing; Clerk's are
+/// well under 2 KiB.
+const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// Why a token was refused. [`AuthError::reason`] is what the client sees
+/// in the close frame and what the metrics count; it never holds the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing token")]
+    Missing,
+    #[error("malformed token")]
+    Malformed,
+    #[error("algorithm not allowed")]
+    AlgorithmNotAllowed,
+    #[error("unknown key")]
+    UnknownKey,
+    #[error("bad signature")]
+    BadSignature,
+    #[error("token expired")]
+    Expired,
+    #[error("token not yet valid")]
+    NotYetValid,
+    #[error("wrong issuer")]
+    WrongIssuer,
+    #[error("missing claim")]
+    MissingClaim,
+    #[error("azp not allowed")]
+    PartyNotAllowed,
+    #[error("keys unavailable")]
+    KeysUnavailable,
+}
+
+impl AuthError {
+    /// Short, stable text for close frames, HTTP errors and metrics labels.
+    pub fn reason(self) -> &'static str {
+        match self {
+            AuthError::Missing => "missing token",
+            AuthError::Malformed => "malformed token",
+            AuthError::AlgorithmNotAllowed => "algorithm not allowed",
+            AuthError::UnknownKey => "unknown key",
+            AuthError::BadSignature => "bad signature",
+            AuthError::Expired => "token expired",
+            AuthError::NotYetValid => "token not yet valid",
+            AuthError::WrongIssuer => "wrong issuer",
+            AuthError::MissingClaim => "missing claim",
+            AuthError::PartyNotAllowed => "azp not allowed",
+            AuthError::KeysUnavailable => "keys unavailable",
+        }
+    }
+}
+
+/// The claims the server uses from a verified token.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub exp: i64,
+    #[serde(default)]
+    pub azp: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+}
+
+/// Where the verifier gets keys: fixed (PEM key, development issuer) or a
+/// live JWKS cache.
+#[derive(Clone)]
+pub enum KeyProvider {
+    Static(Arc<KeySet>),
+    Jwks(Arc<JwksCache>),
+}
+
+impl KeyProvider {
+    async fn find(&self, kid: Option<&str>) -> Result<VerifyKey, AuthError> {
+        match self {
+            KeyProvider::Static(set) => set.find(kid).cloned().ok_or(AuthError::UnknownKey),
+            KeyProvider::Jwks(cache) => cache.find(kid).await,
+        }
+    }
+}
+
+/// Verifies tokens against the configured issuer.
+pub struct Verifier {
+    keys: KeyProvider,
+    issuer: String,
+    leeway: Duration,
+    authorized_parties: HashSet<String>,
+}
+
+#[derive(Deserialize)]
+struct Header {
+    alg: String,
+    #[serde(default)]
+    kid: Option<String>,
+}
+
+impl Verifier {
+    pub fn new(
+        keys: KeyProvider,
+        issuer: String,
+        leeway: Duration,
+        authorized_parties: &[String],
+    ) -> Verifier {
+        Verifier {
+            keys,
+            issuer,
+            leeway,
+            authorized_parties: authorized_parties.iter().cloned().collect(),
+        }
+    }
+
+    /// The issuer tokens must name in `iss`.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The leeway applied to `exp` and `nbf`, also used for expiry timers.
+    pub fn leeway(&self) -> Duration {
+        self.leeway
+    }
+
+    /// Checks signature, algorithm, `exp`, `nbf`, `iss`, `sub` and `azp`.
+    pub async fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(AuthError::Missing);
+        }
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthError::Malformed);
+        }
+        // Read the header ourselves: `alg: none` and unknown algorithms must
+        // be refused by name, and `jku`/`x5u`/`jwk` are simply never read.
+        let header = read_header(token)?;
+        let key = self.keys.find(header.kid.as_deref()).await?;
+        let algorithm: Algorithm = header
+            .alg
+            .parse()
+            .map_err(|_| AuthError::AlgorithmNotAllowed)?;
+        if algorithm != key.algorithm {
+            return Err(AuthError::AlgorithmNotAllowed);
+        }
+
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = self.leeway.as_secs();
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.validate_aud = false;
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_required_spec_claims(&["exp", "sub", "iss"]);
+
+        let data = jsonwebtoken::decode::<Claims>(token, &key.key, &validation)
+            .map_err(|err| classify(err.kind()))?;
+        let claims = data.claims;
+        if claims.sub.is_empty() || claims.sub.len() > 255 {
+            return Err(AuthError::MissingClaim);
+        }
+        if !self.authorized_parties.is_empty() {
+            let listed = claims
+                .azp
+                .as_deref()
+                .is_some_and(|azp| self.authorized_parties.contains(azp.trim_end_matches('/')));
+            if !listed {
+                return Err(AuthError::PartyNotAllowed);
+            }
+        }
+        Ok(claims)
+    }
+}
+
+fn read_header(token: &str) -> Result<Header, AuthError> {
+    let encoded = token.split('.').next().ok_or(AuthError::Malformed)?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(encoded)
+        .map_err(|_| AuthError::Malformed)?;
+    let header: Header = serde_json::from_slice(&bytes).map_err(|_| AuthError::Malformed)?;
+    if header.alg.eq_ignore_ascii_case("none") || header.alg.starts_with("HS") {
+        return Err(AuthError::AlgorithmNotAllowed);
+    }
+    Ok(header)
+}
+
+fn classify(kind: &jsonwebtoken::errors::ErrorKind) -> AuthError {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match kind {
+        K::InvalidSignature => AuthError::BadSignature,
+        K::ExpiredSignature => AuthError::Expired,
+        K::ImmatureSignature => AuthError::NotYetValid,
+        K::InvalidIssuer => AuthError::WrongIssuer,
+        K::MissingRequiredClaim(_) | K::InvalidSubject => AuthError::MissingClaim,
+        K::InvalidAlgorithm | K::InvalidAlgorithmName | K::UnsupportedAlgorithm => {
+            AuthError::AlgorithmNotAllowed
+        }
+        _ => AuthError::Malformed,
+    }
+}

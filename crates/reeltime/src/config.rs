@@ -1,0 +1,407 @@
+//! Every setting of the server, in one place. Each one is a flag and an
+//! environment variable; `reeltime --help` lists them all.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use base64::Engine;
+use clap::Parser;
+
+/// Raw settings as given on the command line or in the environment.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "reeltime",
+    version,
+    about = "Authenticated real-time progress of video imports over WebSocket",
+    long_about = "Authenticated real-time progress of video imports over WebSocket.\n\n\
+        With no key source (REELTIME_JWKS_URL, CLERK_PUBLISHABLE_KEY or CLERK_JWT_KEY) the \
+        server runs its own development issuer on a loopback address."
+)]
+pub struct Settings {
+    /// Address to listen on (port 0 picks a free one).
+    #[arg(long, env = "REELTIME_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Directory for the database, downloads and keys.
+    #[arg(long, env = "REELTIME_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Database URL; defaults to sqlite://<data dir>/reeltime.db.
+    #[arg(long, env = "REELTIME_DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// JWKS endpoint of the token issuer (any OIDC/JWKS issuer).
+    #[arg(long, env = "REELTIME_JWKS_URL")]
+    pub jwks_url: Option<String>,
+
+    /// Expected `iss` claim; derived from CLERK_PUBLISHABLE_KEY when that is set.
+    #[arg(long, env = "REELTIME_ISSUER")]
+    pub issuer: Option<String>,
+
+    /// Clerk publishable key (pk_test_... or pk_live_...): issuer and JWKS are derived from it.
+    #[arg(long, env = "CLERK_PUBLISHABLE_KEY")]
+    pub clerk_publishable_key: Option<String>,
+
+    /// Clerk JWT verification key (PEM public key) for verification with no network.
+    #[arg(long, env = "CLERK_JWT_KEY")]
+    pub clerk_jwt_key: Option<String>,
+
+    /// Comma-separated origins accepted in the `azp` claim; when set, `azp` is required.
+    #[arg(long, env = "REELTIME_AUTHORIZED_PARTIES", value_delimiter = ',')]
+    pub authorized_parties: Vec<String>,
+
+    /// Comma-separated origins allowed to open the WebSocket (unset: any).
+    #[arg(long, env = "REELTIME_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Leeway in seconds for `exp` and `nbf`.
+    #[arg(long, env = "REELTIME_CLOCK_SKEW_SECS", default_value_t = 5)]
+    pub clock_skew_secs: u64,
+
+    /// Seconds a socket may stay open without authenticating.
+    #[arg(long, env = "REELTIME_AUTH_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub auth_timeout_secs: u64,
+
+    /// Seconds between WebSocket pings; a peer silent for two intervals is dropped.
+    #[arg(long, env = "REELTIME_HEARTBEAT_SECS", default_value_t = 25, value_parser = clap::value_parser!(u64).range(1..))]
+    pub heartbeat_secs: u64,
+
+    /// Most sockets one user may hold at once.
+    #[arg(long, env = "REELTIME_MAX_CONNECTIONS_PER_USER", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections_per_user: u64,
+
+    /// Most sockets on this node (unset: no limit but the open-file limit).
+    #[arg(long, env = "REELTIME_MAX_CONNECTIONS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: Option<u64>,
+
+    /// Seconds to finish closing sockets and saving jobs on SIGTERM/SIGINT.
+    #[arg(long, env = "REELTIME_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
+
+    /// Allow imports from loopback, private and link-local addresses (1/0).
+    #[arg(long, env = "REELTIME_IMPORT_ALLOW_PRIVATE", default_value = "0", value_parser = parse_flag)]
+    pub import_allow_private: bool,
+
+    /// Comma-separated host names or IPs that imports may reach even when private.
+    #[arg(long, env = "REELTIME_IMPORT_ALLOW_HOSTS", value_delimiter = ',')]
+    pub import_allow_hosts: Vec<String>,
+
+    /// Largest download in bytes (suffixes K, M, G, KiB, MiB, GiB accepted).
+    #[arg(long, env = "REELTIME_IMPORT_MAX_BYTES", default_value = "4GiB", value_parser = parse_bytes)]
+    pub import_max_bytes: u64,
+
+    /// Imports downloading at once on this node.
+    #[arg(long, env = "REELTIME_DOWNLOAD_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..))]
+    pub download_concurrency: u64,
+}
+
+fn parse_flag(raw: &str) -> Result<bool, String> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        other => Err(format!("expected 1 or 0, got {other:?}")),
+    }
+}
+
+/// Parses `4GiB`, `512M`, `1000` and the like into bytes.
+pub fn parse_bytes(raw: &str) -> Result<u64, String> {
+    let text = raw.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("expected a size like 4GiB, got {raw:?}"))?;
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return Err(format!("unknown size unit in {raw:?}")),
+    };
+    number
+        .checked_mul(multiplier)
+        .filter(|bytes| *bytes > 0)
+        .ok_or_else(|| format!("size out of range: {raw:?}"))
+}
+
+/// Parses the settings, printing a message that names the offending
+/// environment variable when a value is bad.
+pub fn parse_settings() -> Settings {
+    match Settings::try_parse() {
+        Ok(settings) => settings,
+        Err(err) => {
+            use clap::error::{ContextKind, ContextValue, ErrorKind};
+            if matches!(
+                err.kind(),
+                ErrorKind::ValueValidation | ErrorKind::InvalidValue
+            ) && let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg)
+            {
+                let flag = arg.split_whitespace().next().unwrap_or(arg);
+                eprintln!("reeltime: bad setting {} ({flag})", env_name_of(flag));
+            }
+            err.exit()
+        }
+    }
+}
+
+/// Maps `--listen` to `REELTIME_LISTEN` using clap's own metadata.
+fn env_name_of(flag: &str) -> String {
+    use clap::CommandFactory;
+    let long = flag.trim_start_matches('-');
+    Settings::command()
+        .get_arguments()
+        .find(|arg| arg.get_long() == Some(long))
+        .and_then(|arg| arg.get_env())
+        .map(|env| env.to_string_lossy().into_owned())
+        .unwrap_or_else(|| flag.to_string())
+}
+
+/// Where verification keys come from, decided once at start.
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    /// Keys fetched from a JWKS endpoint and cached.
+    Jwks { url: String, issuer: String },
+    /// A single PEM public key, no network needed (Clerk's "JWT public key").
+    Pem { pem: String, issuer: String },
+    /// The built-in development issuer mints and verifies its own tokens.
+    Development { issuer: String },
+}
+
+/// Validated configuration the rest of the server reads.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub key_source: KeySource,
+    pub authorized_parties: Vec<String>,
+    pub allowed_origins: Vec<String>,
+    pub clock_skew: Duration,
+    pub auth_timeout: Duration,
+    pub heartbeat: Duration,
+    pub max_connections_per_user: usize,
+    pub max_connections: Option<usize>,
+    pub shutdown_grace: Duration,
+    pub import_allow_private: bool,
+    pub import_allow_hosts: Vec<String>,
+    pub import_max_bytes: u64,
+    pub download_concurrency: usize,
+    /// The Clerk publishable key, handed to the web page when set.
+    pub clerk_publishable_key: Option<String>,
+}
+
+/// Issuer name of the development issuer unless REELTIME_ISSUER says otherwise.
+pub const DEV_ISSUER: &str = "reeltime-dev";
+
+impl Config {
+    /// Checks the settings together and derives what follows from them.
+    pub fn from_settings(s: Settings) -> anyhow::Result<Config> {
+        let clean = |list: Vec<String>| -> Vec<String> {
+            list.into_iter()
+                .map(|item| item.trim().trim_end_matches('/').to_string())
+                .filter(|item| !item.is_empty())
+                .collect()
+        };
+        let non_empty = |value: Option<String>| value.filter(|v| !v.trim().is_empty());
+        let issuer = non_empty(s.issuer);
+        let jwks_url = non_empty(s.jwks_url);
+        let publishable = non_empty(s.clerk_publishable_key);
+        let pem = non_empty(s.clerk_jwt_key);
+
+        let clerk = publishable
+            .as_deref()
+            .map(clerk_frontend_host)
+            .transpose()
+            .context("bad setting CLERK_PUBLISHABLE_KEY")?;
+        let derived_issuer = clerk.as_ref().map(|host| format!("https://{host}"));
+        let issuer_for_keys = issuer.clone().or(derived_issuer);
+
+        let key_source = if let Some(pem) = pem {
+            if !pem.contains("BEGIN PUBLIC KEY") && !pem.contains("BEGIN RSA PUBLIC KEY") {
+                bail!("bad setting CLERK_JWT_KEY: expected a PEM public key");
+            }
+            let Some(issuer) = issuer_for_keys else {
+                bail!(
+                    "bad setting CLERK_JWT_KEY: also set REELTIME_ISSUER or CLERK_PUBLISHABLE_KEY so that `iss` can be checked"
+                );
+            };
+            KeySource::Pem { pem, issuer }
+        } else if let Some(url) = jwks_url {
+            let parsed = url::Url::parse(&url).context("bad setting REELTIME_JWKS_URL")?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                bail!("bad setting REELTIME_JWKS_URL: must be http or https");
+            }
+            let Some(issuer) = issuer_for_keys else {
+                bail!(
+                    "bad setting REELTIME_JWKS_URL: also set REELTIME_ISSUER (the `iss` your tokens carry)"
+                );
+            };
+            KeySource::Jwks { url, issuer }
+        } else if let Some(host) = clerk {
+            KeySource::Jwks {
+                url: format!("https://{host}/.well-known/jwks.json"),
+                issuer: issuer_for_keys.unwrap_or_else(|| format!("https://{host}")),
+            }
+        } else {
+            if !s.listen.ip().is_loopback() {
+                bail!(
+                    "bad setting REELTIME_LISTEN: the development issuer (no REELTIME_JWKS_URL, CLERK_PUBLISHABLE_KEY or CLERK_JWT_KEY set) only listens on loopback, not {}",
+                    s.listen
+                );
+            }
+            KeySource::Development {
+                issuer: issuer.unwrap_or_else(|| DEV_ISSUER.to_string()),
+            }
+        };
+
+        for origin in s.allowed_origins.iter().chain(&s.authorized_parties) {
+            let trimmed = origin.trim();
+            if !trimmed.is_empty() && url::Url::parse(trimmed).is_err() {
+                bail!(
+                    "bad setting REELTIME_ALLOWED_ORIGINS/REELTIME_AUTHORIZED_PARTIES: {trimmed:?} is not an origin like https://app.example.com"
+                );
+            }
+        }
+
+        let database_url = non_empty(s.database_url)
+            .unwrap_or_else(|| format!("sqlite://{}", s.data_dir.join("reeltime.db").display()));
+        if !database_url.starts_with("sqlite:") {
+            bail!("bad setting REELTIME_DATABASE_URL: only sqlite:// is supported by this build");
+        }
+
+        Ok(Config {
+            listen: s.listen,
+            data_dir: s.data_dir,
+            database_url,
+            key_source,
+            authorized_parties: clean(s.authorized_parties),
+            allowed_origins: clean(s.allowed_origins),
+            clock_skew: Duration::from_secs(s.clock_skew_secs),
+            auth_timeout: Duration::from_secs(s.auth_timeout_secs),
+            heartbeat: Duration::from_secs(s.heartbeat_secs),
+            max_connections_per_user: usize::try_from(s.max_connections_per_user)
+                .unwrap_or(usize::MAX),
+            max_connections: s
+                .max_connections
+                .map(|max| usize::try_from(max).unwrap_or(usize::MAX)),
+            shutdown_grace: Duration::from_secs(s.shutdown_grace_secs),
+            import_allow_private: s.import_allow_private,
+            import_allow_hosts: clean(s.import_allow_hosts)
+                .into_iter()
+                .map(|host| host.to_ascii_lowercase())
+                .collect(),
+            import_max_bytes: s.import_max_bytes,
+            download_concurrency: usize::try_from(s.download_concurrency).unwrap_or(4),
+            clerk_publishable_key: publishable,
+        })
+    }
+
+    /// True when the server mints its own tokens (`/dev/*` exists).
+    pub fn is_development(&self) -> bool {
+        matches!(self.key_source, KeySource::Development { .. })
+    }
+}
+
+/// Decodes the Frontend API host from a Clerk publishable key:
+/// `pk_test_` + base64(`<host>$`).
+pub fn clerk_frontend_host(key: &str) -> anyhow::Result<String> {
+    let encoded = key
+        .trim()
+        .strip_prefix("pk_test_")
+        .or_else(|| key.trim().strip_prefix("pk_live_"))
+        .context("expected pk_test_... or pk_live_...")?;
+    let engine = base64::engine::general_purpose::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    let decoded = engine
+        .decode(encoded)
+        .context("the part after pk_..._ is not base64")?;
+    let text = String::from_utf8(decoded).context("decoded key is not text")?;
+    let host = text
+        .strip_suffix('$')
+        .context("decoded key does not end in $")?;
+    let valid = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+    if !valid {
+        bail!("decoded host {host:?} is not a host name");
+    }
+    Ok(host.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(args: &[&str]) -> Settings {
+        let mut all = vec!["reeltime"];
+        all.extend_from_slice(args);
+        Settings::try_parse_from(all).expect("valid args")
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_single_machine_setup() {
+        let config = Config::from_settings(settings(&[])).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.database_url, "sqlite://./data/reeltime.db");
+        assert!(config.is_development());
+        assert_eq!(config.clock_skew, Duration::from_secs(5));
+        assert_eq!(config.import_max_bytes, 4 << 30);
+        assert_eq!(config.max_connections_per_user, 32);
+    }
+
+    #[test]
+    fn clerk_publishable_key_gives_issuer_and_jwks() {
+        let key = format!(
+            "pk_test_{}",
+            base64::engine::general_purpose::STANDARD.encode("clerk.example.com$")
+        );
+        assert_eq!(clerk_frontend_host(&key).unwrap(), "clerk.example.com");
+        let config = Config::from_settings(settings(&["--clerk-publishable-key", &key])).unwrap();
+        match config.key_source {
+            KeySource::Jwks { url, issuer } => {
+                assert_eq!(url, "https://clerk.example.com/.well-known/jwks.json");
+                assert_eq!(issuer, "https://clerk.example.com");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(clerk_frontend_host("pk_test_bm90IGEga2V5").is_err());
+        assert!(clerk_frontend_host("sk_test_abc").is_err());
+    }
+
+    #[test]
+    fn development_issuer_refuses_public_addresses() {
+        let err = Config::from_settings(settings(&["--listen", "0.0.0.0:8080"])).unwrap_err();
+        assert!(err.to_string().contains("REELTIME_LISTEN"), "{err}");
+    }
+
+    #[test]
+    fn jwks_url_needs_an_issuer() {
+        let err = Config::from_settings(settings(&["--jwks-url", "http://127.0.0.1:1/jwks"]))
+            .unwrap_err();
+        assert!(err.to_string().contains("REELTIME_ISSUER"), "{err}");
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_bytes("4GiB"), Ok(4 << 30));
+        assert_eq!(parse_bytes("512 M"), Ok(512 << 20));
+        assert_eq!(parse_bytes("1000"), Ok(1000));
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("0").is_err());
+    }
+
+    #[test]
+    fn bad_values_name_the_environment_variable() {
+        assert_eq!(env_name_of("--listen"), "REELTIME_LISTEN");
+        assert_eq!(env_name_of("--clerk-jwt-key"), "CLERK_JWT_KEY");
+    }
+}

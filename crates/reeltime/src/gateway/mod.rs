@@ -1,0 +1,104 @@
+//! The WebSocket gateway: the upgrade handler, one session per connection,
+//! the hub that maps users to their connections and the per-connection
+//! outbox.
+
+mod hub;
+mod outbox;
+mod session;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{WebSocketUpgrade, close_code};
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use reeltime_protocol::MAX_CLIENT_MESSAGE_BYTES;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use hub::{Hub, LimitError, Registration};
+pub use outbox::Outbox;
+
+use crate::auth::Verifier;
+use crate::metrics::Metrics;
+use crate::store::Store;
+use crate::users::Users;
+
+/// What every session needs, shared.
+pub struct Gateway {
+    pub verifier: Arc<Verifier>,
+    pub users: Arc<Users>,
+    pub hub: Arc<Hub>,
+    pub store: Arc<dyn Store>,
+    pub metrics: Arc<Metrics>,
+    pub allowed_origins: Vec<String>,
+    pub auth_timeout: Duration,
+    pub heartbeat: Duration,
+    /// Short random id of this process, prefixed to connection ids.
+    pub node_id: String,
+    /// Cancelled on SIGTERM/SIGINT: every session closes with 1001.
+    pub shutdown: CancellationToken,
+    /// Every session task, so shutdown can wait for their close frames.
+    pub sessions: TaskTracker,
+}
+
+/// `?token=` on the upgrade request; the only query parameter we read.
+#[derive(Deserialize)]
+pub struct ProgressQuery {
+    token: Option<String>,
+}
+
+/// `GET /api/ws/progress`. Every refusal happens after the upgrade, as a
+/// close frame: a browser sees a refused handshake only as 1006 and could
+/// not tell an auth failure from a network failure.
+pub async fn progress_socket(
+    State(gateway): State<Arc<Gateway>>,
+    Query(query): Query<ProgressQuery>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let origin_refused = !gateway.allowed_origins.is_empty()
+        && headers
+            .get(axum::http::header::ORIGIN)
+            .is_some_and(|origin| {
+                let origin = origin.to_str().unwrap_or("").trim_end_matches('/');
+                !gateway
+                    .allowed_origins
+                    .iter()
+                    .any(|allowed| allowed == origin)
+            });
+    let token = query.token.filter(|token| !token.is_empty());
+    let tracker = gateway.sessions.clone();
+    upgrade
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_message_size(MAX_CLIENT_MESSAGE_BYTES)
+        .max_frame_size(MAX_CLIENT_MESSAGE_BYTES)
+        .on_upgrade(move |mut socket| {
+            tracker.track_future(async move {
+                if gateway.shutdown.is_cancelled() {
+                    let _ = socket
+                        .send(close_message(close_code::AWAY, "server shutting down"))
+                        .await;
+                    return;
+                }
+                if origin_refused {
+                    gateway.metrics.auth_failure("origin not allowed");
+                    let _ = socket
+                        .send(close_message(close_code::POLICY, "origin not allowed"))
+                        .await;
+                    return;
+                }
+                session::run(socket, gateway, token).await
+            })
+        })
+}
+
+fn close_message(code: u16, reason: &'static str) -> axum::extract::ws::Message {
+    axum::extract::ws::Message::Close(Some(axum::extract::ws::CloseFrame {
+        code,
+        reason: axum::extract::ws::Utf8Bytes::from_static(reason),
+    }))
+}

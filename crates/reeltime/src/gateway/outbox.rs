@@ -1,0 +1,123 @@
+//! The per-connection send queue. Producers (the hub) never wait on a slow
+//! socket: they push here and move on. When a client falls behind, the queue
+//! keeps only the latest state of each import instead of growing.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+
+use crate::bus::ImportEvent;
+
+/// Above this many queued messages, a new change replaces the queued one of
+/// the same import instead of being appended.
+const COALESCE_ABOVE: usize = 32;
+
+/// Queue of changes waiting to be written to one socket.
+#[derive(Default)]
+pub struct Outbox {
+    queue: Mutex<VecDeque<Arc<ImportEvent>>>,
+    ready: Notify,
+}
+
+impl Outbox {
+    pub fn new() -> Arc<Outbox> {
+        Arc::new(Outbox::default())
+    }
+
+    /// Queues a change. A final state is never dropped: it is the newest
+    /// version of its import, so coalescing can only replace older states
+    /// with it, never the other way round.
+    pub fn push(&self, event: &Arc<ImportEvent>) {
+        {
+            let mut queue = match self.queue.lock() {
+                Ok(queue) => queue,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            let same_import = if queue.len() >= COALESCE_ABOVE {
+                queue
+                    .iter_mut()
+                    .find(|queued| queued.import_id == event.import_id)
+            } else {
+                None
+            };
+            match same_import {
+                Some(queued) => {
+                    if event.version > queued.version {
+                        *queued = Arc::clone(event);
+                    }
+                }
+                None => queue.push_back(Arc::clone(event)),
+            }
+        }
+        self.ready.notify_one();
+    }
+
+    /// Takes everything queued, in order.
+    pub fn drain(&self) -> Vec<Arc<ImportEvent>> {
+        let mut queue = match self.queue.lock() {
+            Ok(queue) => queue,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        queue.drain(..).collect()
+    }
+
+    /// Resolves when something was pushed since the last wait.
+    pub async fn ready(&self) {
+        self.ready.notified().await
+    }
+
+    pub fn len(&self) -> usize {
+        self.queue.lock().map(|queue| queue.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::extract::ws::Utf8Bytes;
+
+    fn event(import: &str, version: u64, is_final: bool) -> Arc<ImportEvent> {
+        Arc::new(ImportEvent {
+            user_id: "u".into(),
+            import_id: import.into(),
+            version,
+            is_final,
+            payload: Utf8Bytes::from(format!("{import}:{version}")),
+        })
+    }
+
+    #[test]
+    fn keeps_every_change_while_short() {
+        let outbox = Outbox::default();
+        for version in 1..=5 {
+            outbox.push(&event("a", version, false));
+        }
+        let versions: Vec<u64> = outbox.drain().iter().map(|e| e.version).collect();
+        assert_eq!(versions, [1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn coalesces_per_import_when_behind_and_keeps_finals() {
+        let outbox = Outbox::default();
+        for n in 0..COALESCE_ABOVE {
+            outbox.push(&event(&format!("other{n}"), 1, false));
+        }
+        outbox.push(&event("a", 1, false));
+        for version in 2..100 {
+            outbox.push(&event("a", version, false));
+        }
+        outbox.push(&event("a", 100, true));
+        outbox.push(&event("a", 7, false)); // late, older: ignored
+        let drained = outbox.drain();
+        let of_a: Vec<_> = drained.iter().filter(|e| e.import_id == "a").collect();
+        assert_eq!(of_a.len(), 1);
+        assert_eq!(of_a[0].version, 100);
+        assert!(of_a[0].is_final);
+        assert_eq!(drained.len(), COALESCE_ABOVE + 1);
+    }
+}

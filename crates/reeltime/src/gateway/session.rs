@@ -1,0 +1,391 @@
+//! One client connection from upgrade to close: authenticate, register in
+//! the hub, send `ready` and the snapshot, then forward changes and answer
+//! the client until something ends it.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use reeltime_protocol::{ClientMessage, PROTOCOL_VERSION, ServerMessage, close};
+use tokio::time::{Instant, sleep_until, timeout};
+
+use super::{Gateway, Outbox};
+use crate::auth::{AuthError, Claims};
+
+/// A client that cannot take a message for this long is dropped (1013).
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Malformed messages tolerated per minute before closing 1008.
+const MAX_BAD_MESSAGES_PER_MINUTE: usize = 10;
+/// How long to wait for the client's answer to our close frame.
+const CLOSE_HANDSHAKE: Duration = Duration::from_secs(2);
+
+/// What ends a session; each maps to one close frame (or none).
+enum End {
+    Close(u16, &'static str),
+    /// The peer is gone (closed, errored or silent): nothing to send.
+    Gone,
+}
+
+/// Runs a connection to its end. `query_token` is the `?token=` value.
+pub async fn run(mut socket: WebSocket, gateway: Arc<Gateway>, query_token: Option<String>) {
+    let end = match authenticate(&mut socket, &gateway, query_token).await {
+        Ok(claims) => serve(&mut socket, &gateway, claims).await,
+        Err(end) => end,
+    };
+    if let End::Close(code, reason) = end {
+        close_with(&mut socket, code, reason).await;
+    }
+}
+
+/// Gets a token from the query or the first message, and verifies it.
+async fn authenticate(
+    socket: &mut WebSocket,
+    gateway: &Gateway,
+    query_token: Option<String>,
+) -> Result<Claims, End> {
+    let token = match query_token {
+        Some(token) => token,
+        None => first_message_token(socket, gateway.auth_timeout).await?,
+    };
+    match gateway.verifier.verify(&token).await {
+        Ok(claims) => Ok(claims),
+        Err(err) => Err(reject(gateway, err)),
+    }
+}
+
+fn reject(gateway: &Gateway, err: AuthError) -> End {
+    gateway.metrics.auth_failure(err.reason());
+    tracing::info!(reason = err.reason(), "websocket authentication refused");
+    End::Close(close::POLICY_VIOLATION, err.reason())
+}
+
+async fn first_message_token(socket: &mut WebSocket, wait: Duration) -> Result<String, End> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let message = match timeout_at(deadline, socket.recv()).await {
+            None => return Err(End::Close(close::POLICY_VIOLATION, "auth timeout")),
+            Some(None) => return Err(End::Gone),
+            Some(Some(Err(err))) => return Err(read_error(err)),
+            Some(Some(Ok(message))) => message,
+        };
+        match message {
+            Message::Text(text) => {
+                return match serde_json::from_str::<ClientMessage>(&text) {
+                    Ok(ClientMessage::Auth { token }) => Ok(token),
+                    _ => Err(End::Close(close::POLICY_VIOLATION, "missing token")),
+                };
+            }
+            Message::Binary(_) => {
+                return Err(End::Close(
+                    close::UNSUPPORTED_DATA,
+                    "binary messages not supported",
+                ));
+            }
+            Message::Close(_) => return Err(End::Gone),
+            Message::Ping(_) | Message::Pong(_) => continue,
+        }
+    }
+}
+
+async fn timeout_at<F: std::future::Future>(deadline: Instant, future: F) -> Option<F::Output> {
+    tokio::time::timeout_at(deadline, future).await.ok()
+}
+
+/// The authenticated part of a connection.
+async fn serve(socket: &mut WebSocket, gateway: &Arc<Gateway>, claims: Claims) -> End {
+    if let Err(err) = gateway
+        .users
+        .ensure(&claims.sub, claims.email.as_deref())
+        .await
+    {
+        tracing::error!(error = %err, "could not record user");
+        return End::Close(close::INTERNAL_ERROR, "server error");
+    }
+    let user_id = claims.sub.clone();
+    let outbox = Outbox::new();
+    // Register before reading the snapshot: a change made in between is then
+    // queued, and the version filter below drops it if the snapshot had it.
+    let registration = match gateway.hub.register(&user_id, Arc::clone(&outbox)) {
+        Ok(registration) => registration,
+        Err(limit) => {
+            tracing::info!(user_id = %user_id, %limit, "connection refused");
+            return End::Close(close::TRY_AGAIN_LATER, "too many connections");
+        }
+    };
+    gateway
+        .metrics
+        .open_connections
+        .fetch_add(1, Ordering::Relaxed);
+    gateway
+        .metrics
+        .connections_total
+        .fetch_add(1, Ordering::Relaxed);
+    let connection_id = format!("{}-{}", gateway.node_id, registration.id());
+    let mut session = Session {
+        socket,
+        gateway,
+        user_id,
+        expires_at: claims.exp,
+        sent_versions: HashMap::new(),
+        bad_messages: VecDeque::new(),
+        last_heard: Instant::now(),
+    };
+    let end = session.run(&outbox, connection_id).await;
+    gateway
+        .metrics
+        .open_connections
+        .fetch_sub(1, Ordering::Relaxed);
+    drop(registration);
+    end
+}
+
+struct Session<'a> {
+    socket: &'a mut WebSocket,
+    gateway: &'a Arc<Gateway>,
+    user_id: String,
+    /// `exp` of the token in force.
+    expires_at: i64,
+    /// Last version sent per import: nothing older or equal goes out again.
+    sent_versions: HashMap<String, u64>,
+    bad_messages: VecDeque<Instant>,
+    last_heard: Instant,
+}
+
+impl Session<'_> {
+    async fn run(&mut self, outbox: &Outbox, connection_id: String) -> End {
+        let heartbeat = self.gateway.heartbeat;
+        let ready = ServerMessage::Ready {
+            user_id: self.user_id.clone(),
+            connection_id,
+            expires_at: self.expires_at,
+            heartbeat_ms: u64::try_from(heartbeat.as_millis()).unwrap_or(u64::MAX),
+            protocol: PROTOCOL_VERSION,
+        };
+        if let Err(end) = self.send_message(&ready).await {
+            return end;
+        }
+        if let Err(end) = self.send_snapshot().await {
+            return end;
+        }
+
+        let mut ping_at = Instant::now() + heartbeat;
+        let shutdown = self.gateway.shutdown.clone();
+        loop {
+            let expiry = self.expiry_deadline();
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    return End::Close(close::GOING_AWAY, "server shutting down");
+                }
+                incoming = self.socket.recv() => {
+                    self.last_heard = Instant::now();
+                    let message = match incoming {
+                        None => return End::Gone,
+                        Some(Err(err)) => return read_error(err),
+                        Some(Ok(message)) => message,
+                    };
+                    if let Err(end) = self.handle(message).await {
+                        return end;
+                    }
+                }
+                _ = outbox.ready() => {
+                    if let Err(end) = self.flush(outbox).await {
+                        return end;
+                    }
+                }
+                _ = sleep_until(ping_at) => {
+                    if self.last_heard.elapsed() >= heartbeat * 2 {
+                        tracing::debug!(user_id = %self.user_id, "peer silent for two heartbeats; dropping");
+                        return End::Gone;
+                    }
+                    if let Err(end) = self.send(Message::Ping(Default::default())).await {
+                        return end;
+                    }
+                    ping_at = Instant::now() + heartbeat;
+                }
+                _ = sleep_until(expiry) => {
+                    return End::Close(close::TOKEN_EXPIRED, "token expired");
+                }
+            }
+        }
+    }
+
+    /// When the current token stops being acceptable: `exp` plus the skew.
+    fn expiry_deadline(&self) -> Instant {
+        let skew = self.gateway.verifier.leeway();
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let expires_ms = self.expires_at.saturating_mul(1000);
+        let left = Duration::from_millis(u64::try_from(expires_ms - now_ms).unwrap_or(0)) + skew;
+        Instant::now() + left
+    }
+
+    async fn send_snapshot(&mut self) -> Result<(), End> {
+        let imports = match self.gateway.store.snapshot(&self.user_id).await {
+            Ok(imports) => imports,
+            Err(err) => {
+                tracing::error!(error = %err, "snapshot failed");
+                return Err(End::Close(close::INTERNAL_ERROR, "server error"));
+            }
+        };
+        for import in &imports {
+            self.sent_versions.insert(import.id.clone(), import.version);
+        }
+        self.send_message(&ServerMessage::Snapshot { imports })
+            .await
+    }
+
+    async fn flush(&mut self, outbox: &Outbox) -> Result<(), End> {
+        for event in outbox.drain() {
+            debug_assert_eq!(event.user_id, self.user_id);
+            let newer = self
+                .sent_versions
+                .get(&event.import_id)
+                .is_none_or(|sent| event.version > *sent);
+            if !newer {
+                continue;
+            }
+            self.sent_versions
+                .insert(event.import_id.clone(), event.version);
+            self.send(Message::Text(event.payload.clone())).await?;
+        }
+        Ok(())
+    }
+
+    async fn handle(&mut self, message: Message) -> Result<(), End> {
+        let text = match message {
+            Message::Text(text) => text,
+            Message::Binary(_) => {
+                return Err(End::Close(
+                    close::UNSUPPORTED_DATA,
+                    "binary messages not supported",
+                ));
+            }
+            Message::Close(_) => return Err(End::Gone),
+            Message::Ping(_) | Message::Pong(_) => return Ok(()),
+        };
+        match serde_json::from_str::<ClientMessage>(&text) {
+            Ok(ClientMessage::Ping) => self.send_message(&ServerMessage::Pong).await,
+            Ok(ClientMessage::Auth { token }) => self.refresh(&token).await,
+            Err(_) => {
+                let (code, message) = match serde_json::from_str::<serde_json::Value>(&text) {
+                    Ok(value) if value.get("type").is_some_and(|t| t.is_string()) => (
+                        "unknown_type",
+                        "unknown message type (expected auth or ping)",
+                    ),
+                    Ok(_) => ("bad_message", "expected an object with a \"type\""),
+                    Err(_) => ("bad_json", "message is not valid JSON"),
+                };
+                self.bad_message(code, message).await
+            }
+        }
+    }
+
+    /// In-band token refresh: same user, fresh expiry, no reconnect.
+    async fn refresh(&mut self, token: &str) -> Result<(), End> {
+        match self.gateway.verifier.verify(token).await {
+            Ok(claims) if claims.sub == self.user_id => {
+                self.expires_at = claims.exp;
+                self.send_message(&ServerMessage::AuthOk {
+                    expires_at: claims.exp,
+                })
+                .await
+            }
+            Ok(_) => {
+                self.gateway.metrics.auth_failure("user changed");
+                Err(End::Close(close::POLICY_VIOLATION, "user changed"))
+            }
+            Err(err) => Err(reject(self.gateway, err)),
+        }
+    }
+
+    async fn bad_message(&mut self, code: &str, message: &str) -> Result<(), End> {
+        let now = Instant::now();
+        while self
+            .bad_messages
+            .front()
+            .is_some_and(|at| now.duration_since(*at) > Duration::from_secs(60))
+        {
+            self.bad_messages.pop_front();
+        }
+        self.bad_messages.push_back(now);
+        if self.bad_messages.len() > MAX_BAD_MESSAGES_PER_MINUTE {
+            return Err(End::Close(close::POLICY_VIOLATION, "too many bad messages"));
+        }
+        self.send_message(&ServerMessage::Error {
+            code: code.to_string(),
+            message: message.to_string(),
+        })
+        .await
+    }
+
+    async fn send_message(&mut self, message: &ServerMessage) -> Result<(), End> {
+        let text = match serde_json::to_string(message) {
+            Ok(text) => text,
+            Err(err) => {
+                tracing::error!(error = %err, "could not serialize a message");
+                return Err(End::Close(close::INTERNAL_ERROR, "server error"));
+            }
+        };
+        self.send(Message::Text(Utf8Bytes::from(text))).await
+    }
+
+    async fn send(&mut self, message: Message) -> Result<(), End> {
+        let counts = matches!(message, Message::Text(_));
+        match timeout(SEND_TIMEOUT, self.socket.send(message)).await {
+            Ok(Ok(())) => {
+                if counts {
+                    self.gateway
+                        .metrics
+                        .messages_sent
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            }
+            Ok(Err(_)) => Err(End::Gone),
+            Err(_) => {
+                self.gateway
+                    .metrics
+                    .slow_client_closes
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::info!(user_id = %self.user_id, "client too slow; closing");
+                Err(End::Close(close::TRY_AGAIN_LATER, "client too slow"))
+            }
+        }
+    }
+}
+
+/// A read error: too big a message gets 1009, anything else means the peer
+/// is gone.
+fn read_error(err: axum::Error) -> End {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    let inner = err.into_inner();
+    match inner.downcast_ref::<WsError>() {
+        Some(WsError::Capacity(_)) => End::Close(close::MESSAGE_TOO_BIG, "message too big"),
+        Some(WsError::Protocol(_)) => End::Close(1002, "protocol error"),
+        _ => End::Gone,
+    }
+}
+
+/// Sends a close frame and waits briefly for the peer's answer, so the
+/// client reads our code and reason rather than a reset.
+async fn close_with(socket: &mut WebSocket, code: u16, reason: &'static str) {
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    };
+    if timeout(CLOSE_HANDSHAKE, socket.send(Message::Close(Some(frame))))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let _ = timeout(CLOSE_HANDSHAKE, async {
+        while let Some(Ok(message)) = socket.recv().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}

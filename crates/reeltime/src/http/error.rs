@@ -1,0 +1,94 @@
+//! The one error shape of the REST API: `{"error":{"code","message"}}`.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use reeltime_protocol::{ApiErrorBody, ImportError};
+
+use crate::auth::AuthError;
+use crate::imports::ImportsError;
+
+/// An error answer: status, stable code and a sentence.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn internal(err: impl std::fmt::Display) -> ApiError {
+        tracing::error!(error = %err, "request failed");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "something went wrong on the server",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let unauthorized = self.status == StatusCode::UNAUTHORIZED;
+        let body = ApiErrorBody {
+            error: ImportError {
+                code: self.code.to_string(),
+                message: self.message.clone(),
+            },
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        if unauthorized {
+            let challenge = format!(
+                "Bearer error=\"invalid_token\", error_description=\"{}\"",
+                self.message
+            );
+            if let Ok(value) = HeaderValue::from_str(&challenge) {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, value);
+            }
+        }
+        response
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(err: AuthError) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", err.reason())
+    }
+}
+
+impl From<ImportsError> for ApiError {
+    fn from(err: ImportsError) -> ApiError {
+        match err {
+            ImportsError::BadRequest(message) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+            }
+            ImportsError::UrlNotAllowed(message) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "url_not_allowed", message)
+            }
+            ImportsError::NotFound => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", "import not found")
+            }
+            ImportsError::AlreadyFinished => ApiError::new(
+                StatusCode::CONFLICT,
+                "already_finished",
+                "the import has already finished",
+            ),
+            ImportsError::StillRunning => ApiError::new(
+                StatusCode::CONFLICT,
+                "still_running",
+                "the import is still running; cancel it first",
+            ),
+            other => ApiError::internal(other),
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! `/api/imports`: create, list, read, cancel and delete the caller's imports.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use reeltime_protocol::{CreateImport, Import, ImportPage};
+use serde::Deserialize;
+
+use crate::http::{ApiError, AppState, Caller};
+
+/// `POST /api/imports` → 201 with the queued import.
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Import>), ApiError> {
+    let request: CreateImport = serde_json::from_slice(&body).map_err(|err| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("expected JSON like {{\"url\":\"https://...\",\"title\":\"...\"}}: {err}"),
+        )
+    })?;
+    let import = state
+        .imports
+        .create(&caller.user_id, &request.url, request.title.as_deref())
+        .await?;
+    Ok((StatusCode::CREATED, Json(import)))
+}
+
+/// Paging parameters of `GET /api/imports`.
+#[derive(Deserialize)]
+pub struct ListQuery {
+    limit: Option<i64>,
+    before: Option<String>,
+}
+
+/// `GET /api/imports?limit=&before=`: newest first.
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<ImportPage>, ApiError> {
+    let limit = query.limit.unwrap_or(50).clamp(1, 200);
+    let imports = state
+        .imports
+        .store()
+        .list_imports(&caller.user_id, limit, query.before.as_deref())
+        .await
+        .map_err(ApiError::internal)?;
+    let next_cursor = (imports.len() as i64 == limit)
+        .then(|| imports.last().map(|import| import.id.clone()))
+        .flatten();
+    Ok(Json(ImportPage {
+        imports,
+        next_cursor,
+    }))
+}
+
+/// `GET /api/imports/{id}`: another user's import is 404.
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Import>, ApiError> {
+    let owned = state.imports.get_owned(&caller.user_id, &id).await?;
+    Ok(Json(owned.import))
+}
+
+/// `POST /api/imports/{id}/cancel`: 409 when already finished.
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Import>, ApiError> {
+    Ok(Json(state.imports.cancel(&caller.user_id, &id).await?))
+}
+
+/// `DELETE /api/imports/{id}`: removes a finished import and its files.
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.imports.delete(&caller.user_id, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

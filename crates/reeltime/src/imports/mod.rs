@@ -1,0 +1,283 @@
+//! Imports: the REST API, the job runner and the download.
+//!
+//! Every change to an import goes through [`Imports::commit`]: a
+//! compare-and-set write on `version` in the store, then one publish on the
+//! bus. That single path is what keeps versions strictly increasing and
+//! sockets in step with the database, whoever made the change.
+
+pub mod api;
+pub mod fetch;
+pub mod guard;
+mod runner;
+pub mod sniff;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use reeltime_protocol::{Import, ImportError, ImportStatus};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+pub use runner::Runner;
+
+use crate::bus::{Bus, ImportEvent};
+use crate::store::{OwnedImport, Store, StoreError};
+
+/// Attempts an import gets across restarts before failing `interrupted`.
+pub const MAX_ATTEMPTS: u32 = 3;
+
+/// Failures of import operations, each with the HTTP answer it deserves.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportsError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    UrlNotAllowed(String),
+    #[error("import not found")]
+    NotFound,
+    #[error("import already finished")]
+    AlreadyFinished,
+    #[error("import is still running")]
+    StillRunning,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("could not serialize an import: {0}")]
+    Serialize(#[from] serde_json::Error),
+}
+
+/// The import operations shared by the API and the runner.
+pub struct Imports {
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    policy: Arc<guard::Policy>,
+    downloads_dir: PathBuf,
+    queue: mpsc::UnboundedSender<String>,
+    /// Cancellation handles of running jobs, by import id.
+    running: Mutex<HashMap<String, CancellationToken>>,
+}
+
+impl Imports {
+    /// Returns the service and the receiving end of its job queue (for the runner).
+    pub fn new(
+        store: Arc<dyn Store>,
+        bus: Arc<dyn Bus>,
+        policy: Arc<guard::Policy>,
+        downloads_dir: PathBuf,
+    ) -> (Arc<Imports>, mpsc::UnboundedReceiver<String>) {
+        let (queue, jobs) = mpsc::unbounded_channel();
+        let imports = Arc::new(Imports {
+            store,
+            bus,
+            policy,
+            downloads_dir,
+            queue,
+            running: Mutex::new(HashMap::new()),
+        });
+        (imports, jobs)
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Where an import's files live.
+    pub fn dir_of(&self, import_id: &str) -> PathBuf {
+        self.downloads_dir.join(import_id)
+    }
+
+    /// Validates the URL, stores the import as `queued`, tells the user's
+    /// sockets, and queues the job.
+    pub async fn create(
+        &self,
+        user_id: &str,
+        url: &str,
+        title: Option<&str>,
+    ) -> Result<Import, ImportsError> {
+        let url = self.check_new_url(url).await?;
+        let title = title
+            .map(str::trim)
+            .filter(|title| !title.is_empty())
+            .map(|title| title.chars().take(200).collect())
+            .unwrap_or_else(|| title_from_url(&url));
+        let now = Utc::now();
+        let import = Import {
+            id: uuid::Uuid::now_v7().to_string(),
+            status: ImportStatus::Queued,
+            stage: None,
+            progress: Some(0.0),
+            bytes_done: 0,
+            bytes_total: None,
+            version: 1,
+            attempt: 1,
+            source_url: url.to_string(),
+            title,
+            error: None,
+            result: None,
+            queue_position: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let owned = OwnedImport {
+            user_id: user_id.to_string(),
+            import,
+        };
+        self.store.insert_import(&owned).await?;
+        self.publish(&owned).await?;
+        self.enqueue(&owned.import.id);
+        Ok(owned.import)
+    }
+
+    async fn check_new_url(&self, raw: &str) -> Result<Url, ImportsError> {
+        let raw = raw.trim();
+        if raw.is_empty() {
+            return Err(ImportsError::BadRequest("url is required".into()));
+        }
+        if raw.len() > 2048 {
+            return Err(ImportsError::BadRequest(
+                "url is longer than 2048 characters".into(),
+            ));
+        }
+        let url = Url::parse(raw)
+            .map_err(|err| ImportsError::BadRequest(format!("url is not a valid URL: {err}")))?;
+        self.policy
+            .check_url(&url)
+            .map_err(|blocked| ImportsError::UrlNotAllowed(blocked.0))?;
+        // Resolve now to refuse what can be told at creation; a failed
+        // lookup is not fatal here (the download reports it).
+        if let Some(url::Host::Domain(host)) = url.host() {
+            let port = url.port_or_known_default().unwrap_or(80);
+            let lookup = tokio::net::lookup_host((host, port));
+            if let Ok(Ok(addrs)) = tokio::time::timeout(Duration::from_secs(3), lookup).await {
+                let addrs: Vec<SocketAddr> = addrs.collect();
+                self.policy
+                    .check_resolved(&host.to_ascii_lowercase(), &addrs)
+                    .map_err(|blocked| ImportsError::UrlNotAllowed(blocked.0))?;
+            }
+        }
+        Ok(url)
+    }
+
+    /// The import if `user_id` owns it. Another user's import is "not
+    /// found", never "forbidden": its existence is not theirs to learn.
+    pub async fn get_owned(&self, user_id: &str, id: &str) -> Result<OwnedImport, ImportsError> {
+        match self.store.get_import(id).await? {
+            Some(owned) if owned.user_id == user_id => Ok(owned),
+            _ => Err(ImportsError::NotFound),
+        }
+    }
+
+    /// Cancels a queued or running import; the runner stops and cleans up.
+    pub async fn cancel(&self, user_id: &str, id: &str) -> Result<Import, ImportsError> {
+        loop {
+            let owned = self.get_owned(user_id, id).await?;
+            if owned.import.status.is_final() {
+                return Err(ImportsError::AlreadyFinished);
+            }
+            let mut next = owned.clone();
+            next.import.status = ImportStatus::Cancelled;
+            next.import.stage = None;
+            next.import.queue_position = None;
+            if self.commit(&mut next, owned.import.version).await? {
+                self.stop_job(id);
+                return Ok(next.import);
+            }
+            // The job moved on in between: read again and retry.
+        }
+    }
+
+    /// Deletes a finished import and its files.
+    pub async fn delete(&self, user_id: &str, id: &str) -> Result<(), ImportsError> {
+        let owned = self.get_owned(user_id, id).await?;
+        if !owned.import.status.is_final() {
+            return Err(ImportsError::StillRunning);
+        }
+        self.store.delete_import(id).await?;
+        let dir = self.dir_of(id);
+        if let Err(err) = tokio::fs::remove_dir_all(&dir).await
+            && err.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(import_id = id, error = %err, "could not remove import files");
+        }
+        Ok(())
+    }
+
+    /// Writes `owned` if the stored version is still `expected`, bumping its
+    /// version and `updated_at`, then publishes it. Returns false when
+    /// someone else changed the import first (the caller re-reads).
+    pub async fn commit(
+        &self,
+        owned: &mut OwnedImport,
+        expected: u64,
+    ) -> Result<bool, ImportsError> {
+        owned.import.version = expected + 1;
+        owned.import.updated_at = Utc::now().max(owned.import.updated_at);
+        if !self.store.update_import(owned, expected).await? {
+            return Ok(false);
+        }
+        self.publish(owned).await?;
+        Ok(true)
+    }
+
+    async fn publish(&self, owned: &OwnedImport) -> Result<(), ImportsError> {
+        let event = ImportEvent::new(&owned.user_id, &owned.import)?;
+        if let Err(err) = self.bus.publish(event).await {
+            // The state is stored: sockets catch up from the next snapshot.
+            tracing::warn!(error = %err, "publish failed");
+        }
+        Ok(())
+    }
+
+    /// Queues a job for the runner.
+    pub fn enqueue(&self, id: &str) {
+        let _ = self.queue.send(id.to_string());
+    }
+
+    fn register_job(&self, id: &str, token: CancellationToken) {
+        if let Ok(mut running) = self.running.lock() {
+            running.insert(id.to_string(), token);
+        }
+    }
+
+    fn forget_job(&self, id: &str) {
+        if let Ok(mut running) = self.running.lock() {
+            running.remove(id);
+        }
+    }
+
+    fn stop_job(&self, id: &str) {
+        if let Some(token) = self.running.lock().ok().and_then(|r| r.get(id).cloned()) {
+            token.cancel();
+        }
+    }
+}
+
+/// Marks an import failed with a code and a sentence for people.
+pub fn fail(import: &mut Import, code: &str, message: impl Into<String>) {
+    import.status = ImportStatus::Failed;
+    import.stage = None;
+    import.queue_position = None;
+    import.error = Some(ImportError {
+        code: code.to_string(),
+        message: message.into(),
+    });
+}
+
+fn title_from_url(url: &Url) -> String {
+    url.path_segments()
+        .and_then(|mut segments| segments.next_back())
+        .filter(|last| !last.is_empty())
+        .map(|last| percent_decode(last).chars().take(200).collect())
+        .unwrap_or_else(|| url.host_str().unwrap_or("video").to_string())
+}
+
+fn percent_decode(text: &str) -> String {
+    url::form_urlencoded::parse(format!("x={text}").as_bytes())
+        .next()
+        .map(|(_, value)| value.into_owned())
+        .unwrap_or_else(|| text.to_string())
+}

@@ -1,0 +1,16 @@
+//! reeltime: authenticated real-time progress of server-side video imports.
+//!
+//! A progress change flows job → [`imports::Imports::commit`] (store, then
+//! [`bus`]) → [`gateway::Hub`] → each of the user's connection
+//! [`gateway::Outbox`]es → the socket. See `docs/architecture.md`.
+
+pub mod app;
+pub mod auth;
+pub mod bus;
+pub mod config;
+pub mod gateway;
+pub mod http;
+pub mod imports;
+pub mod metrics;
+pub mod store;
+pub mod users;

@@ -1,0 +1,99 @@
+//! Counters exported at `GET /metrics` in the Prometheus text format.
+//!
+//! A handful of atomics is all the server needs; a metrics framework would
+//! cost more than it gives here.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+/// Process-wide counters, shared through `Arc`.
+#[derive(Default)]
+pub struct Metrics {
+    pub open_connections: AtomicI64,
+    pub messages_sent: AtomicU64,
+    pub connections_total: AtomicU64,
+    pub slow_client_closes: AtomicU64,
+    pub jwks_fetch_ok: AtomicU64,
+    pub jwks_fetch_error: AtomicU64,
+    auth_failures: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl Metrics {
+    /// Counts one rejected token or handshake, by its reason.
+    pub fn auth_failure(&self, reason: &'static str) {
+        if let Ok(mut map) = self.auth_failures.lock() {
+            *map.entry(reason).or_default() += 1;
+        }
+    }
+
+    /// Renders everything, with the import counts the store reported.
+    pub fn render(&self, imports_by_status: &[(String, u64)]) -> String {
+        let mut out = String::new();
+        let mut gauge = |name: &str, help: &str, kind: &str, value: String| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        };
+        gauge(
+            "reeltime_open_connections",
+            "Authenticated WebSocket connections open now.",
+            "gauge",
+            self.open_connections.load(Ordering::Relaxed).to_string(),
+        );
+        gauge(
+            "reeltime_connections_total",
+            "Authenticated WebSocket connections accepted since start.",
+            "counter",
+            self.connections_total.load(Ordering::Relaxed).to_string(),
+        );
+        gauge(
+            "reeltime_messages_sent_total",
+            "Messages written to WebSocket clients.",
+            "counter",
+            self.messages_sent.load(Ordering::Relaxed).to_string(),
+        );
+        gauge(
+            "reeltime_slow_client_closes_total",
+            "Connections closed because the client could not keep up.",
+            "counter",
+            self.slow_client_closes.load(Ordering::Relaxed).to_string(),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP reeltime_jwks_fetches_total JWKS fetches by outcome.\n# TYPE reeltime_jwks_fetches_total counter"
+        );
+        let _ = writeln!(
+            out,
+            "reeltime_jwks_fetches_total{{outcome=\"ok\"}} {}",
+            self.jwks_fetch_ok.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "reeltime_jwks_fetches_total{{outcome=\"error\"}} {}",
+            self.jwks_fetch_error.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP reeltime_auth_failures_total Rejected tokens and handshakes by reason.\n# TYPE reeltime_auth_failures_total counter"
+        );
+        if let Ok(map) = self.auth_failures.lock() {
+            for (reason, count) in map.iter() {
+                let _ = writeln!(
+                    out,
+                    "reeltime_auth_failures_total{{reason=\"{reason}\"}} {count}"
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP reeltime_imports Imports in the store by status.\n# TYPE reeltime_imports gauge"
+        );
+        for (status, count) in imports_by_status {
+            let _ = writeln!(out, "reeltime_imports{{status=\"{status}\"}} {count}");
+        }
+        out
+    }
+}

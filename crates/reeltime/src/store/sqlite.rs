@@ -1,0 +1,305 @@
+//! The embedded store: one SQLite file in the data dir, WAL mode.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use reeltime_protocol::{Import, User};
+use sqlx::Row;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use super::{OwnedImport, SNAPSHOT_FINISHED, Store, StoreError};
+
+/// SQLite behind the [`Store`] trait.
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database and runs migrations.
+    pub async fn open(url: &str) -> Result<SqliteStore, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(SqliteStore { pool })
+    }
+}
+
+fn millis(at: DateTime<Utc>) -> i64 {
+    at.timestamp_millis()
+}
+
+fn from_millis(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+fn decode_import(row: &sqlx::sqlite::SqliteRow) -> Result<Import, StoreError> {
+    let data: String = row.try_get("data")?;
+    Ok(serde_json::from_str(&data)?)
+}
+
+fn decode_user(row: &sqlx::sqlite::SqliteRow) -> Result<User, StoreError> {
+    Ok(User {
+        id: row.try_get("id")?,
+        email: row.try_get("email")?,
+        created_at: from_millis(row.try_get("created_at")?),
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn upsert_user(&self, id: &str, email: Option<&str>) -> Result<User, StoreError> {
+        let now = millis(Utc::now());
+        let row = sqlx::query(
+            "INSERT INTO users (id, email, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)
+             ON CONFLICT (id) DO UPDATE SET
+                email = COALESCE(excluded.email, users.email),
+                updated_at = CASE WHEN excluded.email IS NOT users.email AND excluded.email IS NOT NULL
+                                  THEN excluded.updated_at ELSE users.updated_at END
+             RETURNING id, email, created_at",
+        )
+        .bind(id)
+        .bind(email)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        decode_user(&row)
+    }
+
+    async fn get_user(&self, id: &str) -> Result<Option<User>, StoreError> {
+        let row = sqlx::query("SELECT id, email, created_at FROM users WHERE id = ?1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(decode_user).transpose()
+    }
+
+    async fn insert_import(&self, owned: &OwnedImport) -> Result<(), StoreError> {
+        let import = &owned.import;
+        sqlx::query(
+            "INSERT INTO imports (id, user_id, status, version, finished, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .bind(&import.id)
+        .bind(&owned.user_id)
+        .bind(import.status.as_str())
+        .bind(i64::try_from(import.version).unwrap_or(i64::MAX))
+        .bind(import.status.is_final())
+        .bind(serde_json::to_string(import)?)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_import(&self, id: &str) -> Result<Option<OwnedImport>, StoreError> {
+        let row = sqlx::query("SELECT user_id, data FROM imports WHERE id = ?1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(row) => Ok(Some(OwnedImport {
+                user_id: row.try_get("user_id")?,
+                import: decode_import(&row)?,
+            })),
+            None => Ok(None),
+        }
+    }
+
+    async fn list_imports(
+        &self,
+        user_id: &str,
+        limit: i64,
+        before: Option<&str>,
+    ) -> Result<Vec<Import>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT data FROM imports WHERE user_id = ?1 AND (?2 IS NULL OR id < ?2)
+             ORDER BY id DESC LIMIT ?3",
+        )
+        .bind(user_id)
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(decode_import).collect()
+    }
+
+    async fn snapshot(&self, user_id: &str) -> Result<Vec<Import>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT data FROM (
+                 SELECT id, data FROM imports WHERE user_id = ?1 AND finished = 0
+                 UNION ALL
+                 SELECT * FROM (SELECT id, data FROM imports WHERE user_id = ?1 AND finished = 1
+                                ORDER BY id DESC LIMIT ?2)
+             ) ORDER BY id DESC",
+        )
+        .bind(user_id)
+        .bind(SNAPSHOT_FINISHED)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(decode_import).collect()
+    }
+
+    async fn update_import(
+        &self,
+        owned: &OwnedImport,
+        expected_version: u64,
+    ) -> Result<bool, StoreError> {
+        let import = &owned.import;
+        let done = sqlx::query(
+            "UPDATE imports SET status = ?1, version = ?2, finished = ?3, data = ?4
+             WHERE id = ?5 AND user_id = ?6 AND version = ?7",
+        )
+        .bind(import.status.as_str())
+        .bind(i64::try_from(import.version).unwrap_or(i64::MAX))
+        .bind(import.status.is_final())
+        .bind(serde_json::to_string(import)?)
+        .bind(&import.id)
+        .bind(&owned.user_id)
+        .bind(i64::try_from(expected_version).unwrap_or(i64::MAX))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn unfinished_imports(&self) -> Result<Vec<OwnedImport>, StoreError> {
+        let rows = sqlx::query("SELECT user_id, data FROM imports WHERE finished = 0 ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(OwnedImport {
+                    user_id: row.try_get("user_id")?,
+                    import: decode_import(row)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_import(&self, id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM imports WHERE id = ?1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn count_by_status(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM imports GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let n: i64 = row.try_get("n")?;
+                Ok((row.try_get("status")?, u64::try_from(n).unwrap_or(0)))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reeltime_protocol::ImportStatus;
+
+    fn import(id: &str, status: ImportStatus, version: u64) -> Import {
+        Import {
+            id: id.into(),
+            status,
+            stage: None,
+            progress: None,
+            bytes_done: 0,
+            bytes_total: None,
+            version,
+            attempt: 1,
+            source_url: "https://example.com/a.mp4".into(),
+            title: "a".into(),
+            error: None,
+            result: None,
+            queue_position: None,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        }
+    }
+
+    async fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        (dir, SqliteStore::open(&url).await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn compare_and_set_refuses_a_stale_version() {
+        let (_dir, store) = store().await;
+        let mut owned = OwnedImport {
+            user_id: "alice".into(),
+            import: import("01", ImportStatus::Queued, 1),
+        };
+        store.insert_import(&owned).await.unwrap();
+        owned.import.version = 2;
+        owned.import.status = ImportStatus::Downloading;
+        assert!(store.update_import(&owned, 1).await.unwrap());
+        owned.import.version = 3;
+        assert!(
+            !store.update_import(&owned, 1).await.unwrap(),
+            "stale write must fail"
+        );
+        let other_user = OwnedImport {
+            user_id: "mallory".into(),
+            import: owned.import.clone(),
+        };
+        assert!(!store.update_import(&other_user, 2).await.unwrap());
+        let back = store.get_import("01").await.unwrap().unwrap();
+        assert_eq!(back.import.version, 2);
+        assert_eq!(back.user_id, "alice");
+    }
+
+    #[tokio::test]
+    async fn snapshot_has_unfinished_and_recent_finished_only() {
+        let (_dir, store) = store().await;
+        for n in 0..60 {
+            let status = if n == 5 {
+                ImportStatus::Downloading
+            } else {
+                ImportStatus::Completed
+            };
+            let owned = OwnedImport {
+                user_id: "alice".into(),
+                import: import(&format!("{n:03}"), status, 1),
+            };
+            store.insert_import(&owned).await.unwrap();
+        }
+        store
+            .insert_import(&OwnedImport {
+                user_id: "bob".into(),
+                import: import("999", ImportStatus::Queued, 1),
+            })
+            .await
+            .unwrap();
+        let snapshot = store.snapshot("alice").await.unwrap();
+        assert_eq!(snapshot.len(), 51);
+        assert!(
+            snapshot.iter().any(|i| i.id == "005"),
+            "old unfinished import kept"
+        );
+        assert!(
+            !snapshot.iter().any(|i| i.id == "999"),
+            "other users never included"
+        );
+        assert!(
+            !snapshot.iter().any(|i| i.id == "000"),
+            "oldest finished dropped"
+        );
+        let page = store.list_imports("alice", 10, Some("050")).await.unwrap();
+        assert_eq!(page.first().map(|i| i.id.as_str()), Some("049"));
+        assert_eq!(page.len(), 10);
+    }
+}
