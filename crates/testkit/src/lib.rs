@@ -1,1 +1,14 @@
-pub fn x() {}
+//! Real parts for reeltime's tests and benchmark: a JWKS issuer over HTTP,
+//! a content server to import from, the server as a child process, and
+//! clients that speak the public protocol. No mocks: each is the real thing
+//! on loopback.
+
+pub mod client;
+pub mod content;
+pub mod issuer;
+pub mod server;
+
+pub use client::{Api, Event, WAIT, WsClient};
+pub use content::{ContentServer, mp4_like};
+pub use issuer::{SigningKey, TestIssuer, now};
+pub use server::ServerProcess;

@@ -1,0 +1,41 @@
+/// <reference types="vitest/config" />
+import { defineConfig } from 'vite';
+
+/**
+ * Build settings. The built `dist/` is committed and served by the Rust
+ * server, and CI rebuilds it and checks `git diff --exit-code web/dist`, so
+ * file names carry no content hash and the output is one JS and one CSS file.
+ */
+export default defineConfig({
+  base: '/',
+  oxc: {
+    jsx: { runtime: 'automatic' },
+  },
+  build: {
+    outDir: 'dist',
+    emptyOutDir: true,
+    sourcemap: false,
+    cssCodeSplit: false,
+    modulePreload: { polyfill: false },
+    rolldownOptions: {
+      output: {
+        entryFileNames: 'assets/app.js',
+        chunkFileNames: 'assets/[name].js',
+        assetFileNames: (asset) =>
+          asset.names.some((name) => name.endsWith('.css')) ? 'assets/app.css' : 'assets/[name][extname]',
+      },
+    },
+  },
+  server: {
+    // `npm run dev` against a `reeltime` running on the default address.
+    proxy: {
+      '/api': { target: 'http://127.0.0.1:8080', ws: true },
+      '/dev': 'http://127.0.0.1:8080',
+    },
+  },
+  test: {
+    include: ['src/**/*.test.{ts,tsx}'],
+    environment: 'node',
+    restoreMocks: true,
+  },
+});
