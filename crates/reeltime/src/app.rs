@@ -46,7 +46,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let policy = Arc::new(Policy {
         allow_private: config.import_allow_private,
         allow_hosts: config.import_allow_hosts.clone(),
+        allow_synthetic: config.synthetic_imports,
     });
+    if config.synthetic_imports {
+        tracing::warn!(
+            "synthetic imports are on (REELTIME_SYNTHETIC_IMPORTS): for load tests only"
+        );
+    }
     let (imports, jobs) = Imports::new(
         Arc::clone(&store),
         Arc::clone(&bus),

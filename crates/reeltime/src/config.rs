@@ -92,6 +92,10 @@ pub struct Settings {
     #[arg(long, env = "REELTIME_IMPORT_MAX_BYTES", default_value = "4GiB", value_parser = parse_bytes)]
     pub import_max_bytes: u64,
 
+    /// Accept `synthetic:?duration_ms=..&steps=..` import URLs (load testing only).
+    #[arg(long, env = "REELTIME_SYNTHETIC_IMPORTS", default_value = "0", value_parser = parse_flag)]
+    pub synthetic_imports: bool,
+
     /// Imports downloading at once on this node.
     #[arg(long, env = "REELTIME_DOWNLOAD_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..))]
     pub download_concurrency: u64,
@@ -191,6 +195,7 @@ pub struct Config {
     pub import_allow_hosts: Vec<String>,
     pub import_max_bytes: u64,
     pub download_concurrency: usize,
+    pub synthetic_imports: bool,
     /// The Clerk publishable key, handed to the web page when set.
     pub clerk_publishable_key: Option<String>,
 }
@@ -297,6 +302,7 @@ impl Config {
                 .collect(),
             import_max_bytes: s.import_max_bytes,
             download_concurrency: usize::try_from(s.download_concurrency).unwrap_or(4),
+            synthetic_imports: s.synthetic_imports,
             clerk_publishable_key: publishable,
         })
     }

@@ -617,3 +617,34 @@ async fn websocket_messages_match_rest_objects_field_for_field() {
     );
     let _ = WsClient::close(ws).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synthetic_imports_exist_only_when_switched_on() {
+    let off = world(&[]).await;
+    let (status, body) = off
+        .api
+        .create_import(&off.token("alice"), "synthetic:?duration_ms=500&steps=5")
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("url_not_allowed"))
+    );
+
+    let on = world(&[("REELTIME_SYNTHETIC_IMPORTS", "1")]).await;
+    let token = on.token("alice");
+    let (mut ws, _) = on.socket("alice").await;
+    let (status, _) = on.api.create_import(&token, "synthetic:?steps=0").await;
+    assert_eq!(status, 400);
+    let created = on
+        .api
+        .create_ok(&token, "synthetic:?duration_ms=500&steps=5")
+        .await;
+    let states = follow_to_final(&mut ws, &created.id).await;
+    let progress: Vec<f64> = states
+        .iter()
+        .filter(|s| s.status != ImportStatus::Queued)
+        .filter_map(|s| s.progress)
+        .collect();
+    assert_eq!(progress, [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]);
+    assert_eq!(states.last().unwrap().status, ImportStatus::Completed);
+}

@@ -23,6 +23,8 @@ pub struct Policy {
     pub allow_private: bool,
     /// `REELTIME_IMPORT_ALLOW_HOSTS`: named exceptions (lower case host names or IPs).
     pub allow_hosts: Vec<String>,
+    /// `REELTIME_SYNTHETIC_IMPORTS`: accept `synthetic:` URLs (load tests).
+    pub allow_synthetic: bool,
 }
 
 impl Policy {

@@ -10,6 +10,7 @@ pub mod fetch;
 pub mod guard;
 mod runner;
 pub mod sniff;
+mod synthetic;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -144,6 +145,15 @@ impl Imports {
         }
         let url = Url::parse(raw)
             .map_err(|err| ImportsError::BadRequest(format!("url is not a valid URL: {err}")))?;
+        if url.scheme() == synthetic::SCHEME {
+            if !self.policy.allow_synthetic {
+                return Err(ImportsError::UrlNotAllowed(
+                    "synthetic imports are off (REELTIME_SYNTHETIC_IMPORTS)".into(),
+                ));
+            }
+            synthetic::Plan::parse(&url).map_err(ImportsError::BadRequest)?;
+            return Ok(url);
+        }
         self.policy
             .check_url(&url)
             .map_err(|blocked| ImportsError::UrlNotAllowed(blocked.0))?;

@@ -136,7 +136,12 @@ impl Runner {
         };
         let stop = self.shutdown.child_token();
         self.imports.register_job(id, stop.clone());
-        if let Err(err) = self.download(owned, &stop).await {
+        let result = if owned.import.source_url.starts_with("synthetic:") {
+            super::synthetic::run(&self.imports, owned, &stop).await
+        } else {
+            self.download(owned, &stop).await
+        };
+        if let Err(err) = result {
             tracing::error!(import_id = id, error = %err, "import job failed to save its state");
         }
         self.imports.forget_job(id);
