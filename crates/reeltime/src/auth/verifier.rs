@@ -63,9 +63,16 @@ impl AuthError {
 }
 
 /// The claims the server uses from a verified token.
+///
+/// `sub` and `exp` default when absent: jsonwebtoken deserializes the claims
+/// before its required-claim check, so without the defaults a token lacking
+/// them would fail as `malformed token` instead of `missing claim`. Their
+/// presence is still enforced by `set_required_spec_claims`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Claims {
+    #[serde(default)]
     pub sub: String,
+    #[serde(default)]
     pub exp: i64,
     #[serde(default)]
     pub azp: Option<String>,

@@ -232,8 +232,8 @@ mod tests {
             "decimal IPv4 is parsed as an IP"
         );
         let excepted = Policy {
-            allow_private: false,
             allow_hosts: vec!["127.0.0.1".into()],
+            ..Policy::default()
         };
         assert!(
             excepted
