@@ -8,15 +8,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{DevIssuer, JwksCache, KeyProvider, KeySet, Verifier};
-use crate::bus::{Bus, LocalBus};
+use crate::bus::{Bus, LocalBus, RedisBus};
 use crate::config::{Config, KeySource};
 use crate::gateway::{Gateway, Hub};
 use crate::http::{self, AppState};
 use crate::imports::fetch::Fetcher;
 use crate::imports::guard::Policy;
-use crate::imports::{Imports, Runner};
+use crate::imports::{Imports, MediaLinks, MediaWork, Runner};
+use crate::media::{MediaSigner, MediaState, MediaTools};
 use crate::metrics::Metrics;
-use crate::store::{SqliteStore, Store};
+use crate::store::{self, Store};
 use crate::users::Users;
 
 /// Runs the server until SIGTERM/SIGINT, then shuts down within the grace period.
@@ -34,35 +35,77 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &config.authorized_parties,
     ));
 
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&config.database_url)
-            .await
-            .context("opening the database (REELTIME_DATABASE_URL)")?,
-    );
+    let store: Arc<dyn Store> = store::open(&config.database_url)
+        .await
+        .context("opening the database (REELTIME_DATABASE_URL)")?;
     let users = Arc::new(Users::new(Arc::clone(&store)));
     let hub = Hub::new(config.max_connections_per_user, config.max_connections);
-    let bus: Arc<dyn Bus> = Arc::new(LocalBus::new(Arc::clone(&hub)));
+    // Short random id of this process: connection ids, and the Redis bus
+    // skips its own messages by it.
+    let node_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
+    let bus: Arc<dyn Bus> = match &config.redis_url {
+        Some(url) => {
+            tracing::info!(node = %node_id, "using the Redis bus (REELTIME_REDIS_URL)");
+            RedisBus::start(url, &node_id, Arc::clone(&hub), shutdown.clone())
+                .context("bad setting REELTIME_REDIS_URL")?
+        }
+        None => Arc::new(LocalBus::new(Arc::clone(&hub))),
+    };
 
     let policy = Arc::new(Policy {
         allow_private: config.import_allow_private,
         allow_hosts: config.import_allow_hosts.clone(),
         allow_synthetic: config.synthetic_imports,
+        ..Policy::default()
     });
     if config.synthetic_imports {
         tracing::warn!(
             "synthetic imports are on (REELTIME_SYNTHETIC_IMPORTS): for load tests only"
         );
     }
+    let tools = if config.media_processing {
+        MediaTools::detect().await
+    } else {
+        None
+    };
+    match &tools {
+        Some(tools) => {
+            tracing::info!(version = %tools.version, "media processing on (ffmpeg found)")
+        }
+        None if !config.media_processing => {
+            tracing::info!(
+                "media processing off (REELTIME_MEDIA_PROCESSING=off); imports download only"
+            )
+        }
+        None => tracing::warn!(
+            "media processing off: ffprobe/ffmpeg not found; imports download only (apt-get install ffmpeg)"
+        ),
+    }
+    let signer = Arc::new(MediaSigner::load_or_create(
+        &config.data_dir,
+        config.media_secret.clone(),
+    )?);
+    let media_dir = config.data_dir.join("imports");
     let (imports, jobs) = Imports::new(
         Arc::clone(&store),
         Arc::clone(&bus),
         Arc::clone(&policy),
-        config.data_dir.join("imports"),
+        media_dir.clone(),
+        MediaLinks {
+            signer: Arc::clone(&signer),
+            ttl: config.media_link_ttl,
+        },
     );
     let runner = Runner::new(
         Arc::clone(&imports),
-        Fetcher::new(policy, config.import_max_bytes)?,
+        Fetcher::new(Arc::clone(&policy), config.import_max_bytes)?,
+        tools.map(|tools| MediaWork {
+            tools,
+            mode: config.transcode,
+            stall_timeout: config.process_stall_timeout,
+        }),
         config.download_concurrency,
+        config.process_concurrency,
         shutdown.clone(),
     );
     runner
@@ -75,32 +118,55 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         verifier: Arc::clone(&verifier),
         users: Arc::clone(&users),
         hub,
-        store,
+        imports: Arc::clone(&imports),
         metrics: Arc::clone(&metrics),
         allowed_origins: config.allowed_origins.clone(),
         auth_timeout: config.auth_timeout,
         heartbeat: config.heartbeat,
-        node_id: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
+        node_id,
         shutdown: shutdown.clone(),
         sessions: TaskTracker::new(),
     });
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {} (REELTIME_LISTEN)", config.listen))?;
+    let address = listener.local_addr()?;
+    let base_url = format!("http://{address}");
+    if dev.is_some() {
+        // The development page imports the server's own samples: allowed by
+        // this one exception, not by opening private addresses in general.
+        policy.allow_own_samples(&base_url);
+    }
+    let owner_store = Arc::clone(&store);
+    let media = MediaState {
+        root: media_dir,
+        signer,
+        owner_of: Arc::new(move |import_id: String| {
+            let store = Arc::clone(&owner_store);
+            Box::pin(async move {
+                store
+                    .get_import(&import_id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|owned| owned.user_id)
+            })
+        }),
+    };
     let state = AppState {
         gateway: Arc::clone(&gateway),
+        media_processing: runner.media_processing(),
         imports,
         verifier,
         users,
         metrics,
         dev,
         clerk_publishable_key: config.clerk_publishable_key.clone(),
+        base_url,
     };
-
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("listening on {} (REELTIME_LISTEN)", config.listen))?;
-    let address = listener.local_addr()?;
     tracing::info!("listening on http://{address}");
 
-    let server = axum::serve(listener, http::router(state)).with_graceful_shutdown({
+    let server = axum::serve(listener, http::router(state, media)).with_graceful_shutdown({
         let shutdown = shutdown.clone();
         async move { shutdown.cancelled().await }
     });

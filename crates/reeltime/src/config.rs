@@ -28,9 +28,13 @@ pub struct Settings {
     #[arg(long, env = "REELTIME_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
-    /// Database URL; defaults to sqlite://<data dir>/reeltime.db.
-    #[arg(long, env = "REELTIME_DATABASE_URL")]
+    /// Database URL: sqlite://... (default sqlite://<data dir>/reeltime.db) or postgres://... for several nodes.
+    #[arg(long, env = "REELTIME_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+
+    /// Redis URL (redis://...) for the bus between nodes; unset: in-process bus (one node).
+    #[arg(long, env = "REELTIME_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
 
     /// JWKS endpoint of the token issuer (any OIDC/JWKS issuer).
     #[arg(long, env = "REELTIME_JWKS_URL")]
@@ -95,6 +99,30 @@ pub struct Settings {
     /// Accept `synthetic:?duration_ms=..&steps=..` import URLs (load testing only).
     #[arg(long, env = "REELTIME_SYNTHETIC_IMPORTS", default_value = "0", value_parser = parse_flag)]
     pub synthetic_imports: bool,
+
+    /// Media processing after the download: auto (on when ffmpeg is found) or off.
+    #[arg(long, env = "REELTIME_MEDIA_PROCESSING", default_value = "auto", value_parser = ["auto", "off"])]
+    pub media_processing: String,
+
+    /// When to make a web-ready MP4: auto (unless the source is one), always, never.
+    #[arg(long, env = "REELTIME_TRANSCODE", default_value = "auto")]
+    pub transcode: crate::media::TranscodeMode,
+
+    /// Imports in media processing at once on this node (default: half the cores, at least 1).
+    #[arg(long, env = "REELTIME_PROCESS_CONCURRENCY", value_parser = clap::value_parser!(u64).range(1..))]
+    pub process_concurrency: Option<u64>,
+
+    /// Seconds ffmpeg may go without progress before it is killed (processing_stalled).
+    #[arg(long, env = "REELTIME_PROCESS_STALL_SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    pub process_stall_secs: u64,
+
+    /// Secret for signing media links (default: generated and kept in the data dir).
+    #[arg(long, env = "REELTIME_MEDIA_SECRET", hide_env_values = true)]
+    pub media_secret: Option<String>,
+
+    /// Seconds a signed media link stays valid.
+    #[arg(long, env = "REELTIME_MEDIA_LINK_TTL_SECS", default_value_t = 21_600, value_parser = clap::value_parser!(u64).range(60..))]
+    pub media_link_ttl_secs: u64,
 
     /// Imports downloading at once on this node.
     #[arg(long, env = "REELTIME_DOWNLOAD_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..))]
@@ -182,6 +210,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub database_url: String,
+    /// `Some` selects the Redis bus (several nodes); `None` the in-process one.
+    pub redis_url: Option<String>,
     pub key_source: KeySource,
     pub authorized_parties: Vec<String>,
     pub allowed_origins: Vec<String>,
@@ -196,6 +226,13 @@ pub struct Config {
     pub import_max_bytes: u64,
     pub download_concurrency: usize,
     pub synthetic_imports: bool,
+    /// False when REELTIME_MEDIA_PROCESSING=off.
+    pub media_processing: bool,
+    pub transcode: crate::media::TranscodeMode,
+    pub process_concurrency: usize,
+    pub process_stall_timeout: Duration,
+    pub media_secret: Option<String>,
+    pub media_link_ttl: Duration,
     /// The Clerk publishable key, handed to the web page when set.
     pub clerk_publishable_key: Option<String>,
 }
@@ -275,14 +312,26 @@ impl Config {
 
         let database_url = non_empty(s.database_url)
             .unwrap_or_else(|| format!("sqlite://{}", s.data_dir.join("reeltime.db").display()));
-        if !database_url.starts_with("sqlite:") {
-            bail!("bad setting REELTIME_DATABASE_URL: only sqlite:// is supported by this build");
+        if !database_url.starts_with("sqlite:") && !crate::store::is_postgres_url(&database_url) {
+            bail!(
+                "bad setting REELTIME_DATABASE_URL: expected sqlite://..., postgres://... or postgresql://..."
+            );
+        }
+        let redis_url = non_empty(s.redis_url);
+        if let Some(url) = &redis_url {
+            let parsed = url::Url::parse(url).context("bad setting REELTIME_REDIS_URL")?;
+            if parsed.scheme() != "redis" {
+                bail!(
+                    "bad setting REELTIME_REDIS_URL: expected redis://host:port (TLS is not built in)"
+                );
+            }
         }
 
         Ok(Config {
             listen: s.listen,
             data_dir: s.data_dir,
             database_url,
+            redis_url,
             key_source,
             authorized_parties: clean(s.authorized_parties),
             allowed_origins: clean(s.allowed_origins),
@@ -303,6 +352,15 @@ impl Config {
             import_max_bytes: s.import_max_bytes,
             download_concurrency: usize::try_from(s.download_concurrency).unwrap_or(4),
             synthetic_imports: s.synthetic_imports,
+            media_processing: s.media_processing != "off",
+            transcode: s.transcode,
+            process_concurrency: s
+                .process_concurrency
+                .and_then(|n| usize::try_from(n).ok())
+                .unwrap_or_else(default_process_concurrency),
+            process_stall_timeout: Duration::from_secs(s.process_stall_secs),
+            media_secret: non_empty(s.media_secret),
+            media_link_ttl: Duration::from_secs(s.media_link_ttl_secs),
             clerk_publishable_key: publishable,
         })
     }
@@ -311,6 +369,14 @@ impl Config {
     pub fn is_development(&self) -> bool {
         matches!(self.key_source, KeySource::Development { .. })
     }
+}
+
+/// Half the cores, at least one: transcoding is CPU-bound and the node must
+/// keep serving sockets.
+fn default_process_concurrency() -> usize {
+    std::thread::available_parallelism()
+        .map(|cores| (cores.get() / 2).max(1))
+        .unwrap_or(1)
 }
 
 /// Decodes the Frontend API host from a Clerk publishable key:
@@ -394,6 +460,31 @@ mod tests {
         let err = Config::from_settings(settings(&["--jwks-url", "http://127.0.0.1:1/jwks"]))
             .unwrap_err();
         assert!(err.to_string().contains("REELTIME_ISSUER"), "{err}");
+    }
+
+    #[test]
+    fn postgres_and_redis_urls_are_accepted_and_others_refused() {
+        for url in [
+            "postgres://u:p@db/reeltime",
+            "postgresql://u@db:5432/reeltime",
+        ] {
+            let config = Config::from_settings(settings(&["--database-url", url])).unwrap();
+            assert_eq!(config.database_url, url);
+        }
+        let err = Config::from_settings(settings(&["--database-url", "mysql://db/x"])).unwrap_err();
+        assert!(err.to_string().contains("REELTIME_DATABASE_URL"), "{err}");
+
+        assert_eq!(
+            Config::from_settings(settings(&[])).unwrap().redis_url,
+            None
+        );
+        let config =
+            Config::from_settings(settings(&["--redis-url", "redis://127.0.0.1:6379"])).unwrap();
+        assert_eq!(config.redis_url.as_deref(), Some("redis://127.0.0.1:6379"));
+        for bad in ["http://127.0.0.1:6379", "not a url"] {
+            let err = Config::from_settings(settings(&["--redis-url", bad])).unwrap_err();
+            assert!(format!("{err:#}").contains("REELTIME_REDIS_URL"), "{err:#}");
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod config;
 pub mod gateway;
 pub mod http;
 pub mod imports;
+pub mod media;
 pub mod metrics;
 pub mod store;
 pub mod users;

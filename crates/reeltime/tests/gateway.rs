@@ -214,3 +214,10 @@ async fn sigterm_closes_every_socket_with_1001_and_exits() {
         assert_eq!(ws.closed().await, (1001, "server shutting down".into()));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_close_is_answered_so_the_browser_sees_a_clean_1000() {
+    let w = world(&[]).await;
+    let (ws, _) = w.socket("alice").await;
+    assert_eq!(ws.close_and_read_reply().await, 1000);
+}

@@ -416,7 +416,7 @@ async fn an_import_interrupted_three_times_fails_instead_of_hanging() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_destinations_are_refused_at_creation() {
-    let w = world_with(vec![]).await; // REELTIME_IMPORT_ALLOW_PRIVATE off
+    let w = world_with(vec![]).await; // REELTIME_IMPORT_ALLOW_PRIVATE off; nothing is downloaded
     let token = w.token("alice");
     let port = w.content.addr.port();
     for url in [
@@ -440,10 +440,10 @@ async fn private_destinations_are_refused_at_creation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redirects_to_private_addresses_fail_the_import() {
     // Only 127.0.0.1 is excepted: it plays the public host that redirects.
-    let w = world_with(common::pairs(&[(
-        "REELTIME_IMPORT_ALLOW_HOSTS",
-        "127.0.0.1",
-    )]))
+    let w = world_with(common::pairs(&[
+        ("REELTIME_IMPORT_ALLOW_HOSTS", "127.0.0.1"),
+        ("REELTIME_MEDIA_PROCESSING", "off"),
+    ]))
     .await;
     let token = w.token("alice");
     let (mut ws, _) = w.socket("alice").await;

@@ -166,6 +166,23 @@ impl WsClient {
         let _ = self.stream.close(None).await;
     }
 
+    /// Closes with 1000 and returns the code of the server's answering
+    /// close frame (1006 if it never came).
+    pub async fn close_and_read_reply(mut self) -> u16 {
+        use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+        let frame = CloseFrame {
+            code: CloseCode::Normal,
+            reason: "log out".into(),
+        };
+        let _ = self.stream.send(Message::Close(Some(frame))).await;
+        match self.next().await {
+            Event::Closed { code, .. } => code,
+            Event::Dropped => 1006,
+            Event::Message(message) => panic!("message after close: {message:?}"),
+        }
+    }
+
     /// Drops the TCP connection with no close frame (a network failure).
     pub fn drop_connection(self) {
         drop(self);

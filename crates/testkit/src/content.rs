@@ -24,6 +24,8 @@ struct Shared {
     gates: Mutex<HashMap<String, watch::Sender<bool>>>,
     /// Files served verbatim under `/files/{name}`.
     files: Mutex<HashMap<String, Bytes>>,
+    /// Requests per file name, to tell whether something was downloaded again.
+    hits: Mutex<HashMap<String, usize>>,
 }
 
 impl Shared {
@@ -113,6 +115,17 @@ impl ContentServer {
             .expect("lock")
             .insert(name.to_string(), body.into());
         format!("http://{}/files/{name}", self.addr)
+    }
+
+    /// How many times `/files/{name}` was requested.
+    pub fn hits(&self, name: &str) -> usize {
+        self.shared
+            .hits
+            .lock()
+            .expect("lock")
+            .get(name)
+            .copied()
+            .unwrap_or(0)
     }
 
     fn gate_sender(&self, name: &str) -> watch::Sender<bool> {
@@ -212,6 +225,12 @@ async fn status(Path(code): Path<u16>) -> Response {
 }
 
 async fn file(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
+    *shared
+        .hits
+        .lock()
+        .expect("lock")
+        .entry(name.clone())
+        .or_default() += 1;
     match shared.files.lock().expect("lock").get(&name) {
         Some(body) => body.clone().into_response(),
         None => StatusCode::NOT_FOUND.into_response(),

@@ -7,8 +7,10 @@ pub mod client;
 pub mod content;
 pub mod issuer;
 pub mod server;
+pub mod services;
 
 pub use client::{Api, Event, WAIT, WsClient};
 pub use content::{ContentServer, mp4_like};
 pub use issuer::{SigningKey, TestIssuer, now};
 pub use server::ServerProcess;
+pub use services::{Postgres, RedisServer};

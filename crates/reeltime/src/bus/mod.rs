@@ -1,8 +1,9 @@
 //! Carries import changes from whoever made them to every node that holds a
 //! socket of that user. The in-process bus is enough for one machine; the
-//! trait is where a Redis bus slots in for several.
+//! Redis bus (`REELTIME_REDIS_URL`) carries them between several.
 
 mod local;
+pub mod redis;
 
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;
 use reeltime_protocol::{Import, ServerMessage};
 
+pub use self::redis::RedisBus;
 pub use local::LocalBus;
 
 /// One change, serialized once and shared by every socket that gets it.

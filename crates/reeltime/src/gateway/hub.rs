@@ -126,6 +126,25 @@ impl Hub {
         }
     }
 
+    /// Asks every connection on this node for a fresh snapshot (see
+    /// [`Outbox::request_resync`]); returns how many were asked. The Redis
+    /// bus calls this after it resubscribed, since whatever was published
+    /// while it was cut off never arrived here.
+    pub fn resync_all(&self) -> usize {
+        let mut asked = 0;
+        for shard in &self.shards {
+            let shard = match shard.lock() {
+                Ok(guard) => guard,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            for (_, outbox) in shard.values().flatten() {
+                outbox.request_resync();
+                asked += 1;
+            }
+        }
+        asked
+    }
+
     /// Connections open on this node.
     pub fn connection_count(&self) -> usize {
         self.total.load(Ordering::SeqCst)
@@ -165,6 +184,21 @@ mod tests {
         hub.deliver(&event("alice"));
         assert_eq!(alice.len(), 1);
         assert_eq!(bob.len(), 0);
+    }
+
+    #[test]
+    fn resync_reaches_every_connection() {
+        let hub = Hub::new(4, None);
+        let outboxes: Vec<_> = (0..3).map(|_| Outbox::new()).collect();
+        let _a = hub.register("alice", Arc::clone(&outboxes[0])).unwrap();
+        let _b = hub.register("alice", Arc::clone(&outboxes[1])).unwrap();
+        let _c = hub.register("bob", Arc::clone(&outboxes[2])).unwrap();
+        assert_eq!(hub.resync_all(), 3);
+        assert_eq!(hub.resync_all(), 3);
+        for outbox in &outboxes {
+            assert!(outbox.take_resync(), "asked, once however often requested");
+            assert!(!outbox.take_resync());
+        }
     }
 
     #[test]

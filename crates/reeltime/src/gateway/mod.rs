@@ -22,8 +22,8 @@ pub use hub::{Hub, LimitError, Registration};
 pub use outbox::Outbox;
 
 use crate::auth::Verifier;
+use crate::imports::Imports;
 use crate::metrics::Metrics;
-use crate::store::Store;
 use crate::users::Users;
 
 /// What every session needs, shared.
@@ -31,7 +31,7 @@ pub struct Gateway {
     pub verifier: Arc<Verifier>,
     pub users: Arc<Users>,
     pub hub: Arc<Hub>,
-    pub store: Arc<dyn Store>,
+    pub imports: Arc<Imports>,
     pub metrics: Arc<Metrics>,
     pub allowed_origins: Vec<String>,
     pub auth_timeout: Duration,

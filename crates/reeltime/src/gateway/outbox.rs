@@ -3,6 +3,7 @@
 //! keeps only the latest state of each import instead of growing.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -18,6 +19,10 @@ const COALESCE_ABOVE: usize = 32;
 pub struct Outbox {
     queue: Mutex<VecDeque<Arc<ImportEvent>>>,
     ready: Notify,
+    /// Set when changes may have been missed (the bus was lost and came
+    /// back): the session re-reads and sends the snapshot before anything
+    /// else queued.
+    resync: AtomicBool,
 }
 
 impl Outbox {
@@ -51,6 +56,20 @@ impl Outbox {
             }
         }
         self.ready.notify_one();
+    }
+
+    /// Asks the session to send a fresh snapshot at its next flush. Used
+    /// when this node may have missed changes (the Redis bus was down): the
+    /// store has them, the socket gets them from the snapshot. A flag, not a
+    /// queued event, so that any number of requests cost one snapshot.
+    pub fn request_resync(&self) {
+        self.resync.store(true, Ordering::SeqCst);
+        self.ready.notify_one();
+    }
+
+    /// Whether a resync was requested since the last call; clears it.
+    pub fn take_resync(&self) -> bool {
+        self.resync.swap(false, Ordering::SeqCst)
     }
 
     /// Takes everything queued, in order.

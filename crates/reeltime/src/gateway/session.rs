@@ -34,8 +34,13 @@ pub async fn run(mut socket: WebSocket, gateway: Arc<Gateway>, query_token: Opti
         Ok(claims) => serve(&mut socket, &gateway, claims).await,
         Err(end) => end,
     };
-    if let End::Close(code, reason) = end {
-        close_with(&mut socket, code, reason).await;
+    match end {
+        End::Close(code, reason) => close_with(&mut socket, code, reason).await,
+        // tungstenite only queues its answer to the peer's close frame: send
+        // it, or a browser records its own 1000 as an unclean 1006.
+        End::Gone => {
+            let _ = timeout(CLOSE_HANDSHAKE, futures_util::SinkExt::flush(&mut socket)).await;
+        }
     }
 }
 
@@ -220,14 +225,23 @@ impl Session<'_> {
         Instant::now() + left
     }
 
+    /// Sends the user's snapshot, leaving out any import this connection
+    /// already sent at the same or a newer version (none, the first time),
+    /// so versions stay strictly increasing on the connection. Also used for
+    /// a resync after the bus came back (see [`Outbox::request_resync`]).
     async fn send_snapshot(&mut self) -> Result<(), End> {
-        let imports = match self.gateway.store.snapshot(&self.user_id).await {
+        let mut imports = match self.gateway.imports.snapshot(&self.user_id).await {
             Ok(imports) => imports,
             Err(err) => {
                 tracing::error!(error = %err, "snapshot failed");
                 return Err(End::Close(close::INTERNAL_ERROR, "server error"));
             }
         };
+        imports.retain(|import| {
+            self.sent_versions
+                .get(&import.id)
+                .is_none_or(|sent| import.version > *sent)
+        });
         for import in &imports {
             self.sent_versions.insert(import.id.clone(), import.version);
         }
@@ -236,6 +250,9 @@ impl Session<'_> {
     }
 
     async fn flush(&mut self, outbox: &Outbox) -> Result<(), End> {
+        if outbox.take_resync() {
+            self.send_snapshot().await?;
+        }
         for event in outbox.drain() {
             debug_assert_eq!(event.user_id, self.user_id);
             let newer = self

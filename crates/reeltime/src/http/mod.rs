@@ -24,6 +24,7 @@ pub use error::ApiError;
 use crate::auth::{DevIssuer, Verifier};
 use crate::gateway::Gateway;
 use crate::imports::{Imports, api};
+use crate::media::{MediaState, samples};
 use crate::metrics::Metrics;
 use crate::users::Users;
 
@@ -38,6 +39,10 @@ pub struct AppState {
     /// Present only when no key source is configured.
     pub dev: Option<Arc<DevIssuer>>,
     pub clerk_publishable_key: Option<String>,
+    /// Whether ffmpeg was found: imports get probed, a poster and a web-ready copy.
+    pub media_processing: bool,
+    /// `http://<listen address>`, for links to the server's own samples.
+    pub base_url: String,
 }
 
 impl FromRef<AppState> for Arc<Gateway> {
@@ -47,7 +52,7 @@ impl FromRef<AppState> for Arc<Gateway> {
 }
 
 /// All routes of the server.
-pub fn router(state: AppState) -> Router {
+pub fn router(state: AppState, media: MediaState) -> Router {
     let mut router = Router::new()
         .route("/api/ws/progress", get(crate::gateway::progress_socket))
         .route("/api/imports", post(api::create).get(api::list))
@@ -61,10 +66,18 @@ pub fn router(state: AppState) -> Router {
     if state.dev.is_some() {
         router = router
             .route("/dev/token", post(dev_token))
-            .route("/dev/jwks.json", get(dev_jwks));
+            .route("/dev/jwks.json", get(dev_jwks))
+            .route(samples::ROUTE, get(samples::samples_handler));
     }
+    let media_routes = Router::new()
+        .route(
+            "/media/{import_id}/{file}",
+            get(crate::media::media_handler),
+        )
+        .with_state(media);
     router
         .merge(web::routes())
+        .merge(media_routes)
         .fallback(not_found)
         .layer(middleware::from_fn(log_request))
         .with_state(state)
@@ -86,11 +99,26 @@ async fn me(State(state): State<AppState>, caller: Caller) -> Result<Json<User>,
 
 /// `GET /api/config`: what the web page needs to know about this server.
 async fn page_config(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let samples: Vec<serde_json::Value> = if state.dev.is_some() {
+        samples::list()
+            .iter()
+            .map(|sample| {
+                json!({
+                    "name": sample.name,
+                    "title": sample.title,
+                    // Throttled so a person can watch the bar move.
+                    "url": format!("{}{}?kbps=2000", state.base_url, sample.path()),
+                })
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     Json(json!({
         "dev_issuer": state.dev.is_some(),
         "clerk_publishable_key": state.clerk_publishable_key,
-        "media_processing": false,
-        "samples": [],
+        "media_processing": state.media_processing,
+        "samples": samples,
     }))
 }
 
@@ -98,7 +126,7 @@ async fn ready(State(state): State<AppState>) -> Response {
     match state.imports.store().count_by_status().await {
         Ok(_) => Json(json!({
             "status": "ready",
-            "media_processing": false,
+            "media_processing": state.media_processing,
             "connections": state.gateway.hub.connection_count(),
         }))
         .into_response(),

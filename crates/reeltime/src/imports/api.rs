@@ -49,6 +49,7 @@ pub async fn list(
         .list_imports(&caller.user_id, limit, query.before.as_deref())
         .await
         .map_err(ApiError::internal)?;
+    let imports = state.imports.present_all(&caller.user_id, imports);
     let next_cursor = (imports.len() as i64 == limit)
         .then(|| imports.last().map(|import| import.id.clone()))
         .flatten();
@@ -65,7 +66,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<Import>, ApiError> {
     let owned = state.imports.get_owned(&caller.user_id, &id).await?;
-    Ok(Json(owned.import))
+    Ok(Json(state.imports.present(&owned)))
 }
 
 /// `POST /api/imports/{id}/cancel`: 409 when already finished.

@@ -25,6 +25,9 @@ pub struct Policy {
     pub allow_hosts: Vec<String>,
     /// `REELTIME_SYNTHETIC_IMPORTS`: accept `synthetic:` URLs (load tests).
     pub allow_synthetic: bool,
+    /// The server's own origin, whose `/samples/` may be imported in
+    /// development mode.
+    pub own_samples: std::sync::OnceLock<url::Origin>,
 }
 
 impl Policy {
@@ -33,10 +36,24 @@ impl Policy {
         self.allow_hosts.iter().any(|allowed| allowed == host)
     }
 
+    /// Allows imports of `<base_url>/samples/...` and nothing else of this server.
+    pub fn allow_own_samples(&self, base_url: &str) {
+        if let Ok(url) = Url::parse(base_url) {
+            let _ = self.own_samples.set(url.origin());
+        }
+    }
+
     /// Checks what can be told from the URL alone: scheme and literal IPs.
     pub fn check_url(&self, url: &Url) -> Result<(), Blocked> {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(Blocked("only http and https URLs can be imported".into()));
+        }
+        if self
+            .own_samples
+            .get()
+            .is_some_and(|origin| *origin == url.origin() && url.path().starts_with("/samples/"))
+        {
+            return Ok(());
         }
         let host = url
             .host()

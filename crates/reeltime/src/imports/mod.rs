@@ -24,9 +24,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-pub use runner::Runner;
+pub use runner::{MediaWork, Runner};
 
 use crate::bus::{Bus, ImportEvent};
+use crate::media::MediaSigner;
 use crate::store::{OwnedImport, Store, StoreError};
 
 /// Attempts an import gets across restarts before failing `interrupted`.
@@ -60,6 +61,13 @@ pub struct Imports {
     queue: mpsc::UnboundedSender<String>,
     /// Cancellation handles of running jobs, by import id.
     running: Mutex<HashMap<String, CancellationToken>>,
+    links: MediaLinks,
+}
+
+/// Signs the media links of completed imports each time they are shown.
+pub struct MediaLinks {
+    pub signer: Arc<MediaSigner>,
+    pub ttl: Duration,
 }
 
 impl Imports {
@@ -69,6 +77,7 @@ impl Imports {
         bus: Arc<dyn Bus>,
         policy: Arc<guard::Policy>,
         downloads_dir: PathBuf,
+        links: MediaLinks,
     ) -> (Arc<Imports>, mpsc::UnboundedReceiver<String>) {
         let (queue, jobs) = mpsc::unbounded_channel();
         let imports = Arc::new(Imports {
@@ -78,12 +87,53 @@ impl Imports {
             downloads_dir,
             queue,
             running: Mutex::new(HashMap::new()),
+            links,
         });
         (imports, jobs)
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// The import as its owner sees it: with fresh signed links to its
+    /// video and poster once it has them.
+    pub fn present(&self, owned: &OwnedImport) -> Import {
+        let mut import = owned.import.clone();
+        if let Some(serde_json::Value::Object(result)) = import.result.as_mut() {
+            for (file_key, url_key) in [
+                ("video_file", "video_url"),
+                ("thumbnail_file", "thumbnail_url"),
+            ] {
+                if let Some(file) = result.get(file_key).and_then(|f| f.as_str()) {
+                    let url =
+                        self.links
+                            .signer
+                            .sign(&import.id, file, &owned.user_id, self.links.ttl);
+                    result.insert(url_key.to_string(), serde_json::Value::String(url));
+                }
+            }
+        }
+        import
+    }
+
+    /// Presents a list of `user_id`'s imports.
+    pub fn present_all(&self, user_id: &str, imports: Vec<Import>) -> Vec<Import> {
+        imports
+            .into_iter()
+            .map(|import| {
+                self.present(&OwnedImport {
+                    user_id: user_id.to_string(),
+                    import,
+                })
+            })
+            .collect()
+    }
+
+    /// What a new socket gets: unfinished imports and the recent finished ones.
+    pub async fn snapshot(&self, user_id: &str) -> Result<Vec<Import>, StoreError> {
+        let imports = self.store.snapshot(user_id).await?;
+        Ok(self.present_all(user_id, imports))
     }
 
     /// Where an import's files live.
@@ -130,7 +180,7 @@ impl Imports {
         self.store.insert_import(&owned).await?;
         self.publish(&owned).await?;
         self.enqueue(&owned.import.id);
-        Ok(owned.import)
+        Ok(self.present(&owned))
     }
 
     async fn check_new_url(&self, raw: &str) -> Result<Url, ImportsError> {
@@ -194,7 +244,7 @@ impl Imports {
             next.import.queue_position = None;
             if self.commit(&mut next, owned.import.version).await? {
                 self.stop_job(id);
-                return Ok(next.import);
+                return Ok(self.present(&next));
             }
             // The job moved on in between: read again and retry.
         }
@@ -234,7 +284,7 @@ impl Imports {
     }
 
     async fn publish(&self, owned: &OwnedImport) -> Result<(), ImportsError> {
-        let event = ImportEvent::new(&owned.user_id, &owned.import)?;
+        let event = ImportEvent::new(&owned.user_id, &self.present(owned))?;
         if let Err(err) = self.bus.publish(event).await {
             // The state is stored: sockets catch up from the next snapshot.
             tracing::warn!(error = %err, "publish failed");

@@ -1,12 +1,36 @@
 //! Durable state: users and imports. The trait is the seam where the
 //! embedded SQLite store and a PostgreSQL store are interchangeable.
 
+mod postgres;
 mod sqlite;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use reeltime_protocol::{Import, User};
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+
+/// Opens the store `url` names: `sqlite:` (the embedded default) or
+/// `postgres://`/`postgresql://` (shared by several nodes). The caller only
+/// ever sees the trait, so nothing above this line knows which it got.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if is_postgres_url(url) {
+        Ok(Arc::new(PostgresStore::open(url).await?))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::open(url).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl)
+    }
+}
+
+/// True for the URL schemes [`PostgresStore`] accepts.
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
 
 /// Storage failures. Callers answer 500/1011 and log; the details stay in
 /// the log, not in responses.
@@ -18,6 +42,8 @@ pub enum StoreError {
     Corrupt(#[from] serde_json::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database URL: expected sqlite:, postgres:// or postgresql://")]
+    UnsupportedUrl,
 }
 
 /// An import with the user who owns it; ownership is never part of the

@@ -20,10 +20,15 @@ pub struct World {
 }
 
 /// Issuer + content server + reeltime allowed to import from loopback,
-/// with `extra` settings on top.
+/// downloading only (the bodies here are not real videos; the media tests
+/// use real ones), with `extra` settings on top.
 pub async fn world(extra: &[(&str, &str)]) -> World {
-    let mut env = vec![("REELTIME_IMPORT_ALLOW_PRIVATE".to_string(), "1".to_string())];
-    world_with(env.drain(..).chain(pairs(extra)).collect()).await
+    let mut env = pairs(&[
+        ("REELTIME_IMPORT_ALLOW_PRIVATE", "1"),
+        ("REELTIME_MEDIA_PROCESSING", "off"),
+    ]);
+    env.extend(pairs(extra));
+    world_with(env).await
 }
 
 /// Like [`world`] but with exactly `env` besides the issuer's settings.

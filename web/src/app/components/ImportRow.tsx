@@ -26,6 +26,8 @@ export function ImportRow({ item, getToken }: { item: Import; getToken: GetToken
   const transfer = formatTransfer(item);
   const videoUrl = typeof item.result?.video_url === 'string' ? item.result.video_url : null;
   const posterUrl = typeof item.result?.thumbnail_url === 'string' ? item.result.thumbnail_url : null;
+  // The wide media column is for the player; a finished import without one keeps the small placeholder.
+  const showPlayer = item.status === 'completed' && videoUrl !== null;
   const showStage = item.stage && item.stage !== item.status && !finished;
 
   async function runAction(action: () => Promise<void>) {
@@ -52,9 +54,14 @@ export function ImportRow({ item, getToken }: { item: Import; getToken: GetToken
     });
 
   return (
-    <li className={`import import-${item.status}`} data-testid="import-row" data-import-id={item.id} data-status={item.status}>
+    <li
+      className={`import import-${item.status}${showPlayer ? ' import-with-player' : ''}`}
+      data-testid="import-row"
+      data-import-id={item.id}
+      data-status={item.status}
+    >
       <div className="import-media">
-        {item.status === 'completed' && videoUrl !== null ? (
+        {showPlayer ? (
           <video controls preload="metadata" poster={posterUrl ?? undefined} src={videoUrl} data-testid="import-video" />
         ) : posterUrl !== null ? (
           <img src={posterUrl} alt="" data-testid="import-poster" />

@@ -1,0 +1,513 @@
+//! The bus between nodes: Redis pub/sub, selected by `REELTIME_REDIS_URL`.
+//!
+//! Layout: a fixed set of [`SHARDS`] channels, `reeltime:imports:{shard}`,
+//! with `shard = fnv1a(user_id) % SHARDS`, and every node subscribed to all
+//! of them for its whole life. Each node hands what it receives to its own
+//! [`Hub`], which already drops changes of users with no socket here. This
+//! was chosen over one channel per user by measuring (numbers in
+//! `docs/architecture.md`): at the sizes a node holds, Redis fans out a
+//! message to every node in microseconds, while per-user subscriptions cost
+//! a SUBSCRIBE round trip on every first connect of a user (and one
+//! UNSUBSCRIBE on the last disconnect), tens of thousands of channels to
+//! replay after every reconnect, and would have to finish before a session
+//! reads its snapshot, or a change could fall between the two. Always being
+//! subscribed makes "register, then read the snapshot" hold across nodes
+//! exactly as it does on one.
+//!
+//! Wire format of one message: a JSON header line
+//! `{"node","user_id","import_id","version","is_final"}`, a `\n`, then the
+//! event's ready-to-send `{"type":"import",...}` bytes unchanged, so a
+//! receiving node parses only the small header and forwards the payload
+//! without re-serializing it.
+//!
+//! Failures:
+//! - The publishing node delivers to its own hub at once and ignores its own
+//!   messages coming back, so its local sockets keep their updates even
+//!   while Redis is away.
+//! - A publish that fails (Redis down) does not fail the caller: the store
+//!   already has the state. The bus keeps the newest unpublished event of
+//!   each import and publishes those once Redis answers again, so a change
+//!   made during the outage reaches the other nodes even when they
+//!   resubscribed (and resynced) before this node noticed Redis was back.
+//! - When the subscription is lost (connection closed, or a PING unanswered)
+//!   the node reconnects with backoff, resubscribes, and then asks every
+//!   local connection for a fresh snapshot ([`Hub::resync_all`]): what was
+//!   published while it was cut off is in the store.
+//!
+//! Per-import order: one node's publishes go out over one connection in the
+//! order made, Redis keeps per-publisher order, and sessions drop anything
+//! not newer than what they already sent, so a late or repeated event is
+//! harmless.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use async_trait::async_trait;
+use axum::extract::ws::Utf8Bytes;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::{Bus, BusError, ImportEvent};
+use crate::gateway::Hub;
+
+/// Number of channels. Every node subscribes to all of them, so the count
+/// only spreads the channels (over a Redis Cluster's shards, for one); all
+/// nodes must agree on it and on [`shard_of`].
+pub const SHARDS: u32 = 16;
+
+/// Channel names are this plus the shard number.
+pub const CHANNEL_PREFIX: &str = "reeltime:imports:";
+
+/// Connecting, subscribing and one PUBLISH each give up after this.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often the subscription is checked with a PING: a dead peer that
+/// never closed the TCP connection is noticed within this plus the timeout.
+const PING_EVERY: Duration = Duration::from_secs(5);
+/// Reconnect backoff bounds.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// While Redis is away, how often the held events are tried again.
+const RETRY_EVERY: Duration = Duration::from_millis(250);
+/// Most imports whose newest event is held while Redis is away. Beyond
+/// this, events are dropped (and counted); their sockets catch up from the
+/// resync snapshot or the next change.
+const MAX_HELD: usize = 100_000;
+
+/// Stable across processes and builds (unlike `DefaultHasher`), since every
+/// node must put a user on the same channel.
+fn fnv1a(text: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.as_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+/// The shard (channel number) of a user.
+pub fn shard_of(user_id: &str) -> u32 {
+    u32::try_from(fnv1a(user_id) % u64::from(SHARDS)).unwrap_or(0)
+}
+
+/// The channel a user's changes are published on.
+pub fn channel_of(user_id: &str) -> String {
+    format!("{CHANNEL_PREFIX}{}", shard_of(user_id))
+}
+
+/// Every channel, what each node subscribes to.
+pub fn all_channels() -> Vec<String> {
+    (0..SHARDS)
+        .map(|shard| format!("{CHANNEL_PREFIX}{shard}"))
+        .collect()
+}
+
+#[derive(Serialize)]
+struct HeaderOut<'a> {
+    node: &'a str,
+    user_id: &'a str,
+    import_id: &'a str,
+    version: u64,
+    is_final: bool,
+}
+
+#[derive(Deserialize)]
+struct HeaderIn {
+    node: String,
+    user_id: String,
+    import_id: String,
+    version: u64,
+    is_final: bool,
+}
+
+/// Why a received message was not an event.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("no header line")]
+    NoHeader,
+    #[error("bad header: {0}")]
+    Header(#[from] serde_json::Error),
+    #[error("payload is not UTF-8")]
+    NotUtf8,
+}
+
+/// Serializes `event` as published by node `node` (see the module docs).
+pub fn encode(node: &str, event: &ImportEvent) -> Result<Vec<u8>, serde_json::Error> {
+    let header = HeaderOut {
+        node,
+        user_id: &event.user_id,
+        import_id: &event.import_id,
+        version: event.version,
+        is_final: event.is_final,
+    };
+    let mut frame = Vec::with_capacity(96 + event.payload.len());
+    serde_json::to_writer(&mut frame, &header)?;
+    frame.push(b'\n');
+    frame.extend_from_slice(event.payload.as_bytes());
+    Ok(frame)
+}
+
+/// Parses a message into the publishing node's id and the event.
+pub fn decode(frame: &[u8]) -> Result<(String, Arc<ImportEvent>), DecodeError> {
+    let split = frame
+        .iter()
+        .position(|byte| *byte == b'\n')
+        .ok_or(DecodeError::NoHeader)?;
+    let header: HeaderIn = serde_json::from_slice(&frame[..split])?;
+    let payload =
+        String::from_utf8(frame[split + 1..].to_vec()).map_err(|_| DecodeError::NotUtf8)?;
+    Ok((
+        header.node,
+        Arc::new(ImportEvent {
+            user_id: header.user_id,
+            import_id: header.import_id,
+            version: header.version,
+            is_final: header.is_final,
+            payload: Utf8Bytes::from(payload),
+        }),
+    ))
+}
+
+/// Publishing side's memory of an outage.
+#[derive(Default)]
+struct Held {
+    /// True from a failed publish until everything held went out again.
+    down: bool,
+    /// Newest unpublished event per import.
+    events: HashMap<String, Arc<ImportEvent>>,
+}
+
+impl Held {
+    fn keep(&mut self, event: Arc<ImportEvent>, dropped: &AtomicU64) {
+        let full = self.events.len() >= MAX_HELD;
+        match self.events.get_mut(&event.import_id) {
+            Some(held) => {
+                if event.version > held.version {
+                    *held = event;
+                }
+            }
+            None if full => {
+                dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            None => {
+                self.events.insert(event.import_id.clone(), event);
+            }
+        }
+    }
+}
+
+/// Counters for logs and tests.
+#[derive(Default)]
+pub struct RedisBusStats {
+    /// Successful (re)subscriptions; every one after the first is a resync.
+    pub subscriptions: AtomicU64,
+    /// Events received from other nodes and handed to the hub.
+    pub received: AtomicU64,
+    /// Events held back while Redis was away and published later.
+    pub republished: AtomicU64,
+    /// Events dropped because too many were held.
+    pub dropped: AtomicU64,
+}
+
+/// Redis pub/sub behind the [`Bus`] trait.
+pub struct RedisBus {
+    node: String,
+    hub: Arc<Hub>,
+    publisher: ConnectionManager,
+    held: Mutex<Held>,
+    retry: Notify,
+    pub stats: RedisBusStats,
+}
+
+impl RedisBus {
+    /// Sets up the bus and starts its subscriber and retry tasks. Does not
+    /// wait for Redis: a node whose Redis is down at start serves anyway
+    /// (its own sockets get its own changes) and joins the others when
+    /// Redis answers. Only a malformed URL is an error.
+    pub fn start(
+        url: &str,
+        node: &str,
+        hub: Arc<Hub>,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<RedisBus>, BusError> {
+        let client = ::redis::Client::open(url)
+            .map_err(|err| BusError::Unavailable(format!("bad Redis URL: {err}")))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(COMMAND_TIMEOUT))
+            .set_response_timeout(Some(COMMAND_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(BACKOFF_MAX);
+        let publisher = ConnectionManager::new_lazy_with_config(client.clone(), config)
+            .map_err(|err| BusError::Unavailable(err.to_string()))?;
+        let bus = Arc::new(RedisBus {
+            node: node.to_string(),
+            hub,
+            publisher,
+            held: Mutex::new(Held::default()),
+            retry: Notify::new(),
+            stats: RedisBusStats::default(),
+        });
+        tokio::spawn(Arc::clone(&bus).subscribe_loop(client, shutdown));
+        tokio::spawn(Arc::clone(&bus).retry_loop());
+        Ok(bus)
+    }
+
+    fn held(&self) -> MutexGuard<'_, Held> {
+        match self.held.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    async fn send(&self, event: &ImportEvent) -> Result<(), String> {
+        let frame = encode(&self.node, event).map_err(|err| err.to_string())?;
+        let mut connection = self.publisher.clone();
+        let mut command = ::redis::cmd("PUBLISH");
+        command.arg(channel_of(&event.user_id)).arg(frame);
+        let publish = command.query_async::<i64>(&mut connection);
+        match tokio::time::timeout(COMMAND_TIMEOUT, publish).await {
+            Ok(Ok(_receivers)) => Ok(()),
+            Ok(Err(err)) => Err(err.to_string()),
+            Err(_) => Err("timed out".into()),
+        }
+    }
+
+    /// Publishes what was held during an outage, until all of it went out;
+    /// then clears `down` (under the lock, so nothing held is stranded).
+    async fn retry_loop(self: Arc<Self>) {
+        loop {
+            self.retry.notified().await;
+            loop {
+                tokio::time::sleep(RETRY_EVERY).await;
+                let batch: Vec<Arc<ImportEvent>> = {
+                    let mut held = self.held();
+                    if !held.down {
+                        break;
+                    }
+                    held.events.drain().map(|(_, event)| event).collect()
+                };
+                let mut failed = None;
+                for event in batch {
+                    if failed.is_none() {
+                        match self.send(&event).await {
+                            Ok(()) => {
+                                self.stats.republished.fetch_add(1, Ordering::Relaxed);
+                                continue;
+                            }
+                            Err(err) => failed = Some(err),
+                        }
+                    }
+                    self.held().keep(event, &self.stats.dropped);
+                }
+                if failed.is_none() {
+                    let mut held = self.held();
+                    if held.events.is_empty() {
+                        held.down = false;
+                        tracing::info!(
+                            republished = self.stats.republished.load(Ordering::Relaxed),
+                            dropped = self.stats.dropped.load(Ordering::Relaxed),
+                            "redis bus: publishing again; changes held during the outage sent"
+                        );
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Keeps this node subscribed to every channel for as long as it runs.
+    async fn subscribe_loop(self: Arc<Self>, client: ::redis::Client, shutdown: CancellationToken) {
+        let channels = all_channels();
+        let mut backoff = BACKOFF_MIN;
+        let mut failures: u32 = 0;
+        loop {
+            let connected = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                connected = tokio::time::timeout(COMMAND_TIMEOUT, async {
+                    let pubsub = client.get_async_pubsub().await?;
+                    let (mut sink, stream) = pubsub.split();
+                    sink.subscribe(&channels).await?;
+                    Ok::<_, ::redis::RedisError>((sink, stream))
+                }) => connected,
+            };
+            let (mut sink, mut stream) = match connected {
+                Ok(Ok(pair)) => pair,
+                Ok(Err(err)) => {
+                    if failures == 0 {
+                        tracing::warn!(error = %err, "redis bus: cannot subscribe; retrying");
+                    }
+                    failures += 1;
+                    backoff = self.pause(backoff, &shutdown).await;
+                    continue;
+                }
+                Err(_) => {
+                    if failures == 0 {
+                        tracing::warn!("redis bus: subscribing timed out; retrying");
+                    }
+                    failures += 1;
+                    backoff = self.pause(backoff, &shutdown).await;
+                    continue;
+                }
+            };
+            backoff = BACKOFF_MIN;
+            failures = 0;
+            // Subscribed: from here on every publish reaches this node, so a
+            // snapshot read now misses nothing. Sessions read it at their
+            // next turn.
+            let previous = self.stats.subscriptions.fetch_add(1, Ordering::SeqCst);
+            let asked = self.hub.resync_all();
+            if previous == 0 {
+                tracing::info!(channels = channels.len(), "redis bus: subscribed");
+            } else {
+                tracing::info!(
+                    connections = asked,
+                    "redis bus: resubscribed; every connection gets a fresh snapshot"
+                );
+            }
+
+            let mut ping = tokio::time::interval(PING_EVERY);
+            ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ping.tick().await;
+            let lost = loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    message = stream.next() => match message {
+                        Some(message) => self.receive(message.get_payload_bytes()),
+                        None => break "connection closed",
+                    },
+                    _ = ping.tick() => {
+                        let answered = tokio::time::timeout(
+                            COMMAND_TIMEOUT,
+                            sink.ping::<::redis::Value>(),
+                        )
+                        .await;
+                        if !matches!(answered, Ok(Ok(_))) {
+                            break "no answer to PING";
+                        }
+                    }
+                }
+            };
+            tracing::warn!(reason = lost, "redis bus: subscription lost; reconnecting");
+            backoff = self.pause(backoff, &shutdown).await;
+        }
+    }
+
+    /// Sleeps `backoff` (unless shutting down); returns the next one.
+    async fn pause(&self, backoff: Duration, shutdown: &CancellationToken) -> Duration {
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        (backoff * 2).min(BACKOFF_MAX)
+    }
+
+    fn receive(&self, frame: &[u8]) {
+        match decode(frame) {
+            Ok((node, _)) if node == self.node => {} // delivered when published
+            Ok((_, event)) => {
+                self.stats.received.fetch_add(1, Ordering::Relaxed);
+                self.hub.deliver(&event);
+            }
+            Err(err) => tracing::warn!(error = %err, "redis bus: ignoring a malformed message"),
+        }
+    }
+}
+
+#[async_trait]
+impl Bus for RedisBus {
+    /// Delivers to this node's sockets at once, then publishes for the
+    /// others. Never fails because Redis is away: the event is held and
+    /// published when Redis answers again (see the module docs).
+    async fn publish(&self, event: Arc<ImportEvent>) -> Result<(), BusError> {
+        self.hub.deliver(&event);
+        {
+            let mut held = self.held();
+            if held.down {
+                held.keep(event, &self.stats.dropped);
+                return Ok(());
+            }
+        }
+        if let Err(err) = self.send(&event).await {
+            let mut held = self.held();
+            if !held.down {
+                tracing::warn!(
+                    error = %err,
+                    "redis bus: publish failed; holding changes until Redis answers"
+                );
+                held.down = true;
+            }
+            held.keep(event, &self.stats.dropped);
+            drop(held);
+            self.retry.notify_one();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_keep_the_payload_bytes() {
+        let event = ImportEvent {
+            user_id: "user\nwith \"odd\" chars".into(),
+            import_id: "0190-abc".into(),
+            version: 42,
+            is_final: true,
+            payload: Utf8Bytes::from("{\"type\":\"import\",\"import\":{\"t\":\"a\\nb\"}}"),
+        };
+        let frame = encode("node1", &event).unwrap();
+        let (node, back) = decode(&frame).unwrap();
+        assert_eq!(node, "node1");
+        assert_eq!(back.user_id, event.user_id);
+        assert_eq!(back.import_id, event.import_id);
+        assert_eq!(back.version, 42);
+        assert!(back.is_final);
+        assert_eq!(back.payload.as_str(), event.payload.as_str());
+        assert!(decode(b"no header").is_err());
+        assert!(decode(b"{}\n{}").is_err());
+    }
+
+    #[test]
+    fn shards_are_stable_and_spread() {
+        assert_eq!(fnv1a(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a("a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(shard_of("alice"), shard_of("alice"));
+        assert_eq!(
+            channel_of("alice"),
+            format!("reeltime:imports:{}", shard_of("alice"))
+        );
+        let mut counts = [0u32; SHARDS as usize];
+        for n in 0..16_000 {
+            counts[shard_of(&format!("user_{n}")) as usize] += 1;
+        }
+        assert!(counts.iter().all(|c| (700..1300).contains(c)), "{counts:?}");
+        assert_eq!(all_channels().len(), SHARDS as usize);
+    }
+
+    #[test]
+    fn held_keeps_the_newest_per_import() {
+        let dropped = AtomicU64::new(0);
+        let mut held = Held::default();
+        let event = |version| {
+            Arc::new(ImportEvent {
+                user_id: "u".into(),
+                import_id: "i".into(),
+                version,
+                is_final: false,
+                payload: Utf8Bytes::from_static("{}"),
+            })
+        };
+        held.keep(event(3), &dropped);
+        held.keep(event(2), &dropped);
+        held.keep(event(5), &dropped);
+        assert_eq!(held.events.len(), 1);
+        assert_eq!(held.events["i"].version, 5);
+        assert_eq!(dropped.load(Ordering::Relaxed), 0);
+    }
+}

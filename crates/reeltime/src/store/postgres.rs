@@ -1,0 +1,218 @@
+//! The shared store for several nodes: PostgreSQL, selected by a
+//! `postgres://` or `postgresql://` `REELTIME_DATABASE_URL`.
+//!
+//! Same tables and the same semantics as [`super::SqliteStore`]: the import
+//! object is kept whole as JSONB in `data`, beside the few columns queries
+//! filter and order on; updates are compare-and-set on `version`. Under
+//! PostgreSQL's default READ COMMITTED isolation a concurrent `UPDATE ...
+//! WHERE version = $n` waits for the other writer's row lock and then
+//! re-checks the condition against the committed row, so exactly one of two
+//! racing writers wins, on any node.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use reeltime_protocol::{Import, User};
+use sqlx::Row;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+
+use super::{OwnedImport, SNAPSHOT_FINISHED, Store, StoreError};
+
+/// Connections per node. Every socket's snapshot and every job's commit
+/// borrows one briefly; a few per node keep PostgreSQL's own per-connection
+/// memory small when there are many nodes.
+const MAX_CONNECTIONS: u32 = 16;
+
+/// How long a query waits for a free connection before failing (and the
+/// caller answering 500/1011) instead of piling up behind a stuck database.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// PostgreSQL behind the [`Store`] trait.
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects and runs the migrations under `migrations/postgres`. Several
+    /// nodes starting at once is safe: sqlx serializes migrations with an
+    /// advisory lock.
+    pub async fn open(url: &str) -> Result<PostgresStore, StoreError> {
+        let options = PgConnectOptions::from_str(url)?.application_name("reeltime");
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(PostgresStore { pool })
+    }
+}
+
+fn version_param(version: u64) -> i64 {
+    i64::try_from(version).unwrap_or(i64::MAX)
+}
+
+/// The import object is read as text (`data::text`) and parsed straight
+/// into [`Import`]: no intermediate `serde_json::Value`.
+fn decode_import(row: &PgRow) -> Result<Import, StoreError> {
+    let data: String = row.try_get("data")?;
+    Ok(serde_json::from_str(&data)?)
+}
+
+fn decode_owned(row: &PgRow) -> Result<OwnedImport, StoreError> {
+    Ok(OwnedImport {
+        user_id: row.try_get("user_id")?,
+        import: decode_import(row)?,
+    })
+}
+
+fn decode_user(row: &PgRow) -> Result<User, StoreError> {
+    let created_at: DateTime<Utc> = row.try_get("created_at")?;
+    Ok(User {
+        id: row.try_get("id")?,
+        email: row.try_get("email")?,
+        created_at,
+    })
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn upsert_user(&self, id: &str, email: Option<&str>) -> Result<User, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO users (id, email, created_at, updated_at) VALUES ($1, $2, $3, $3)
+             ON CONFLICT (id) DO UPDATE SET
+                email = COALESCE(EXCLUDED.email, users.email),
+                updated_at = CASE WHEN EXCLUDED.email IS DISTINCT FROM users.email
+                                       AND EXCLUDED.email IS NOT NULL
+                                  THEN EXCLUDED.updated_at ELSE users.updated_at END
+             RETURNING id, email, created_at",
+        )
+        .bind(id)
+        .bind(email)
+        .bind(Utc::now())
+        .fetch_one(&self.pool)
+        .await?;
+        decode_user(&row)
+    }
+
+    async fn get_user(&self, id: &str) -> Result<Option<User>, StoreError> {
+        let row = sqlx::query("SELECT id, email, created_at FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(decode_user).transpose()
+    }
+
+    async fn insert_import(&self, owned: &OwnedImport) -> Result<(), StoreError> {
+        let import = &owned.import;
+        sqlx::query(
+            "INSERT INTO imports (id, user_id, status, version, finished, data)
+             VALUES ($1, $2, $3, $4, $5, $6::jsonb)",
+        )
+        .bind(&import.id)
+        .bind(&owned.user_id)
+        .bind(import.status.as_str())
+        .bind(version_param(import.version))
+        .bind(import.status.is_final())
+        .bind(serde_json::to_string(import)?)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_import(&self, id: &str) -> Result<Option<OwnedImport>, StoreError> {
+        let row = sqlx::query("SELECT user_id, data::text AS data FROM imports WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(decode_owned).transpose()
+    }
+
+    async fn list_imports(
+        &self,
+        user_id: &str,
+        limit: i64,
+        before: Option<&str>,
+    ) -> Result<Vec<Import>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT data::text AS data FROM imports
+             WHERE user_id = $1 AND ($2::text IS NULL OR id < $2)
+             ORDER BY id DESC LIMIT $3",
+        )
+        .bind(user_id)
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(decode_import).collect()
+    }
+
+    async fn snapshot(&self, user_id: &str) -> Result<Vec<Import>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT data::text AS data FROM (
+                 (SELECT id, data FROM imports WHERE user_id = $1 AND NOT finished)
+                 UNION ALL
+                 (SELECT id, data FROM imports WHERE user_id = $1 AND finished
+                  ORDER BY id DESC LIMIT $2)
+             ) AS recent ORDER BY id DESC",
+        )
+        .bind(user_id)
+        .bind(SNAPSHOT_FINISHED)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(decode_import).collect()
+    }
+
+    async fn update_import(
+        &self,
+        owned: &OwnedImport,
+        expected_version: u64,
+    ) -> Result<bool, StoreError> {
+        let import = &owned.import;
+        let done = sqlx::query(
+            "UPDATE imports SET status = $1, version = $2, finished = $3, data = $4::jsonb
+             WHERE id = $5 AND user_id = $6 AND version = $7",
+        )
+        .bind(import.status.as_str())
+        .bind(version_param(import.version))
+        .bind(import.status.is_final())
+        .bind(serde_json::to_string(import)?)
+        .bind(&import.id)
+        .bind(&owned.user_id)
+        .bind(version_param(expected_version))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn unfinished_imports(&self) -> Result<Vec<OwnedImport>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT user_id, data::text AS data FROM imports WHERE NOT finished ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(decode_owned).collect()
+    }
+
+    async fn delete_import(&self, id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM imports WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn count_by_status(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM imports GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let n: i64 = row.try_get("n")?;
+                Ok((row.try_get("status")?, u64::try_from(n).unwrap_or(0)))
+            })
+            .collect()
+    }
+}

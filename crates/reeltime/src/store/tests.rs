@@ -1,0 +1,276 @@
+//! The store's contract, written once and run against every implementation:
+//! the embedded SQLite store and PostgreSQL (a real throwaway cluster from
+//! the test kit). A behaviour that differs between the two is a bug in one
+//! of them.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use reeltime_protocol::{Import, ImportStatus};
+
+use super::{OwnedImport, PostgresStore, SqliteStore, Store};
+
+fn import(id: &str, status: ImportStatus, version: u64) -> Import {
+    Import {
+        id: id.into(),
+        status,
+        stage: None,
+        progress: None,
+        bytes_done: 0,
+        bytes_total: None,
+        version,
+        attempt: 1,
+        source_url: "https://example.com/a.mp4".into(),
+        title: "a".into(),
+        error: None,
+        result: None,
+        queue_position: None,
+        created_at: Utc::now(),
+        updated_at: Utc::now(),
+    }
+}
+
+fn owned(user: &str, id: &str, status: ImportStatus, version: u64) -> OwnedImport {
+    OwnedImport {
+        user_id: user.into(),
+        import: import(id, status, version),
+    }
+}
+
+async fn compare_and_set_refuses_a_stale_version(store: &dyn Store) {
+    let mut owned = owned("alice", "01", ImportStatus::Queued, 1);
+    store.insert_import(&owned).await.unwrap();
+    owned.import.version = 2;
+    owned.import.status = ImportStatus::Downloading;
+    assert!(store.update_import(&owned, 1).await.unwrap());
+    owned.import.version = 3;
+    assert!(
+        !store.update_import(&owned, 1).await.unwrap(),
+        "stale write must fail"
+    );
+    let other_user = OwnedImport {
+        user_id: "mallory".into(),
+        import: owned.import.clone(),
+    };
+    assert!(!store.update_import(&other_user, 2).await.unwrap());
+    let back = store.get_import("01").await.unwrap().unwrap();
+    assert_eq!(back.import.version, 2);
+    assert_eq!(back.import.status, ImportStatus::Downloading);
+    assert_eq!(back.user_id, "alice");
+}
+
+/// Many writers racing from the same version: exactly one wins.
+async fn racing_writers_have_one_winner(store: Arc<dyn Store>) {
+    store
+        .insert_import(&owned("alice", "race", ImportStatus::Queued, 1))
+        .await
+        .unwrap();
+    let mut writers = Vec::new();
+    for n in 0..8u64 {
+        let store = Arc::clone(&store);
+        writers.push(tokio::spawn(async move {
+            let mut next = owned("alice", "race", ImportStatus::Downloading, 2);
+            next.import.bytes_done = n;
+            store.update_import(&next, 1).await.unwrap()
+        }));
+    }
+    let mut wins = 0;
+    for writer in writers {
+        if writer.await.unwrap() {
+            wins += 1;
+        }
+    }
+    assert_eq!(wins, 1, "exactly one compare-and-set from version 1 wins");
+    let back = store.get_import("race").await.unwrap().unwrap();
+    assert_eq!(back.import.version, 2);
+}
+
+async fn snapshot_has_unfinished_and_recent_finished_only(store: &dyn Store) {
+    for n in 0..60 {
+        let status = if n == 5 {
+            ImportStatus::Downloading
+        } else {
+            ImportStatus::Completed
+        };
+        store
+            .insert_import(&owned("alice", &format!("{n:03}"), status, 1))
+            .await
+            .unwrap();
+    }
+    store
+        .insert_import(&owned("bob", "999", ImportStatus::Queued, 1))
+        .await
+        .unwrap();
+    let snapshot = store.snapshot("alice").await.unwrap();
+    assert_eq!(snapshot.len(), 51);
+    assert!(
+        snapshot.iter().any(|i| i.id == "005"),
+        "old unfinished import kept"
+    );
+    assert!(
+        !snapshot.iter().any(|i| i.id == "999"),
+        "other users never included"
+    );
+    assert!(
+        !snapshot.iter().any(|i| i.id == "000"),
+        "oldest finished dropped"
+    );
+    let ids: Vec<&str> = snapshot.iter().map(|i| i.id.as_str()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort_unstable_by(|a, b| b.cmp(a));
+    assert_eq!(ids, sorted, "snapshot is newest first");
+
+    let page = store.list_imports("alice", 10, Some("050")).await.unwrap();
+    assert_eq!(page.first().map(|i| i.id.as_str()), Some("049"));
+    assert_eq!(page.len(), 10);
+    let first = store.list_imports("alice", 3, None).await.unwrap();
+    let first: Vec<&str> = first.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(first, ["059", "058", "057"], "list is newest first");
+}
+
+/// Ids are UUIDv7 text with hyphens: ordering must be by bytes, whatever
+/// the database's collation makes of the hyphens.
+async fn uuid_ids_order_by_creation(store: &dyn Store) {
+    let mut ids: Vec<String> = (0..20).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+    for id in &ids {
+        store
+            .insert_import(&owned("carol", id, ImportStatus::Completed, 1))
+            .await
+            .unwrap();
+    }
+    ids.reverse();
+    let listed: Vec<String> = store
+        .list_imports("carol", 100, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(listed, ids);
+    let after: Vec<String> = store
+        .list_imports("carol", 100, Some(&ids[4]))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(after, ids[5..]);
+}
+
+async fn users_unfinished_counts_and_delete(store: &dyn Store) {
+    let created = store.upsert_user("dave", None).await.unwrap();
+    assert_eq!(created.email, None);
+    let updated = store
+        .upsert_user("dave", Some("dave@example.com"))
+        .await
+        .unwrap();
+    assert_eq!(updated.email.as_deref(), Some("dave@example.com"));
+    assert_eq!(
+        updated.created_at.timestamp_millis(),
+        created.created_at.timestamp_millis(),
+        "created_at never moves"
+    );
+    let kept = store.upsert_user("dave", None).await.unwrap();
+    assert_eq!(
+        kept.email.as_deref(),
+        Some("dave@example.com"),
+        "a token without email keeps the known one"
+    );
+    assert_eq!(
+        store.get_user("dave").await.unwrap().and_then(|u| u.email),
+        Some("dave@example.com".to_string())
+    );
+    assert!(store.get_user("nobody").await.unwrap().is_none());
+
+    store
+        .insert_import(&owned("dave", "a", ImportStatus::Queued, 1))
+        .await
+        .unwrap();
+    store
+        .insert_import(&owned("erin", "b", ImportStatus::Downloading, 1))
+        .await
+        .unwrap();
+    store
+        .insert_import(&owned("dave", "c", ImportStatus::Failed, 1))
+        .await
+        .unwrap();
+    let unfinished: Vec<(String, String)> = store
+        .unfinished_imports()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| (o.user_id, o.import.id))
+        .collect();
+    assert_eq!(
+        unfinished,
+        [
+            ("dave".to_string(), "a".to_string()),
+            ("erin".to_string(), "b".to_string())
+        ],
+        "unfinished, oldest first, with owners"
+    );
+    let mut counts = store.count_by_status().await.unwrap();
+    counts.sort();
+    assert_eq!(
+        counts,
+        [
+            ("downloading".to_string(), 1),
+            ("failed".to_string(), 1),
+            ("queued".to_string(), 1)
+        ]
+    );
+    assert!(store.delete_import("c").await.unwrap());
+    assert!(!store.delete_import("c").await.unwrap());
+    assert!(store.get_import("c").await.unwrap().is_none());
+}
+
+/// Every scenario, each on a fresh store from `fresh`.
+async fn run_all<F, Fut>(mut fresh: F)
+where
+    F: FnMut(&'static str) -> Fut,
+    Fut: std::future::Future<Output = Arc<dyn Store>>,
+{
+    compare_and_set_refuses_a_stale_version(&*fresh("cas").await).await;
+    racing_writers_have_one_winner(fresh("race").await).await;
+    snapshot_has_unfinished_and_recent_finished_only(&*fresh("snapshot").await).await;
+    uuid_ids_order_by_creation(&*fresh("order").await).await;
+    users_unfinished_counts_and_delete(&*fresh("users").await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_store_meets_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run_all(|name| {
+        let url = format!("sqlite://{}", root.join(format!("{name}.db")).display());
+        async move {
+            let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&url).await.unwrap());
+            store
+        }
+    })
+    .await;
+}
+
+/// One throwaway cluster, one database per scenario.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_meets_the_contract() {
+    let postgres = reeltime_testkit::Postgres::start().await;
+    let postgres = &postgres;
+    run_all(|name| async move {
+        let url = postgres.create_database(name).await;
+        let store: Arc<dyn Store> = Arc::new(PostgresStore::open(&url).await.unwrap());
+        store
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn open_picks_the_store_by_url() {
+    assert!(super::is_postgres_url("postgres://u@h/db"));
+    assert!(super::is_postgres_url("postgresql://u@h/db"));
+    assert!(!super::is_postgres_url("sqlite://./data/reeltime.db"));
+    assert!(matches!(
+        super::open("mysql://u@h/db").await,
+        Err(super::StoreError::UnsupportedUrl)
+    ));
+}
