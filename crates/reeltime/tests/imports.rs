@@ -648,3 +648,43 @@ async fn synthetic_imports_exist_only_when_switched_on() {
     assert_eq!(progress, [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]);
     assert_eq!(states.last().unwrap().status, ImportStatus::Completed);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_imports_say_where_they_stand_in_line() {
+    let w = world(&[("REELTIME_DOWNLOAD_CONCURRENCY", "1")]).await;
+    let token = w.token("alice");
+    let (mut ws, _) = w.socket("alice").await;
+    w.content.hold("first");
+    let first = w
+        .api
+        .create_ok(&token, &w.content.video_url("first", 1000))
+        .await;
+    wait_for(&mut ws, &first.id, |i| {
+        i.status == ImportStatus::Downloading
+    })
+    .await;
+    let second = w
+        .api
+        .create_ok(&token, &w.content.video_url("second", 1000))
+        .await;
+    let third = w
+        .api
+        .create_ok(&token, &w.content.video_url("third", 1000))
+        .await;
+    wait_for(&mut ws, &second.id, |i| i.queue_position == Some(1)).await;
+    wait_for(&mut ws, &third.id, |i| i.queue_position == Some(2)).await;
+    let (_, listed) = w
+        .api
+        .get(&token, &format!("/api/imports/{}", third.id))
+        .await;
+    assert_eq!(listed["queue_position"], 2);
+    // The first one finishing moves the line up.
+    w.content.release("first");
+    let moved = wait_for(&mut ws, &third.id, |i| i.queue_position == Some(1)).await;
+    assert_eq!(moved.status, ImportStatus::Queued);
+    for id in [&second.id, &third.id] {
+        let done = follow_to_final(&mut ws, id).await.pop().unwrap();
+        assert_eq!(done.status, ImportStatus::Completed);
+        assert_eq!(done.queue_position, None);
+    }
+}
