@@ -13,5 +13,6 @@ pub mod http;
 pub mod imports;
 pub mod media;
 pub mod metrics;
+pub mod private_file;
 pub mod store;
 pub mod users;

@@ -6,7 +6,8 @@ mod common;
 use std::collections::{HashMap, HashSet};
 
 use common::{
-    World, assert_monotonic, follow_to_final, in_snapshot_or_next, wait_for, world, world_with,
+    World, assert_monotonic, follow_to_final, in_snapshot_or_next, wait_for, wait_until, world,
+    world_with,
 };
 use reeltime_protocol::{Import, ImportStatus, ServerMessage};
 use reeltime_testkit::{Event, WsClient, mp4_like};
@@ -335,18 +336,6 @@ async fn cancel_stops_the_download_and_removes_partial_files() {
         .get(&token, &format!("/api/imports/{}", created.id))
         .await;
     assert_eq!(status, 404);
-}
-
-/// Waits on a condition of the file system, checking after each short pause.
-async fn wait_until(condition: impl Fn() -> bool) {
-    let deadline = std::time::Instant::now() + reeltime_testkit::WAIT;
-    while !condition() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "condition not met in time"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

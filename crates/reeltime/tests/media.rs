@@ -2,11 +2,13 @@
 //! with ffmpeg's test sources. Needs ffmpeg installed (`./scripts/test`
 //! installs it; by hand: `apt-get install ffmpeg`).
 
+mod common;
+
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::media::{H264_AAC, make, make_video, processes_mentioning};
 use reeltime::media::ffmpeg::POSTER_MAX_WIDTH;
 use reeltime::media::probe::moov_before_mdat;
 use reeltime::media::{
@@ -25,63 +27,6 @@ async fn tools() -> MediaTools {
         .await
         .expect("ffmpeg and ffprobe must be on PATH for these tests: apt-get install ffmpeg")
 }
-
-/// Runs ffmpeg to make a test input; panics with its message on failure.
-async fn make(args: &[&str], output: &Path) {
-    let result = tokio::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-nostdin", "-v", "error", "-y"])
-        .args(args)
-        .arg(output)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .expect("run ffmpeg");
-    assert!(
-        result.status.success(),
-        "ffmpeg failed making {}: {}",
-        output.display(),
-        String::from_utf8_lossy(&result.stderr)
-    );
-}
-
-/// A lavfi test picture of `size` lasting `secs`, with a tone when `audio`.
-fn lavfi_inputs(size: &str, secs: u32, audio: bool) -> Vec<String> {
-    let mut args = vec![
-        "-f".into(),
-        "lavfi".into(),
-        "-i".into(),
-        format!("testsrc2=size={size}:rate=25:duration={secs}"),
-    ];
-    if audio {
-        args.extend([
-            "-f".into(),
-            "lavfi".into(),
-            "-i".into(),
-            format!("sine=frequency=440:duration={secs}"),
-        ]);
-    }
-    args
-}
-
-async fn make_video(output: &Path, size: &str, secs: u32, audio: bool, codecs: &[&str]) {
-    let mut args = lavfi_inputs(size, secs, audio);
-    args.extend(codecs.iter().map(|arg| arg.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    make(&args, output).await;
-}
-
-const H264_AAC: &[&str] = &[
-    "-c:v",
-    "libx264",
-    "-preset",
-    "ultrafast",
-    "-pix_fmt",
-    "yuv420p",
-    "-c:a",
-    "aac",
-    "-b:a",
-    "64k",
-];
 
 /// Stream facts read straight from ffprobe, to check outputs independently.
 async fn ffprobe_streams(path: &Path) -> serde_json::Value {
@@ -135,22 +80,6 @@ fn partial_files(dir: &Path) -> Vec<PathBuf> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// Pids of running processes whose command line mentions `needle`.
-fn processes_mentioning(needle: &str) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|cmdline| String::from_utf8_lossy(&cmdline).contains(needle))
-                .unwrap_or(false)
-        })
-        .collect()
 }
 
 #[tokio::test]

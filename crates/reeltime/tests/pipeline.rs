@@ -5,10 +5,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use common::{World, follow_to_final, in_snapshot_or_next, wait_for, world};
+use common::media::{H264_AAC, make, make_video, processes_mentioning};
+use common::{World, follow_to_final, in_snapshot_or_next, wait_for, wait_until, world};
 use reeltime::media::MediaSigner;
 use reeltime_protocol::{Import, ImportStatus};
 
@@ -21,74 +21,30 @@ async fn media_world() -> World {
     .await
 }
 
-/// Makes a video with ffmpeg's test sources into `dir`; returns its bytes.
-fn make_video(dir: &Path, name: &str, args: &[&str]) -> Vec<u8> {
+/// A 3 s 320x240 H.264/AAC MP4 with `moov` first: web-ready.
+async fn web_ready(dir: &Path) -> Vec<u8> {
+    let out = dir.join("web.mp4");
+    let codecs = [H264_AAC, &["-movflags", "+faststart", "-shortest"]].concat();
+    make_video(&out, "320x240", 3, true, &codecs).await;
+    std::fs::read(out).expect("read generated video")
+}
+
+/// MPEG-4 Part 2 at 1280x960 with PCM in AVI: not web-ready, gets transcoded.
+async fn needs_transcode(dir: &Path, name: &str, seconds: u32) -> Vec<u8> {
     let out = dir.join(name);
-    let status = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y"])
-        .args(args)
-        .arg(&out)
-        .status()
-        .expect("ffmpeg runs (apt-get install ffmpeg)");
-    assert!(status.success(), "ffmpeg made {name}");
-    std::fs::read(&out).expect("read generated video")
-}
-
-fn web_ready(dir: &Path) -> Vec<u8> {
-    make_video(
-        dir,
-        "web.mp4",
-        &[
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=320x240:rate=25:duration=3",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440:duration=3",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "aac",
-            "-movflags",
-            "+faststart",
-            "-shortest",
-        ],
-    )
-}
-
-/// MPEG-4 Part 2 at 1280x960 in AVI: not web-ready, gets transcoded.
-fn needs_transcode(dir: &Path, name: &str, seconds: u32) -> Vec<u8> {
-    let video = format!("testsrc2=size=1280x960:rate=25:duration={seconds}");
-    let audio = format!("sine=frequency=220:duration={seconds}");
-    make_video(
-        dir,
-        name,
-        &[
-            "-f",
-            "lavfi",
-            "-i",
-            &video,
-            "-f",
-            "lavfi",
-            "-i",
-            &audio,
-            "-c:v",
-            "mpeg4",
-            "-q:v",
-            "6",
-            "-c:a",
-            "pcm_s16le",
-            "-shortest",
-            "-f",
-            "avi",
-        ],
-    )
+    let codecs = [
+        "-c:v",
+        "mpeg4",
+        "-q:v",
+        "6",
+        "-c:a",
+        "pcm_s16le",
+        "-shortest",
+        "-f",
+        "avi",
+    ];
+    make_video(&out, "1280x960", seconds, true, &codecs).await;
+    std::fs::read(out).expect("read generated video")
 }
 
 fn temp() -> tempfile::TempDir {
@@ -115,7 +71,7 @@ fn result_str<'a>(import: &'a Import, key: &str) -> &'a str {
 async fn a_web_ready_video_is_probed_given_a_poster_and_served_by_signed_links() {
     let w = media_world().await;
     let dir = temp();
-    let bytes = web_ready(dir.path());
+    let bytes = web_ready(dir.path()).await;
     let url = w.content.put_file("web.mp4", bytes.clone());
     let (mut tab1, _) = w.socket("alice").await;
     let (mut tab2, _) = w.socket("alice").await;
@@ -214,7 +170,7 @@ async fn a_video_that_is_not_web_ready_is_transcoded_with_one_progress_bar() {
     let dir = temp();
     let url = w
         .content
-        .put_file("old.avi", needs_transcode(dir.path(), "old.avi", 4));
+        .put_file("old.avi", needs_transcode(dir.path(), "old.avi", 4).await);
     let (mut ws, _) = w.socket("alice").await;
     let created = w.api.create_ok(&w.token("alice"), &url).await;
     let states = follow_to_final(&mut ws, &created.id).await;
@@ -249,11 +205,13 @@ async fn a_video_that_is_not_web_ready_is_transcoded_with_one_progress_bar() {
 async fn files_ffprobe_rejects_fail_with_words_a_person_understands() {
     let w = media_world().await;
     let dir = temp();
-    let audio_only = make_video(
-        dir.path(),
-        "a.m4a",
+    let audio_path = dir.path().join("a.m4a");
+    make(
         &["-f", "lavfi", "-i", "sine=duration=2", "-c:a", "aac"],
-    );
+        &audio_path,
+    )
+    .await;
+    let audio_only = std::fs::read(&audio_path).expect("read generated audio");
     let mut corrupt = vec![
         0, 0, 0, 0x20, b'f', b't', b'y', b'p', b'i', b's', b'o', b'm',
     ];
@@ -290,9 +248,10 @@ async fn files_ffprobe_rejects_fail_with_words_a_person_understands() {
 async fn cancel_during_transcoding_stops_ffmpeg_and_removes_files() {
     let w = media_world().await;
     let dir = temp();
-    let url = w
-        .content
-        .put_file("long.avi", needs_transcode(dir.path(), "long.avi", 30));
+    let url = w.content.put_file(
+        "long.avi",
+        needs_transcode(dir.path(), "long.avi", 30).await,
+    );
     let (mut ws, _) = w.socket("alice").await;
     let token = w.token("alice");
     let created = w.api.create_ok(&token, &url).await;
@@ -308,41 +267,18 @@ async fn cancel_during_transcoding_stops_ffmpeg_and_removes_files() {
     let last = wait_for(&mut ws, &created.id, |i| i.status.is_final()).await;
     assert_eq!(last.status, ImportStatus::Cancelled);
     let import_dir = w.server.data_dir().join("imports").join(&created.id);
-    wait_until(|| !import_dir.exists() && !ffmpeg_running_on(&import_dir)).await;
-}
-
-/// Whether an ffmpeg process has a file of `dir` on its command line.
-fn ffmpeg_running_on(dir: &Path) -> bool {
-    let needle = dir.to_string_lossy().into_owned();
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
-        .any(|cmdline| {
-            let text = String::from_utf8_lossy(&cmdline);
-            text.contains("ffmpeg") && text.contains(&needle)
-        })
-}
-
-async fn wait_until(condition: impl Fn() -> bool) {
-    let deadline = std::time::Instant::now() + reeltime_testkit::WAIT;
-    while !condition() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "condition not met in time"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let needle = import_dir.to_string_lossy().into_owned();
+    wait_until(|| !import_dir.exists() && processes_mentioning(&needle).is_empty()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_during_processing_resumes_without_downloading_again() {
     let mut w = media_world().await;
     let dir = temp();
-    let url = w
-        .content
-        .put_file("resume.avi", needs_transcode(dir.path(), "resume.avi", 20));
+    let url = w.content.put_file(
+        "resume.avi",
+        needs_transcode(dir.path(), "resume.avi", 20).await,
+    );
     let (mut ws, _) = w.socket("alice").await;
     let created = w.api.create_ok(&w.token("alice"), &url).await;
     wait_for(&mut ws, &created.id, |i| {

@@ -46,7 +46,7 @@ impl DevIssuer {
             Ok(pem) => pem,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                 let pem = generate_pem()?;
-                write_private(&path, &pem)
+                crate::private_file::write_private(&path, &pem)
                     .with_context(|| format!("writing {}", path.display()))?;
                 pem
             }
@@ -127,15 +127,4 @@ fn generate_pem() -> anyhow::Result<String> {
     }
     pem.push_str("-----END PRIVATE KEY-----\n");
     Ok(pem)
-}
-
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(contents.as_bytes())
 }

@@ -223,7 +223,8 @@ fn load_or_create_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let temp = dir.join(format!("{SECRET_FILE}.{}.tmp", &secret[..16]));
-    write_private(&temp, &secret).with_context(|| format!("writing {}", temp.display()))?;
+    crate::private_file::write_private(&temp, &format!("{secret}\n"))
+        .with_context(|| format!("writing {}", temp.display()))?;
     let linked = std::fs::hard_link(&temp, path);
     let _ = std::fs::remove_file(&temp);
     match linked {
@@ -256,19 +257,6 @@ fn read_secret(path: &Path) -> std::io::Result<Vec<u8>> {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     }
     Ok(secret.into_bytes())
-}
-
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(contents.as_bytes())?;
-    file.write_all(b"\n")?;
-    file.sync_all()
 }
 
 fn hex(bytes: &[u8]) -> String {

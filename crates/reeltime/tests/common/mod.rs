@@ -2,6 +2,8 @@
 //! server, the real binary.
 #![allow(dead_code)]
 
+pub mod media;
+
 use std::path::Path;
 
 use reeltime_protocol::{Import, ServerMessage};
@@ -120,5 +122,18 @@ pub async fn in_snapshot_or_next(
     match snapshot.iter().find(|i| i.id == id) {
         Some(found) if pred(found) => found.clone(),
         _ => wait_for(ws, id, pred).await,
+    }
+}
+
+/// Waits on a condition outside the protocol (files, processes), checking
+/// it after each short pause, for at most [`reeltime_testkit::WAIT`].
+pub async fn wait_until(condition: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + reeltime_testkit::WAIT;
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "condition not met in time"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
