@@ -221,3 +221,47 @@ async fn a_client_close_is_answered_so_the_browser_sees_a_clean_1000() {
     let (ws, _) = w.socket("alice").await;
     assert_eq!(ws.close_and_read_reply().await, 1000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_slows_nobody_and_is_dropped() {
+    let w = world(&[("REELTIME_SYNTHETIC_IMPORTS", "1")]).await;
+    let token = w.token("alice");
+    let (mut fast, _) = w.socket("alice").await;
+    let mut slow = WsClient::connect_with_small_buffer(&w.server.ws(), &token).await;
+    assert!(matches!(slow.message().await, ServerMessage::Ready { .. }));
+    // From here on `slow` never reads. Flood alice with changes: 200
+    // imports making 10 changes a second each for 20 s.
+    let mut ids = std::collections::HashSet::new();
+    for _ in 0..200 {
+        let created = w
+            .api
+            .create_ok(&token, "synthetic:?duration_ms=20000&steps=200")
+            .await;
+        ids.insert(created.id);
+    }
+    // The reading socket gets every import to its final state on time...
+    let mut finished = std::collections::HashSet::new();
+    while finished.len() < ids.len() {
+        if let Event::Message(ServerMessage::Import { import }) = fast.next().await
+            && import.status.is_final()
+        {
+            finished.insert(import.id);
+        }
+    }
+    // ...and the stalled one was closed as too slow.
+    let metrics = format!("{}/metrics", w.server.http());
+    let deadline = tokio::time::Instant::now() + reeltime_testkit::WAIT;
+    loop {
+        let text = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+        if text.contains("reeltime_slow_client_closes_total 1\n") {
+            assert!(text.contains("reeltime_open_connections 1\n"), "{text}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "slow client not dropped:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(slow);
+}

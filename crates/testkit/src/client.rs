@@ -60,6 +60,32 @@ impl WsClient {
         WsClient { stream }
     }
 
+    /// Connects with a small kernel receive buffer (a client on a slow
+    /// link): once it stops reading, the server's writes back up quickly.
+    pub async fn connect_with_small_buffer(url: &str, token: &str) -> WsClient {
+        let request = format!("{url}?token={token}")
+            .into_client_request()
+            .expect("ws request");
+        let host = request
+            .uri()
+            .authority()
+            .expect("authority")
+            .as_str()
+            .to_string();
+        let addr = tokio::net::lookup_host(host)
+            .await
+            .expect("resolve")
+            .next()
+            .expect("an address");
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        let tcp = socket.connect(addr).await.expect("connect");
+        let (stream, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(tcp))
+            .await
+            .expect("websocket handshake");
+        WsClient { stream }
+    }
+
     /// Connects with the token in the query and reads `ready` and `snapshot`.
     pub async fn open(url: &str, token: &str) -> (WsClient, ServerMessage, Vec<Import>) {
         let mut client = WsClient::connect_query(url, token).await;

@@ -107,6 +107,7 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// The loopback port it listens on (the same after `start_again`).
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -200,7 +201,7 @@ impl Drop for RedisServer {
 /// does) both commands run as the `postgres` system user that Debian's
 /// package creates, and the directory is handed to that user.
 pub struct Postgres {
-    /// Declared before `child` is used in `Drop`; removed after shutdown.
+    /// Data, socket and log; removed after `Drop` has stopped the server.
     dir: tempfile::TempDir,
     bin: PathBuf,
     port: u16,
@@ -310,6 +311,7 @@ impl Postgres {
         format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
     }
 
+    /// The loopback port it listens on.
     pub fn port(&self) -> u16 {
         self.port
     }

@@ -220,6 +220,7 @@ pub struct RedisBus {
     publisher: ConnectionManager,
     held: Mutex<Held>,
     retry: Notify,
+    /// What the bus did, for logs and tests: an outage shows up here.
     pub stats: RedisBusStats,
 }
 
