@@ -155,14 +155,20 @@ def publish(user_id: str, record: dict) -> None:
     channels[user_id].publish({"type": "import", "import": dict(record)})
 
 
+# Like reeltime's synthetic source: steps no closer than its 10-per-second
+# progress limit per import.
+MIN_STEP_SECS = 0.1
+
+
 async def run_synthetic(user_id: str, record: dict, duration_ms: int, steps: int) -> None:
     loop = asyncio.get_running_loop()
     start = loop.time()
+    step_secs = max(duration_ms / 1000 / steps, MIN_STEP_SECS)
     record["status"] = "downloading"
     record["stage"] = "downloading"
     publish(user_id, record)
     for step in range(1, steps + 1):
-        await asyncio.sleep(max(0.0, start + duration_ms / 1000 * step / steps - loop.time()))
+        await asyncio.sleep(max(0.0, start + step_secs * step - loop.time()))
         record["progress"] = step / steps
         record["bytes_done"] = step
         record["bytes_total"] = steps

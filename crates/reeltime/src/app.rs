@@ -14,8 +14,8 @@ use crate::gateway::{Gateway, Hub};
 use crate::http::{self, AppState};
 use crate::imports::fetch::Fetcher;
 use crate::imports::guard::Policy;
-use crate::imports::{Imports, MediaLinks, MediaWork, Runner};
-use crate::media::{MediaSigner, MediaState, MediaTools};
+use crate::imports::{Imports, JobSettings, MediaLinks, MediaWork, Runner};
+use crate::media::{self, MediaSigner, MediaState, MediaTools};
 use crate::metrics::Metrics;
 use crate::store::{self, Store};
 use crate::users::Users;
@@ -86,7 +86,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.media_secret.clone(),
     )?);
     let media_dir = config.data_dir.join("imports");
-    let (imports, jobs) = Imports::new(
+    // Built before anything listens: a bad S3 setting stops the start.
+    let media_storage = media::storage::from_settings(
+        config.media_url.as_deref(),
+        config.s3_endpoint.as_deref(),
+        media_dir.clone(),
+    )?;
+    match &config.media_url {
+        Some(url) => tracing::info!(url = %url, "media in object storage (REELTIME_MEDIA_URL)"),
+        None => tracing::info!(dir = %media_dir.display(), "media in the data dir"),
+    }
+    let imports = Imports::new(
         Arc::clone(&store),
         Arc::clone(&bus),
         Arc::clone(&policy),
@@ -95,24 +105,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             signer: Arc::clone(&signer),
             ttl: config.media_link_ttl,
         },
+        Arc::clone(&media_storage),
     );
     let runner = Runner::new(
         Arc::clone(&imports),
-        Fetcher::new(Arc::clone(&policy), config.import_max_bytes)?,
+        Fetcher::new(Arc::clone(&policy), config.import_max_bytes, &node_id)?,
         tools.map(|tools| MediaWork {
             tools,
             mode: config.transcode,
             stall_timeout: config.process_stall_timeout,
         }),
-        config.download_concurrency,
-        config.process_concurrency,
+        JobSettings {
+            node: node_id.clone(),
+            lease: config.job_lease,
+            download_slots: config.download_concurrency,
+            process_slots: config.process_concurrency,
+        },
         shutdown.clone(),
     );
-    runner
-        .resume_unfinished()
-        .await
-        .context("resuming imports")?;
-    let runner_loop = tokio::spawn(Arc::clone(&runner).run(jobs));
+    let runner_loop = tokio::spawn(Arc::clone(&runner).run());
 
     let gateway = Arc::new(Gateway {
         verifier: Arc::clone(&verifier),
@@ -139,7 +150,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let owner_store = Arc::clone(&store);
     let media = MediaState {
-        root: media_dir,
+        storage: Arc::clone(&media_storage),
         signer,
         owner_of: Arc::new(move |import_id: String| {
             let store = Arc::clone(&owner_store);

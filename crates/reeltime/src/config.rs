@@ -124,6 +124,19 @@ pub struct Settings {
     #[arg(long, env = "REELTIME_MEDIA_LINK_TTL_SECS", default_value_t = 21_600, value_parser = clap::value_parser!(u64).range(60..))]
     pub media_link_ttl_secs: u64,
 
+    /// Where finished media is kept: unset for the data dir (one node), or s3://bucket/prefix, shared by every node (credentials and region from the usual AWS_* variables).
+    #[arg(long, env = "REELTIME_MEDIA_URL")]
+    pub media_url: Option<String>,
+
+    /// Endpoint of an S3-compatible server (MinIO, Ceph, R2...) for REELTIME_MEDIA_URL; AWS_ENDPOINT_URL is read too. http:// is allowed.
+    #[arg(long, env = "REELTIME_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+
+    /// Seconds a node's claim on a running import lasts without renewal; after a
+    /// node dies, its imports move to another node this long after.
+    #[arg(long, env = "REELTIME_JOB_LEASE_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(3..))]
+    pub job_lease_secs: u64,
+
     /// Imports downloading at once on this node.
     #[arg(long, env = "REELTIME_DOWNLOAD_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..))]
     pub download_concurrency: u64,
@@ -230,9 +243,14 @@ pub struct Config {
     pub media_processing: bool,
     pub transcode: crate::media::TranscodeMode,
     pub process_concurrency: usize,
+    pub job_lease: Duration,
     pub process_stall_timeout: Duration,
     pub media_secret: Option<String>,
     pub media_link_ttl: Duration,
+    /// `s3://bucket/prefix` selects object storage for media; `None` the data dir.
+    pub media_url: Option<String>,
+    /// Endpoint override for an S3-compatible server.
+    pub s3_endpoint: Option<String>,
     /// The Clerk publishable key, handed to the web page when set.
     pub clerk_publishable_key: Option<String>,
 }
@@ -317,6 +335,15 @@ impl Config {
                 "bad setting REELTIME_DATABASE_URL: expected sqlite://..., postgres://... or postgresql://..."
             );
         }
+        let media_url = non_empty(s.media_url).map(|url| url.trim().to_string());
+        if let Some(url) = &media_url {
+            let parsed = url::Url::parse(url).context("bad setting REELTIME_MEDIA_URL")?;
+            if parsed.scheme() != "s3" || parsed.host_str().is_none_or(str::is_empty) {
+                bail!(
+                    "bad setting REELTIME_MEDIA_URL: expected s3://bucket/prefix (unset keeps media in the data dir)"
+                );
+            }
+        }
         let redis_url = non_empty(s.redis_url);
         if let Some(url) = &redis_url {
             let parsed = url::Url::parse(url).context("bad setting REELTIME_REDIS_URL")?;
@@ -359,8 +386,11 @@ impl Config {
                 .and_then(|n| usize::try_from(n).ok())
                 .unwrap_or_else(default_process_concurrency),
             process_stall_timeout: Duration::from_secs(s.process_stall_secs),
+            job_lease: Duration::from_secs(s.job_lease_secs),
             media_secret: non_empty(s.media_secret),
             media_link_ttl: Duration::from_secs(s.media_link_ttl_secs),
+            media_url,
+            s3_endpoint: non_empty(s.s3_endpoint),
             clerk_publishable_key: publishable,
         })
     }
@@ -484,6 +514,25 @@ mod tests {
         for bad in ["http://127.0.0.1:6379", "not a url"] {
             let err = Config::from_settings(settings(&["--redis-url", bad])).unwrap_err();
             assert!(format!("{err:#}").contains("REELTIME_REDIS_URL"), "{err:#}");
+        }
+    }
+
+    #[test]
+    fn media_url_is_s3_or_unset() {
+        let config = Config::from_settings(settings(&[])).unwrap();
+        assert_eq!(config.media_url, None);
+        let config = Config::from_settings(settings(&[
+            "--media-url",
+            "s3://media/reeltime",
+            "--s3-endpoint",
+            "http://127.0.0.1:9000",
+        ]))
+        .unwrap();
+        assert_eq!(config.media_url.as_deref(), Some("s3://media/reeltime"));
+        assert_eq!(config.s3_endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        for bad in ["/var/media", "https://media/x", "s3://"] {
+            let err = Config::from_settings(settings(&["--media-url", bad])).unwrap_err();
+            assert!(format!("{err:#}").contains("REELTIME_MEDIA_URL"), "{err:#}");
         }
     }
 

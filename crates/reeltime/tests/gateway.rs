@@ -224,7 +224,12 @@ async fn a_client_close_is_answered_so_the_browser_sees_a_clean_1000() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_slows_nobody_and_is_dropped() {
-    let w = world(&[("REELTIME_SYNTHETIC_IMPORTS", "1")]).await;
+    // Each synthetic import takes a download slot: make room for all 200.
+    let w = world(&[
+        ("REELTIME_SYNTHETIC_IMPORTS", "1"),
+        ("REELTIME_DOWNLOAD_CONCURRENCY", "1000"),
+    ])
+    .await;
     let token = w.token("alice");
     let (mut fast, _) = w.socket("alice").await;
     let mut slow = WsClient::connect_with_small_buffer(&w.server.ws(), &token).await;

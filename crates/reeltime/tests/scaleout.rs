@@ -1,17 +1,22 @@
 //! Several reeltime nodes sharing one PostgreSQL and one Redis, all real:
 //! throwaway `postgres` and `redis-server` processes from the test kit, the
-//! real binary twice, real sockets. An import runs on the node whose API
-//! created it (claiming jobs across nodes is a later step), and its changes
-//! must reach the user's sockets on every node.
+//! real binary two or three times, nginx in front where a load balancer is
+//! the point, real sockets. Any node may run any import (each claims what
+//! it has download slots for, under a lease), whichever node's API created
+//! it; the content server records the User-Agent of every download, which
+//! names the node (`reeltime/<version> (node <id>)`), so a test knows where
+//! an import runs. Its changes must reach the user's sockets on every node.
 
 mod common;
 
 use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use common::binary;
-use reeltime_protocol::{Import, ServerMessage};
+use reeltime_protocol::{Import, ImportStatus, ServerMessage};
 use reeltime_testkit::{
-    Api, ContentServer, Event, Postgres, RedisServer, ServerProcess, TestIssuer, WAIT, WsClient,
+    Api, ContentServer, Event, Fetch, Nginx, Postgres, RedisServer, ServerProcess, TestIssuer,
+    WAIT, WsClient,
 };
 
 const KIB: usize = 1 << 10;
@@ -22,12 +27,21 @@ struct Cluster {
     content: ContentServer,
     redis: RedisServer,
     nodes: Vec<ServerProcess>,
+    /// Each node's id, as in its User-Agent and its connection ids.
+    node_ids: Vec<String>,
     apis: Vec<Api>,
+    /// The URL of the nodes' database.
+    database: String,
     // Dropped last: the nodes hold connections to it.
     _postgres: Postgres,
 }
 
 async fn cluster(nodes: usize) -> Cluster {
+    cluster_with(nodes, &[]).await
+}
+
+/// `nodes` nodes with `extra` settings on top of the shared ones.
+async fn cluster_with(nodes: usize, extra: &[(&str, &str)]) -> Cluster {
     let issuer = TestIssuer::start().await;
     let content = ContentServer::start().await;
     let (postgres, redis) = tokio::join!(Postgres::start(), RedisServer::start());
@@ -38,7 +52,9 @@ async fn cluster(nodes: usize) -> Cluster {
         ("REELTIME_DATABASE_URL", &database),
         ("REELTIME_REDIS_URL", &redis.url()),
     ]));
+    env.extend(common::pairs(extra));
     let mut started = Vec::new();
+    let mut node_ids = Vec::new();
     for _ in 0..nodes {
         // One at a time: the first runs the migrations, the others find
         // them done (concurrent starts are safe too, but slower to debug).
@@ -50,6 +66,7 @@ async fn cluster(nodes: usize) -> Cluster {
             "node did not subscribe to Redis; log:\n{}",
             node.log()
         );
+        node_ids.push(node_id_of(&node));
         started.push(node);
     }
     let apis = started.iter().map(|node| Api::new(&node.http())).collect();
@@ -58,9 +75,22 @@ async fn cluster(nodes: usize) -> Cluster {
         content,
         redis,
         nodes: started,
+        node_ids,
         apis,
+        database,
         _postgres: postgres,
     }
+}
+
+/// The node id a node logs when it joins the Redis bus (`node=<id>`).
+fn node_id_of(node: &ServerProcess) -> String {
+    node.log()
+        .lines()
+        .find(|line| line.contains("using the Redis bus"))
+        .and_then(|line| line.split("node=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no node id in the log:\n{}", node.log()))
 }
 
 impl Cluster {
@@ -68,17 +98,50 @@ impl Cluster {
         self.issuer.token(sub, 600)
     }
 
+    /// Which node has the id `id`.
+    fn node_index(&self, id: &str) -> usize {
+        self.node_ids
+            .iter()
+            .position(|known| known == id)
+            .unwrap_or_else(|| panic!("no node has id {id} (nodes: {:?})", self.node_ids))
+    }
+
+    /// The node that made a download request (from its User-Agent).
+    fn node_of(&self, fetch: &Fetch) -> usize {
+        let id = fetch
+            .node()
+            .unwrap_or_else(|| panic!("no node in the User-Agent of {fetch:?}"));
+        self.node_index(id)
+    }
+
+    /// The node a socket is connected to (its connection id starts with
+    /// the node id).
+    fn node_of_connection(&self, connection_id: &str) -> usize {
+        let id = connection_id
+            .rsplit_once('-')
+            .map(|(node, _)| node)
+            .unwrap_or(connection_id);
+        self.node_index(id)
+    }
+
+    /// A tab connected straight to node `node`.
     async fn tab(&self, node: usize, sub: &str) -> Tab {
-        let (ws, _ready, snapshot) = WsClient::open(&self.nodes[node].ws(), &self.token(sub)).await;
+        self.tab_via(&self.nodes[node].ws(), sub).await
+    }
+
+    /// A tab connected through `url` (a node, or the load balancer).
+    async fn tab_via(&self, url: &str, sub: &str) -> Tab {
         let mut tab = Tab {
-            ws,
+            ws: None,
             user: sub.to_string(),
-            node,
+            node: usize::MAX,
             latest: HashMap::new(),
             history: HashMap::new(),
+            on_this_connection: HashMap::new(),
             snapshots: 0,
+            connections: 0,
         };
-        tab.apply_snapshot(snapshot);
+        tab.connect(self, url).await;
         tab
     }
 
@@ -86,9 +149,13 @@ impl Cluster {
         self.apis[node].create_ok(&self.token(sub), url).await
     }
 
-    /// The import as the database has it, through any node's REST API.
+    /// The import as the database has it, through the REST API of the
+    /// first node still running.
     async fn rest(&self, sub: &str, id: &str) -> Import {
-        let (status, body) = self.apis[0]
+        let node = (0..self.nodes.len())
+            .find(|&n| self.nodes[n].pid().is_some())
+            .expect("a running node");
+        let (status, body) = self.apis[node]
             .get(&self.token(sub), &format!("/api/imports/{id}"))
             .await;
         assert_eq!(status, 200, "{body}");
@@ -96,23 +163,30 @@ impl Cluster {
     }
 }
 
-/// One browser tab: a socket and what it has seen, as a client keeps it.
+/// One browser tab: a socket and what it has seen, as a client keeps it:
+/// it reconnects when told to, and merges each snapshot by version.
 struct Tab {
-    ws: WsClient,
+    ws: Option<WsClient>,
     user: String,
+    /// The node its socket is on now.
     node: usize,
     /// Newest state per import.
     latest: HashMap<String, Import>,
-    /// Every version received per import, in order (snapshots included).
+    /// Every version received per import, in order (snapshots included,
+    /// over every connection).
     history: HashMap<String, Vec<u64>>,
+    /// The last version received per import on the current connection:
+    /// versions strictly increase on one connection.
+    on_this_connection: HashMap<String, u64>,
     /// `snapshot` messages received, the first one included.
     snapshots: usize,
+    /// Connections opened.
+    connections: usize,
 }
 
 impl Tab {
     fn apply(&mut self, import: Import) {
-        let versions = self.history.entry(import.id.clone()).or_default();
-        if let Some(last) = versions.last() {
+        if let Some(last) = self.on_this_connection.get(&import.id) {
             assert!(
                 import.version > *last,
                 "tab of {} on node {}: import {} went from version {last} to {}",
@@ -122,8 +196,19 @@ impl Tab {
                 import.version
             );
         }
-        versions.push(import.version);
-        self.latest.insert(import.id.clone(), import);
+        self.on_this_connection
+            .insert(import.id.clone(), import.version);
+        self.history
+            .entry(import.id.clone())
+            .or_default()
+            .push(import.version);
+        let newer = self
+            .latest
+            .get(&import.id)
+            .is_none_or(|known| import.version > known.version);
+        if newer {
+            self.latest.insert(import.id.clone(), import);
+        }
     }
 
     fn apply_snapshot(&mut self, imports: Vec<Import>) {
@@ -133,12 +218,62 @@ impl Tab {
         }
     }
 
+    fn ws(&mut self) -> &mut WsClient {
+        self.ws.as_mut().expect("the tab is connected")
+    }
+
+    /// Connects through `url` as a client does: a refused connection, or
+    /// a node that closes with 1001 before `ready` (it is draining), is
+    /// retried with a short backoff. Applies the snapshot.
+    async fn connect(&mut self, c: &Cluster, url: &str) {
+        let token = c.token(&self.user);
+        let mut failures = Vec::new();
+        for attempt in 0..20u64 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(50 * attempt.min(10))).await;
+            }
+            let mut ws = match WsClient::try_connect_query(url, &token).await {
+                Ok(ws) => ws,
+                Err(err) => {
+                    failures.push(err);
+                    continue;
+                }
+            };
+            let connection_id = match ws.next_within(WAIT).await {
+                Some(Event::Message(ServerMessage::Ready { connection_id, .. })) => connection_id,
+                Some(Event::Closed { code: 1001, reason }) => {
+                    failures.push(format!("closed 1001 {reason}"));
+                    continue;
+                }
+                Some(Event::Dropped) => {
+                    failures.push("dropped before ready".into());
+                    continue;
+                }
+                other => panic!("tab of {} connecting to {url}: {other:?}", self.user),
+            };
+            let snapshot = match ws.next_within(WAIT).await {
+                Some(Event::Message(ServerMessage::Snapshot { imports })) => imports,
+                other => panic!("tab of {}: expected the snapshot, got {other:?}", self.user),
+            };
+            self.node = c.node_of_connection(&connection_id);
+            self.ws = Some(ws);
+            self.connections += 1;
+            self.on_this_connection.clear();
+            self.apply_snapshot(snapshot);
+            return;
+        }
+        panic!(
+            "tab of {} could not connect to {url}: {failures:?}",
+            self.user
+        );
+    }
+
     /// Reads messages until `done` holds for what the tab knows.
     async fn until(&mut self, what: &str, mut done: impl FnMut(&Tab) -> bool) {
         let deadline = tokio::time::Instant::now() + WAIT * 2;
         while !done(self) {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match self.ws.next_within(left).await {
+            match self.ws().next_within(left).await {
                 Some(Event::Message(ServerMessage::Import { import })) => self.apply(*import),
                 Some(Event::Message(ServerMessage::Snapshot { imports })) => {
                     self.apply_snapshot(imports)
@@ -152,6 +287,28 @@ impl Tab {
         }
     }
 
+    /// Reads (and applies) messages until the socket ends; returns the
+    /// close code, 1006 when it ended without a close frame.
+    async fn until_gone(&mut self) -> u16 {
+        let code = loop {
+            match self.ws().next_within(WAIT).await {
+                Some(Event::Message(ServerMessage::Import { import })) => self.apply(*import),
+                Some(Event::Message(ServerMessage::Snapshot { imports })) => {
+                    self.apply_snapshot(imports)
+                }
+                Some(Event::Message(_)) => {}
+                Some(Event::Closed { code, .. }) => break code,
+                Some(Event::Dropped) => break 1006,
+                None => panic!(
+                    "tab of {} on node {}: the socket did not end",
+                    self.user, self.node
+                ),
+            }
+        };
+        self.ws = None;
+        code
+    }
+
     fn is_final(&self, id: &str) -> bool {
         self.latest.get(id).is_some_and(|i| i.status.is_final())
     }
@@ -159,6 +316,25 @@ impl Tab {
     fn versions(&self, id: &str) -> Vec<u64> {
         self.history.get(id).cloned().unwrap_or_default()
     }
+}
+
+/// The most requests in `fetches` that were going at the same moment, as
+/// the content server saw them (one still going counts until now).
+fn max_overlap<'a>(fetches: impl IntoIterator<Item = &'a Fetch>) -> usize {
+    let now = Instant::now();
+    // (time, +1 start / -1 end); at equal times an end sorts first.
+    let mut edges: Vec<(Instant, i32)> = Vec::new();
+    for fetch in fetches {
+        edges.push((fetch.started, 1));
+        edges.push((fetch.ended.unwrap_or(now), -1));
+    }
+    edges.sort();
+    let (mut running, mut most) = (0i32, 0i32);
+    for (_, step) in edges {
+        running += step;
+        most = most.max(running);
+    }
+    most as usize
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,23 +347,29 @@ async fn a_client_on_one_node_sees_every_change_of_an_import_run_on_another() {
         .url(&format!("/video/far?size={}&pace_ms=10", 1024 * KIB));
     let created = c.create(1, "alice", &url).await;
 
-    on_b.until("the final state, locally", |t| t.is_final(&created.id))
+    on_b.until("the final state", |t| t.is_final(&created.id))
         .await;
-    on_a.until("the final state, through Redis", |t| {
-        t.is_final(&created.id)
-    })
-    .await;
+    on_a.until("the final state", |t| t.is_final(&created.id))
+        .await;
 
-    let remote = on_a.versions(&created.id);
+    // Whichever node ran it, the other one's tab got every change through
+    // Redis.
+    let runner = c.node_of(&c.content.fetches_of("far")[0]);
+    let (local, remote) = if runner == 0 {
+        (&on_a, &on_b)
+    } else {
+        (&on_b, &on_a)
+    };
+    let remote = remote.versions(&created.id);
     let last = *remote.last().expect("versions");
     assert_eq!(
         remote,
         (1..=last).collect::<Vec<u64>>(),
-        "node A saw every change of the import, in order"
+        "the node not running the import saw every change of it, in order"
     );
     assert_eq!(
         remote,
-        on_b.versions(&created.id),
+        local.versions(&created.id),
         "both nodes saw the same"
     );
     assert!(
@@ -214,7 +396,7 @@ async fn users_with_tabs_on_both_nodes_get_only_their_own_imports() {
             tabs.push(c.tab((n + tab) % 2, user).await);
         }
     }
-    // Two imports per user, one created (and run) on each node.
+    // Two imports per user, one created through each node's API.
     let mut owned: HashMap<String, HashSet<String>> = HashMap::new();
     for (n, user) in users.iter().enumerate() {
         for node in 0..2 {
@@ -248,12 +430,11 @@ async fn users_with_tabs_on_both_nodes_get_only_their_own_imports() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_going_away_mid_import_loses_nothing() {
     let mut c = cluster(2).await;
-    let mut alice_a = c.tab(0, "alice").await;
-    let mut alice_b = c.tab(1, "alice").await;
-    let mut bob_a = c.tab(0, "bob").await;
-    let mut bob_b = c.tab(1, "bob").await;
+    let mut alice = [c.tab(0, "alice").await, c.tab(1, "alice").await];
+    let mut bob = [c.tab(0, "bob").await, c.tab(1, "bob").await];
 
-    // Alice's import runs on node B and stalls after its first bytes.
+    // Alice's import stalls after its first bytes, on whichever node
+    // claimed it.
     c.content.hold("outage");
     let url = c.content.url(&format!(
         "/video/outage?size={}&hold_after={}",
@@ -261,8 +442,16 @@ async fn redis_going_away_mid_import_loses_nothing() {
         64 * KIB
     ));
     let alice_import = c.create(1, "alice", &url).await;
-    alice_a
-        .until("progress from node B", |t| {
+    let fetches = c
+        .content
+        .wait_for_fetches("alice's download", WAIT, |fetches| {
+            fetches.iter().any(|f| f.name == "outage")
+        })
+        .await;
+    let runner = c.node_of(&fetches[0]);
+    let other = 1 - runner;
+    alice[other]
+        .until("progress from the other node", |t| {
             t.latest
                 .get(&alice_import.id)
                 .is_some_and(|i| i.bytes_done > 0)
@@ -280,10 +469,10 @@ async fn redis_going_away_mid_import_loses_nothing() {
         );
     }
 
-    // While Redis is away: alice's import finishes on node B, and bob
-    // creates one on node A. Their own node's tabs still see them.
+    // While Redis is away: alice's import finishes, and bob creates one.
+    // The running node's own tabs still see them.
     c.content.release("outage");
-    alice_b
+    alice[runner]
         .until("the final state on the running node", |t| {
             t.is_final(&alice_import.id)
         })
@@ -291,20 +480,24 @@ async fn redis_going_away_mid_import_loses_nothing() {
     let bob_import = c
         .create(0, "bob", &c.content.video_url("during", 32 * KIB))
         .await;
-    bob_a
-        .until("bob's import on its own node", |t| {
+    let fetches = c
+        .content
+        .wait_for_fetches("bob's download", WAIT, |fetches| {
+            fetches.iter().any(|f| f.name == "during")
+        })
+        .await;
+    let bob_runner = c.node_of(fetches.iter().find(|f| f.name == "during").expect("fetch"));
+    bob[bob_runner]
+        .until("bob's import on the running node", |t| {
             t.is_final(&bob_import.id)
         })
         .await;
     assert!(
-        !alice_a.is_final(&alice_import.id),
+        !alice[other].is_final(&alice_import.id),
         "nothing can cross while Redis is away"
     );
 
-    let snapshots_before: Vec<usize> = [&alice_a, &alice_b, &bob_a, &bob_b]
-        .iter()
-        .map(|t| t.snapshots)
-        .collect();
+    let snapshots_before: Vec<usize> = alice.iter().chain(bob.iter()).map(|t| t.snapshots).collect();
     c.redis.start_again().await;
     for node in &c.nodes {
         assert!(
@@ -320,12 +513,13 @@ async fn redis_going_away_mid_import_loses_nothing() {
     let alice_final = c.rest("alice", &alice_import.id).await;
     let bob_final = c.rest("bob", &bob_import.id).await;
     assert!(alice_final.status.is_final() && bob_final.status.is_final());
-    for (tab, before, expected) in [
-        (&mut alice_a, snapshots_before[0], &alice_final),
-        (&mut alice_b, snapshots_before[1], &alice_final),
-        (&mut bob_a, snapshots_before[2], &bob_final),
-        (&mut bob_b, snapshots_before[3], &bob_final),
-    ] {
+    let expected = [&alice_final, &alice_final, &bob_final, &bob_final];
+    for ((tab, before), expected) in alice
+        .iter_mut()
+        .chain(bob.iter_mut())
+        .zip(snapshots_before)
+        .zip(expected)
+    {
         tab.until("a resync snapshot and the final state", |t| {
             t.snapshots > before
                 && t.latest
@@ -340,6 +534,340 @@ async fn redis_going_away_mid_import_loses_nothing() {
             tab.user
         );
     }
+}
+
+/// Settings of the job tests: downloads only (the bodies are not real
+/// videos), short leases unless a test says otherwise.
+const JOB_SETTINGS: [(&str, &str); 1] = [("REELTIME_MEDIA_PROCESSING", "off")];
+
+fn job_settings<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut settings = JOB_SETTINGS.to_vec();
+    settings.extend_from_slice(extra);
+    settings
+}
+
+/// A download of `name` that sends its first `hold_after` bytes and then
+/// waits until the content server releases `name`.
+fn held_url(c: &Cluster, name: &str, hold_after: usize) -> String {
+    c.content.hold(name);
+    c.content.url(&format!(
+        "/video/{name}?size={}&hold_after={hold_after}",
+        256 * KIB
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_import_is_replaced_and_every_client_ends_at_the_final_state() {
+    let lease = Duration::from_secs(3);
+    let mut c = cluster_with(3, &job_settings(&[("REELTIME_JOB_LEASE_SECS", "3")])).await;
+    let mut tabs = Vec::new();
+    for node in 0..3 {
+        tabs.push(c.tab(node, "alice").await);
+    }
+    let hold_after = 64 * KIB;
+    let url = held_url(&c, "crash", hold_after);
+    let created = c.create(0, "alice", &url).await;
+    let id = created.id.clone();
+
+    // Mid-import: the first bytes are in, the rest is held.
+    let fetches = c
+        .content
+        .wait_for_fetches("a download stalled mid-file", WAIT, |fetches| {
+            fetches
+                .iter()
+                .any(|f| f.name == "crash" && f.bytes_sent >= hold_after)
+        })
+        .await;
+    let victim = c.node_of(&fetches[0]);
+    for tab in &mut tabs {
+        tab.until("the download's first bytes", |t| {
+            t.latest.get(&id).is_some_and(|i| {
+                i.status == ImportStatus::Downloading && i.bytes_done > 0 && i.attempt == 1
+            })
+        })
+        .await;
+    }
+
+    let killed_at = Instant::now();
+    c.nodes[victim].kill().await;
+    // Its download dies with it...
+    c.content
+        .wait_for_fetches("the killed node's download to end", WAIT, |fetches| {
+            fetches[0].ended.is_some()
+        })
+        .await;
+    // ...and so do its sockets, without a close frame. The client comes
+    // back on another node, as a browser would through a load balancer.
+    let survivor = (victim + 1) % 3;
+    let orphan = &mut tabs[victim];
+    assert_eq!(orphan.until_gone().await, 1006);
+    orphan.connect(&c, &c.nodes[survivor].ws()).await;
+    assert_eq!(orphan.node, survivor);
+
+    // Once the lease runs out, another node claims the import and fetches
+    // it again (attempt 2).
+    let fetches = c
+        .content
+        .wait_for_fetches("the download taken over by another node", WAIT * 2, |f| {
+            f.iter().filter(|f| f.name == "crash").count() >= 2
+        })
+        .await;
+    let taker = c.node_of(&fetches[1]);
+    assert_ne!(taker, victim, "a live node took the import over");
+    let takeover = fetches[1].started.duration_since(killed_at);
+    assert!(
+        takeover < lease + Duration::from_secs(20),
+        "taken over {takeover:?} after the kill"
+    );
+    c.content.release("crash");
+
+    for tab in &mut tabs {
+        tab.until("the final state", |t| t.is_final(&id)).await;
+    }
+    let stored = c.rest("alice", &id).await;
+    assert_eq!(stored.status, ImportStatus::Completed, "{stored:?}");
+    assert_eq!(stored.attempt, 2, "resumed once, on another node");
+    assert_eq!(stored.bytes_done, 256 * KIB as u64);
+    for tab in &tabs {
+        let seen = &tab.latest[&id];
+        assert_eq!(
+            (seen.version, seen.status, seen.attempt),
+            (stored.version, stored.status, stored.attempt),
+            "tab of {} on node {} ends at the stored final state",
+            tab.user,
+            tab.node
+        );
+    }
+    let fetches = c.content.fetches_of("crash");
+    assert_eq!(fetches.len(), 2, "fetched once per attempt: {fetches:#?}");
+    assert!(fetches[1].complete);
+    assert_eq!(max_overlap(&fetches), 1, "never fetched twice at once");
+    eprintln!(
+        "kill -9 of node {victim}: node {taker} fetched again {takeover:?} after the kill (lease {lease:?})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_a_node_behind_nginx_moves_its_clients_and_its_job_at_once() {
+    // A lease far longer than the test may take: the job must move because
+    // the drained node hands it back, not because its lease ran out.
+    let mut c = cluster_with(3, &job_settings(&[("REELTIME_JOB_LEASE_SECS", "60")])).await;
+    let upstreams: Vec<String> = c.nodes.iter().map(|node| node.addr.clone()).collect();
+    let nginx = Nginx::start(&upstreams).await;
+    let balanced = Api::new(&nginx.http());
+
+    // Tabs through nginx: round-robin spreads them over the nodes.
+    let mut tabs = Vec::new();
+    for _ in 0..6 {
+        tabs.push(c.tab_via(&nginx.ws(), "alice").await);
+    }
+    let hold_after = 64 * KIB;
+    let url = held_url(&c, "drain", hold_after);
+    let created = balanced.create_ok(&c.token("alice"), &url).await;
+    let id = created.id.clone();
+    let fetches = c
+        .content
+        .wait_for_fetches("a download stalled mid-file", WAIT, |fetches| {
+            fetches
+                .iter()
+                .any(|f| f.name == "drain" && f.bytes_sent >= hold_after)
+        })
+        .await;
+    let drained = c.node_of(&fetches[0]);
+    // The drained node must hold some of the clients.
+    while !tabs.iter().any(|tab| tab.node == drained) {
+        assert!(tabs.len() < 20, "nginx never sent a socket to node {drained}");
+        tabs.push(c.tab_via(&nginx.ws(), "alice").await);
+    }
+    for tab in &mut tabs {
+        tab.until("the download's first bytes", |t| {
+            t.latest
+                .get(&id)
+                .is_some_and(|i| i.status == ImportStatus::Downloading && i.bytes_done > 0)
+        })
+        .await;
+    }
+    let moved = tabs.iter().filter(|tab| tab.node == drained).count();
+
+    let drained_at = Instant::now();
+    c.nodes[drained].terminate();
+    // Its clients are told to go (1001) and come back through nginx, on
+    // another node.
+    for tab in tabs.iter_mut().filter(|tab| tab.node == drained) {
+        assert_eq!(tab.until_gone().await, 1001, "drain closes with 1001");
+        tab.connect(&c, &nginx.ws()).await;
+        assert_ne!(tab.node, drained, "nginx sent the client to a live node");
+    }
+    // The job is handed back at once: another node fetches it again, long
+    // before the 60 s lease would have run out.
+    let fetches = c
+        .content
+        .wait_for_fetches("the download taken over by another node", WAIT, |f| {
+            f.iter().filter(|f| f.name == "drain").count() >= 2
+        })
+        .await;
+    let taker = c.node_of(&fetches[1]);
+    assert_ne!(taker, drained);
+    let takeover = fetches[1].started.duration_since(drained_at);
+    c.content.release("drain");
+
+    for tab in &mut tabs {
+        tab.until("the final state", |t| t.is_final(&id)).await;
+    }
+    let completed_in = drained_at.elapsed();
+    assert!(
+        completed_in < Duration::from_secs(20),
+        "the import completed {completed_in:?} after the drain began (lease 60 s)"
+    );
+    assert_eq!(c.nodes[drained].stop().await, Some(0), "drained cleanly");
+    let stored = c.rest("alice", &id).await;
+    assert_eq!(stored.status, ImportStatus::Completed, "{stored:?}");
+    assert_eq!(stored.attempt, 2, "resumed once, on another node");
+    for tab in &tabs {
+        let seen = &tab.latest[&id];
+        assert_eq!(
+            (seen.version, seen.status),
+            (stored.version, stored.status),
+            "tab of {} on node {} ends at the stored final state",
+            tab.user,
+            tab.node
+        );
+    }
+    let fetches = c.content.fetches_of("drain");
+    assert_eq!(fetches.len(), 2, "fetched once per attempt: {fetches:#?}");
+    assert_eq!(max_overlap(&fetches), 1, "never fetched twice at once");
+    eprintln!(
+        "drain of node {drained}: {moved} sockets moved; node {taker} fetched again {takeover:?} after SIGTERM; completed after {completed_in:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_spread_over_the_nodes_and_none_runs_twice_at_once() {
+    let lease = Duration::from_secs(3);
+    let c = cluster_with(
+        3,
+        &job_settings(&[
+            ("REELTIME_JOB_LEASE_SECS", "3"),
+            ("REELTIME_DOWNLOAD_CONCURRENCY", "2"),
+        ]),
+    )
+    .await;
+    let mut watcher = c.tab(0, "alice").await;
+    let hold_after = 32 * KIB;
+    let names: Vec<String> = (0..6).map(|n| format!("spread{n}")).collect();
+    let mut ids: HashMap<String, String> = HashMap::new();
+    for (n, name) in names.iter().enumerate() {
+        let url = held_url(&c, name, hold_after);
+        let import = c.create(n % 3, "alice", &url).await;
+        ids.insert(name.clone(), import.id);
+    }
+
+    // Six held downloads at once with two slots per node: all three nodes
+    // are running some.
+    let fetches = c
+        .content
+        .wait_for_fetches("six downloads held at once", WAIT * 2, |fetches| {
+            fetches
+                .iter()
+                .filter(|f| f.active() && f.bytes_sent >= hold_after)
+                .count()
+                >= 6
+        })
+        .await;
+    let mut per_node: HashMap<usize, Vec<&Fetch>> = HashMap::new();
+    for fetch in &fetches {
+        per_node.entry(c.node_of(fetch)).or_default().push(fetch);
+    }
+    assert!(per_node.len() >= 2, "downloads on {} node(s)", per_node.len());
+    for (node, running) in &per_node {
+        assert!(
+            max_overlap(running.iter().copied()) <= 2,
+            "node {node} ran more than its 2 download slots: {running:#?}"
+        );
+    }
+    for name in &names {
+        assert_eq!(c.content.fetches_of(name).len(), 1, "{name} fetched once");
+    }
+
+    // The store agrees: each import is leased to the node downloading it.
+    // Hold on until every lease has outlived its first term through
+    // renewals; nothing may be claimed a second time meanwhile.
+    let db = sqlx::PgPool::connect(&c.database).await.expect("database");
+    let leases = || async {
+        let rows: Vec<(String, Option<String>, Option<chrono::DateTime<chrono::Utc>>)> =
+            sqlx::query_as("SELECT id, lease_owner, lease_until FROM imports")
+                .fetch_all(&db)
+                .await
+                .expect("leases");
+        rows.into_iter()
+            .map(|(id, owner, until)| (id, (owner, until)))
+            .collect::<HashMap<_, _>>()
+    };
+    let first = leases().await;
+    for fetch in &fetches {
+        let id = &ids[&fetch.name];
+        assert_eq!(
+            first[id].0.as_deref(),
+            fetch.node(),
+            "{} is leased to the node downloading it",
+            fetch.name
+        );
+    }
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let now = leases().await;
+        let renewed = ids.values().all(|id| {
+            let (Some(was), Some(is)) = (first[id].1, now[id].1) else {
+                return false;
+            };
+            is > was + chrono::Duration::from_std(lease).expect("lease")
+        });
+        for id in ids.values() {
+            assert_eq!(now[id].0, first[id].0, "a lease changed hands");
+        }
+        if renewed {
+            break;
+        }
+        assert!(Instant::now() < deadline, "leases not renewed: {now:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        c.content.fetches().len(),
+        6,
+        "no import was fetched again while its lease was renewed"
+    );
+
+    for name in &names {
+        c.content.release(name);
+    }
+    watcher
+        .until("every import to finish", |t| {
+            ids.values().all(|id| t.is_final(id))
+        })
+        .await;
+    for name in &names {
+        let import = &watcher.latest[&ids[name]];
+        assert_eq!(import.status, ImportStatus::Completed, "{import:?}");
+        assert_eq!(import.attempt, 1, "{name} ran once");
+    }
+    let fetches = c.content.fetches();
+    for name in &names {
+        let of_name: Vec<&Fetch> = fetches.iter().filter(|f| &f.name == name).collect();
+        assert_eq!(of_name.len(), 1, "{name} fetched exactly once");
+        assert!(of_name[0].complete, "{name} fetched in full");
+    }
+    let mut per_node: HashMap<usize, Vec<&Fetch>> = HashMap::new();
+    for fetch in &fetches {
+        per_node.entry(c.node_of(fetch)).or_default().push(fetch);
+    }
+    for (node, all) in &per_node {
+        assert!(
+            max_overlap(all.iter().copied()) <= 2,
+            "node {node} ran more than 2 downloads at once"
+        );
+    }
+    let spread: Vec<usize> = (0..3).map(|n| per_node.get(&n).map_or(0, Vec::len)).collect();
+    eprintln!("downloads per node: {spread:?}");
 }
 
 /// Not a correctness test: measures the two channel layouts the Redis bus
@@ -622,4 +1150,51 @@ mod bench {
             drop(sinks);
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scratch_long_line_starves_renewals() {
+    let c = cluster_with(
+        3,
+        &job_settings(&[
+            ("REELTIME_JOB_LEASE_SECS", "3"),
+            ("REELTIME_DOWNLOAD_CONCURRENCY", "2"),
+        ]),
+    )
+    .await;
+    let mut names = Vec::new();
+    for n in 0..3 {
+        let name = format!("head{n}");
+        let url = held_url(&c, &name, 32 * KIB);
+        c.create(n, "alice", &url).await;
+        names.push(name);
+    }
+    c.content
+        .wait_for_fetches("three held", WAIT, |f| f.iter().filter(|f| f.active()).count() >= 3)
+        .await;
+    let started = Instant::now();
+    let mut creates = Vec::new();
+    for n in 0..300 {
+        let api = Api::new(&c.nodes[n % 3].http());
+        let token = c.token("alice");
+        let url = c.content.video_url(&format!("tail{n}"), 20 * KIB);
+        creates.push(tokio::spawn(async move { api.create_ok(&token, &url).await }));
+        if creates.len() >= 16 {
+            for t in creates.drain(..) { t.await.unwrap(); }
+        }
+    }
+    for t in creates.drain(..) { t.await.unwrap(); }
+    eprintln!("created 300 in {:?}", started.elapsed());
+    // watch for 40 s whether a held head import is fetched again
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while Instant::now() < deadline {
+        let heads: usize = names.iter().map(|n| c.content.fetches_of(n).len()).sum();
+        if heads > 3 {
+            eprintln!("LEASE LOST after {:?}: {:#?}", started.elapsed(), names.iter().map(|n| c.content.fetches_of(n)).collect::<Vec<_>>());
+            for node in &c.nodes { eprintln!("{}", node.log().lines().filter(|l| l.contains("lease") || l.contains("resuming")).collect::<Vec<_>>().join("\n")); }
+            panic!("lease lost");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("no lease lost");
 }

@@ -45,6 +45,19 @@ impl WsClient {
         client
     }
 
+    /// Opens `url` with the token in the query; a failed connection or
+    /// handshake is an `Err` (a client that will retry), not a panic.
+    pub async fn try_connect_query(url: &str, token: &str) -> Result<WsClient, String> {
+        let request = format!("{url}?token={token}")
+            .into_client_request()
+            .map_err(|err| err.to_string())?;
+        match tokio::time::timeout(WAIT, connect_async(request)).await {
+            Ok(Ok((stream, _))) => Ok(WsClient { stream }),
+            Ok(Err(err)) => Err(err.to_string()),
+            Err(_) => Err("the handshake took too long".into()),
+        }
+    }
+
     /// Opens `url` with an optional Origin header, sending nothing.
     pub async fn connect_raw(url: &str, origin: Option<&str>) -> WsClient {
         let mut request = url.into_client_request().expect("ws request");

@@ -10,7 +10,7 @@ pub mod server;
 pub mod services;
 
 pub use client::{Api, Event, WAIT, WsClient};
-pub use content::{ContentServer, mp4_like};
+pub use content::{ContentServer, Fetch, mp4_like};
 pub use issuer::{SigningKey, TestIssuer, now};
 pub use server::ServerProcess;
-pub use services::{Postgres, RedisServer};
+pub use services::{Nginx, Postgres, RedisServer};

@@ -165,6 +165,17 @@ impl ServerProcess {
         self.child.as_ref().and_then(Child::id)
     }
 
+    /// Sends SIGTERM and returns at once: the node drains (closes its
+    /// sockets with 1001, hands its jobs back) while the test watches.
+    /// [`ServerProcess::stop`] afterwards waits for the exit.
+    pub fn terminate(&self) {
+        if let Some(pid) = self.pid() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+    }
+
     /// SIGTERM, then waits for exit; returns the exit status code.
     pub async fn stop(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;

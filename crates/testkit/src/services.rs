@@ -1,9 +1,11 @@
-//! Real backing services for scale-out tests: a `redis-server` and a
-//! PostgreSQL cluster, each on a free loopback port in its own temporary
-//! directory, started from the Debian packages (`./scripts/test` installs
-//! them). Start-up waits on the service answering (Redis `PING`,
-//! `pg_isready`), never on a fixed sleep; dropping one shuts it down and
-//! removes its files.
+//! Real backing services for scale-out tests: a `redis-server`, a
+//! PostgreSQL cluster, an S3-compatible server and nginx as the load
+//! balancer, each on a free loopback port in its own temporary directory,
+//! started from Debian's packages and (for S3, moto's standalone server)
+//! PyPI's; `./scripts/test` installs them. Start-up waits on the service
+//! answering (Redis `PING`, `pg_isready`, an S3 request, an HTTP request to
+//! nginx), never on a fixed sleep; dropping one shuts it down and removes
+//! its files.
 //!
 //! The processes are `std::process::Child`ren rather than tokio ones so that
 //! `Drop` can stop them without a runtime (a test's runtime may already be
@@ -402,13 +404,7 @@ fn pg_bin_dir() -> PathBuf {
 /// The uid and gid to run PostgreSQL as: none when not root, else the
 /// `postgres` system user.
 fn pg_owner() -> Option<(u32, u32)> {
-    let me = Command::new("id")
-        .arg("-u")
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8(out.stdout).ok())
-        .and_then(|text| text.trim().parse::<u32>().ok());
-    if me != Some(0) {
+    if current_uid() != Some(0) {
         return None;
     }
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
@@ -432,4 +428,409 @@ fn as_owner(command: &mut Command, owner: Option<(u32, u32)>) {
     if let Some((uid, gid)) = owner {
         command.uid(uid).gid(gid);
     }
+}
+
+/// Credentials the S3 test server is given; moto accepts any, but the
+/// client signs every request, so it needs some.
+pub const S3_ACCESS_KEY_ID: &str = "reeltime-test";
+/// See [`S3_ACCESS_KEY_ID`].
+pub const S3_SECRET_ACCESS_KEY: &str = "reeltime-test-secret";
+/// The region the tests sign for.
+pub const S3_REGION: &str = "us-east-1";
+
+/// A real S3-compatible server: moto's standalone server (`moto_server`,
+/// from PyPI's `moto[server]`) on a free loopback port, holding its
+/// objects in memory, with one empty bucket made at start.
+///
+/// `moto_server` is found through `MOTO_SERVER` (a path), else the venv
+/// that `./scripts/test` makes at `target/s3-venv`, else the PATH.
+pub struct S3Server {
+    dir: tempfile::TempDir,
+    port: u16,
+    bucket: String,
+    child: Option<Child>,
+}
+
+impl S3Server {
+    /// The bucket [`S3Server::start`] creates.
+    pub const BUCKET: &'static str = "reeltime-media";
+
+    /// Starts `moto_server`, waits until it answers S3 requests, and
+    /// creates [`S3Server::BUCKET`].
+    pub async fn start() -> S3Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let log = File::create(dir.path().join("moto.log")).expect("moto log");
+        let log_err = log.try_clone().expect("moto log");
+        let binary = moto_server_path();
+        let child = Command::new(&binary)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .current_dir(dir.path())
+            // moto must not look for real AWS settings of the machine.
+            .env("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY_ID)
+            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET_ACCESS_KEY)
+            .env("AWS_DEFAULT_REGION", S3_REGION)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_err))
+            .spawn()
+            .unwrap_or_else(|err| {
+                panic!(
+                    "cannot run {} ({err}); install it: python3 -m venv target/s3-venv && target/s3-venv/bin/pip install 'moto[server]' (./scripts/test does), or set MOTO_SERVER",
+                    binary.display()
+                )
+            });
+        let mut server = S3Server {
+            dir,
+            port,
+            bucket: S3Server::BUCKET.to_string(),
+            child: Some(child),
+        };
+        server.wait_ready().await;
+        let bucket = server.bucket.clone();
+        server.create_bucket(&bucket).await;
+        server
+    }
+
+    async fn wait_ready(&mut self) {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            // ListBuckets: answers once the server takes S3 requests.
+            let probe = client
+                .get(self.endpoint())
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await;
+            if probe.is_ok_and(|response| response.status().is_success()) {
+                return;
+            }
+            if let Some(child) = &mut self.child
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("moto_server exited with {status}; log:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "moto_server did not answer; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(PROBE_EVERY * 4).await;
+        }
+    }
+
+    /// Creates another bucket (letters, digits, `-`).
+    pub async fn create_bucket(&self, name: &str) {
+        assert!(
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+            "bucket name {name:?} must be lowercase letters, digits and -"
+        );
+        // Path-style CreateBucket; moto takes it unsigned.
+        let response = reqwest::Client::new()
+            .put(format!("{}/{name}", self.endpoint()))
+            .send()
+            .await
+            .expect("CreateBucket request");
+        let status = response.status();
+        assert!(
+            status.is_success(),
+            "CreateBucket {name} failed ({status}): {}",
+            response.text().await.unwrap_or_default()
+        );
+    }
+
+    /// `http://127.0.0.1:<port>`, what `AWS_ENDPOINT_URL` and
+    /// `REELTIME_S3_ENDPOINT` take.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The bucket made at start.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// `s3://<bucket>/<prefix>`, what `REELTIME_MEDIA_URL` takes.
+    pub fn media_url(&self, prefix: &str) -> String {
+        format!("s3://{}/{}", self.bucket, prefix.trim_matches('/'))
+    }
+
+    /// The loopback port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The AWS settings a client of this server needs: credentials, region
+    /// and `AWS_ENDPOINT_URL`.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY_ID.to_string()),
+            ("AWS_SECRET_ACCESS_KEY", S3_SECRET_ACCESS_KEY.to_string()),
+            ("AWS_REGION", S3_REGION.to_string()),
+            ("AWS_ENDPOINT_URL", self.endpoint()),
+        ]
+        .into_iter()
+        .map(|(key, value)| (key.to_string(), value))
+        .collect()
+    }
+
+    /// Everything the server logged.
+    pub fn log(&self) -> String {
+        read_log(&self.dir.path().join("moto.log"))
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            stop_blocking(&mut child, "TERM");
+        }
+    }
+}
+
+/// `MOTO_SERVER`, else `<workspace>/target/s3-venv/bin/moto_server` (made by
+/// `./scripts/test`), else `moto_server` on the PATH.
+fn moto_server_path() -> PathBuf {
+    if let Some(path) = std::env::var_os("MOTO_SERVER") {
+        return PathBuf::from(path);
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/s3-venv/bin/moto_server");
+    if venv.exists() {
+        return venv;
+    }
+    PathBuf::from("moto_server")
+}
+
+/// nginx as the load balancer in front of several reeltime nodes: a
+/// generated configuration in a temporary directory (pid file, logs and
+/// temp paths there too), one worker (so round-robin is easy to follow),
+/// on a free loopback port. Dropping it stops nginx (SIGTERM, its fast
+/// shutdown) and removes the directory.
+///
+/// The proxy settings are the ones `docs/deploy.md` explains: HTTP/1.1 to
+/// the nodes with the `Upgrade`/`Connection` headers passed on (WebSocket),
+/// a read timeout well above the heartbeat, and `proxy_next_upstream error
+/// timeout`, so a connection a draining or dead node refuses goes to the
+/// next node.
+pub struct Nginx {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Nginx {
+    /// Starts nginx balancing over `upstreams` (`host:port` each) and waits
+    /// until it answers HTTP on its port.
+    pub async fn start(upstreams: &[String]) -> Nginx {
+        assert!(!upstreams.is_empty(), "nginx needs at least one upstream");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let as_root = current_uid() == Some(0);
+        let config = nginx_config(dir.path(), port, upstreams, as_root);
+        let conf_path = dir.path().join("nginx.conf");
+        std::fs::write(&conf_path, config).expect("write nginx.conf");
+        let log = File::create(dir.path().join("stderr.log")).expect("nginx log");
+        let child = Command::new(nginx_binary())
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&conf_path)
+            // The error log before the configuration is read (the built-in
+            // default, /var/log/nginx, may not be writable).
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .args(["-g", "daemon off;"])
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap_or_else(|err| {
+                panic!("cannot run nginx ({err}); install it: apt-get install nginx")
+            });
+        let mut nginx = Nginx {
+            dir,
+            port,
+            child: Some(child),
+        };
+        nginx.wait_ready().await;
+        nginx
+    }
+
+    /// Ready when a request to its own health location gets an answer from
+    /// a worker: the port is bound and a worker is accepting.
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let probe = async {
+                let mut stream = TcpStream::connect(("127.0.0.1", self.port)).await.ok()?;
+                stream
+                    .write_all(b"GET /__testkit/nginx-ready HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                    .await
+                    .ok()?;
+                let mut answer = Vec::new();
+                stream.read_to_end(&mut answer).await.ok()?;
+                Some(answer.starts_with(b"HTTP/1.1 204"))
+            };
+            let ready = tokio::time::timeout(Duration::from_secs(2), probe)
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or(false);
+            if ready {
+                return;
+            }
+            if let Some(child) = &mut self.child
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("nginx exited with {status}; log:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nginx did not answer; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(PROBE_EVERY).await;
+        }
+    }
+
+    /// `http://127.0.0.1:<port>`: the REST API through the balancer.
+    pub fn http(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The progress socket's URL through the balancer.
+    pub fn ws(&self) -> String {
+        format!("ws://127.0.0.1:{}/api/ws/progress", self.port)
+    }
+
+    /// The loopback port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The generated configuration.
+    pub fn config(&self) -> String {
+        read_log(&self.dir.path().join("nginx.conf"))
+    }
+
+    /// The error log, then the access log (one line per request with the
+    /// node that answered it).
+    pub fn log(&self) -> String {
+        format!(
+            "{}{}--- access log\n{}",
+            read_log(&self.dir.path().join("stderr.log")),
+            read_log(&self.dir.path().join("error.log")),
+            read_log(&self.dir.path().join("access.log"))
+        )
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SIGTERM is nginx's fast shutdown; SIGQUIT (graceful) would
+            // wait for every proxied WebSocket to end.
+            stop_blocking(&mut child, "TERM");
+        }
+    }
+}
+
+/// `NGINX` (a path) if set, else `nginx` on the PATH, else Debian's
+/// `/usr/sbin/nginx` (off a non-root user's PATH).
+fn nginx_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("NGINX") {
+        return PathBuf::from(path);
+    }
+    let on_path = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("nginx"))
+            .find(|candidate| candidate.exists())
+    });
+    on_path.unwrap_or_else(|| PathBuf::from("/usr/sbin/nginx"))
+}
+
+fn current_uid() -> Option<u32> {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|text| text.trim().parse::<u32>().ok())
+}
+
+/// The configuration [`Nginx`] runs: everything under `dir`, listening on
+/// `127.0.0.1:port`, balancing over `upstreams`.
+fn nginx_config(dir: &Path, port: u16, upstreams: &[String], as_root: bool) -> String {
+    let dir = dir.display();
+    let servers: String = upstreams
+        .iter()
+        .map(|upstream| format!("        server {upstream} max_fails=1 fail_timeout=10s;\n"))
+        .collect();
+    // Run as root, workers stay root: the temp directory is root's. (As
+    // any other user the `user` directive is ignored with a warning, so it
+    // is left out.)
+    let user = if as_root { "user root;\n" } else { "" };
+    format!(
+        r#"# Generated by reeltime-testkit for one test run.
+{user}worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log info;
+
+events {{
+    worker_connections 4096;
+}}
+
+http {{
+    log_format upstream '$remote_addr "$request" $status upstream=$upstream_addr '
+                        'upstream_status=$upstream_status time=$request_time';
+    access_log {dir}/access.log upstream;
+    client_body_temp_path {dir}/client_body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+
+    # "Connection: upgrade" only when the client asked for an upgrade;
+    # otherwise an empty Connection header, which keeps upstream keepalive.
+    map $http_upgrade $connection_upgrade {{
+        default upgrade;
+        ''      '';
+    }}
+
+    upstream reeltime {{
+{servers}        keepalive 16;
+    }}
+
+    server {{
+        listen 127.0.0.1:{port};
+
+        location = /__testkit/nginx-ready {{
+            return 204;
+        }}
+
+        location / {{
+            proxy_pass http://reeltime;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_connect_timeout 5s;
+            # Longer than REELTIME_HEARTBEAT_SECS (25 s): the server's pings
+            # keep a quiet socket alive through the proxy.
+            proxy_read_timeout 75s;
+            proxy_send_timeout 75s;
+            # A node that refuses the connection (draining, dead) or does
+            # not accept it in time: try the next one.
+            proxy_next_upstream error timeout;
+        }}
+    }}
+}}
+"#
+    )
 }

@@ -74,7 +74,10 @@ pub struct Fetcher {
 }
 
 impl Fetcher {
-    pub fn new(policy: Arc<Policy>, max_bytes: u64) -> anyhow::Result<Fetcher> {
+    /// `node` is this node's id: it goes in the User-Agent
+    /// (`reeltime/<version> (node <id>)`), so the server an import is
+    /// fetched from can tell which node of a cluster fetched it.
+    pub fn new(policy: Arc<Policy>, max_bytes: u64, node: &str) -> anyhow::Result<Fetcher> {
         let client = reqwest::Client::builder()
             .dns_resolver(Arc::new(GuardedResolver {
                 policy: Arc::clone(&policy),
@@ -85,7 +88,10 @@ impl Fetcher {
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(Duration::from_secs(30))
-            .user_agent(concat!("reeltime/", env!("CARGO_PKG_VERSION")))
+            .user_agent(format!(
+                "reeltime/{} (node {node})",
+                env!("CARGO_PKG_VERSION")
+            ))
             .build()?;
         Ok(Fetcher {
             client,

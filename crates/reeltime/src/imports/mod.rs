@@ -20,14 +20,15 @@ use std::time::Duration;
 
 use chrono::Utc;
 use reeltime_protocol::{Import, ImportError, ImportStatus};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-pub use runner::{MediaWork, Runner};
+pub use runner::{JobSettings, MediaWork, Runner};
 
 use crate::bus::{Bus, ImportEvent};
 use crate::media::MediaSigner;
+use crate::media::storage::MediaStorage;
 use crate::store::{OwnedImport, Store, StoreError};
 
 /// Attempts an import gets across restarts before failing `interrupted`.
@@ -58,10 +59,13 @@ pub struct Imports {
     bus: Arc<dyn Bus>,
     policy: Arc<guard::Policy>,
     downloads_dir: PathBuf,
-    queue: mpsc::UnboundedSender<String>,
+    /// Wakes this node's runner: new work may be waiting in the store.
+    work: Notify,
     /// Cancellation handles of running jobs, by import id.
     running: Mutex<HashMap<String, CancellationToken>>,
     links: MediaLinks,
+    /// Where finished media lives: the data dir, or S3-compatible storage.
+    storage: Arc<dyn MediaStorage>,
 }
 
 /// Signs the media links of completed imports each time they are shown.
@@ -71,25 +75,24 @@ pub struct MediaLinks {
 }
 
 impl Imports {
-    /// Returns the service and the receiving end of its job queue (for the runner).
     pub fn new(
         store: Arc<dyn Store>,
         bus: Arc<dyn Bus>,
         policy: Arc<guard::Policy>,
         downloads_dir: PathBuf,
         links: MediaLinks,
-    ) -> (Arc<Imports>, mpsc::UnboundedReceiver<String>) {
-        let (queue, jobs) = mpsc::unbounded_channel();
-        let imports = Arc::new(Imports {
+        storage: Arc<dyn MediaStorage>,
+    ) -> Arc<Imports> {
+        Arc::new(Imports {
             store,
             bus,
             policy,
             downloads_dir,
-            queue,
+            work: Notify::new(),
             running: Mutex::new(HashMap::new()),
             links,
-        });
-        (imports, jobs)
+            storage,
+        })
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -136,7 +139,12 @@ impl Imports {
         Ok(self.present_all(user_id, imports))
     }
 
-    /// Where an import's files live.
+    /// Where finished media is kept and served from.
+    pub fn storage(&self) -> &Arc<dyn MediaStorage> {
+        &self.storage
+    }
+
+    /// Where an import's files live while it is worked on.
     pub fn dir_of(&self, import_id: &str) -> PathBuf {
         self.downloads_dir.join(import_id)
     }
@@ -179,7 +187,7 @@ impl Imports {
         };
         self.store.insert_import(&owned).await?;
         self.publish(&owned).await?;
-        self.enqueue(&owned.import.id);
+        self.work_arrived();
         Ok(self.present(&owned))
     }
 
@@ -257,6 +265,9 @@ impl Imports {
             return Err(ImportsError::StillRunning);
         }
         self.store.delete_import(id).await?;
+        if let Err(err) = self.storage.delete_import(id).await {
+            tracing::warn!(import_id = id, error = %err, "could not remove stored media");
+        }
         let dir = self.dir_of(id);
         if let Err(err) = tokio::fs::remove_dir_all(&dir).await
             && err.kind() != std::io::ErrorKind::NotFound
@@ -292,9 +303,23 @@ impl Imports {
         Ok(())
     }
 
-    /// Queues a job for the runner.
-    pub fn enqueue(&self, id: &str) {
-        let _ = self.queue.send(id.to_string());
+    /// Tells this node's runner to look for work now rather than at its
+    /// next poll.
+    pub fn work_arrived(&self) {
+        self.work.notify_one();
+    }
+
+    /// Resolves when [`Imports::work_arrived`] was called.
+    pub async fn wait_for_work(&self) {
+        self.work.notified().await
+    }
+
+    /// Ids of the jobs running on this node.
+    pub fn running_ids(&self) -> Vec<String> {
+        self.running
+            .lock()
+            .map(|running| running.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     fn register_job(&self, id: &str, token: CancellationToken) {
@@ -309,7 +334,8 @@ impl Imports {
         }
     }
 
-    fn stop_job(&self, id: &str) {
+    /// Stops the job of `id` on this node, if it runs here.
+    pub fn stop_job(&self, id: &str) {
         if let Some(token) = self.running.lock().ok().and_then(|r| r.get(id).cloned()) {
             token.cancel();
         }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use reeltime_protocol::{Import, ImportStatus};
 use serde_json::json;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -72,15 +72,46 @@ impl Line {
     }
 }
 
-/// Takes queued imports and runs them.
+/// How this node takes part in running jobs.
+pub struct JobSettings {
+    /// This node's id, written as the owner of the leases it holds.
+    pub node: String,
+    /// How long a claimed import stays this node's without a renewal.
+    pub lease: Duration,
+    pub download_slots: usize,
+    pub process_slots: usize,
+}
+
+/// How often the runner looks for work it was not woken for (imports
+/// created on other nodes, leases that ran out).
+const POLL_EVERY: Duration = Duration::from_secs(1);
+/// Waiting imports told their place in line, at most.
+const POSITIONS_SHOWN: i64 = 1000;
+
+/// Claims imports from the store and runs them.
 pub struct Runner {
     imports: Arc<Imports>,
     fetcher: Fetcher,
     media: Option<MediaWork>,
+    node: String,
+    lease: Duration,
+    download_slots: usize,
     downloads: Line,
     processing: Line,
+    /// Claimed jobs that have not finished their download phase: what
+    /// limits how many more this node claims.
+    download_phase: Arc<std::sync::atomic::AtomicUsize>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+}
+
+/// Held by a job until it leaves the download phase.
+struct DownloadPhase(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for DownloadPhase {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// How a stage ended.
@@ -112,16 +143,19 @@ impl Runner {
         imports: Arc<Imports>,
         fetcher: Fetcher,
         media: Option<MediaWork>,
-        download_slots: usize,
-        process_slots: usize,
+        jobs: JobSettings,
         shutdown: CancellationToken,
     ) -> Arc<Runner> {
         Arc::new(Runner {
             imports,
             fetcher,
             media,
-            downloads: Line::new(download_slots),
-            processing: Line::new(process_slots),
+            node: jobs.node,
+            lease: jobs.lease,
+            download_slots: jobs.download_slots.max(1),
+            downloads: Line::new(jobs.download_slots),
+            processing: Line::new(jobs.process_slots),
+            download_phase: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             shutdown,
             tasks: TaskTracker::new(),
         })
@@ -140,67 +174,101 @@ impl Runner {
         }
     }
 
-    /// Requeues what a crash or shutdown left unfinished (attempt + 1), and
-    /// fails what has had [`MAX_ATTEMPTS`] already. Nothing stays running
-    /// forever. An import stopped while processing keeps its download.
-    pub async fn resume_unfinished(&self) -> anyhow::Result<()> {
-        for mut owned in self.imports.store().unfinished_imports().await? {
-            let id = owned.import.id.clone();
-            let expected = owned.import.version;
-            if owned.import.status == ImportStatus::Queued {
-                self.imports.enqueue(&id);
-                continue;
-            }
-            let dir = self.imports.dir_of(&id);
-            if owned.import.attempt >= MAX_ATTEMPTS {
-                remove_dir(&dir).await;
-                fail(
-                    &mut owned.import,
-                    "interrupted",
-                    format!(
-                        "the import was interrupted {MAX_ATTEMPTS} times by server restarts; start it again"
-                    ),
-                );
-                self.imports.commit(&mut owned, expected).await?;
-                continue;
-            }
-            let import = &mut owned.import;
-            import.attempt += 1;
-            let source = find_source(&dir).await;
-            if import.status == ImportStatus::Processing && source.is_some() {
-                remove_outputs(&dir).await;
-                import.stage = Some(stage::WAITING_FOR_PROCESSING.into());
-                import.progress = Some(self.download_share());
-            } else {
-                remove_dir(&dir).await;
-                import.status = ImportStatus::Queued;
-                import.stage = None;
-                import.progress = Some(0.0);
-                import.bytes_done = 0;
-                import.bytes_total = None;
-            }
-            if self.imports.commit(&mut owned, expected).await? {
-                tracing::info!(import_id = %id, attempt = owned.import.attempt, "resuming import");
-                self.imports.enqueue(&id);
-            }
+    /// The job loop: claim what this node has room for, renew its leases,
+    /// and look again when woken or every [`POLL_EVERY`]. Returns when
+    /// shutdown begins. A store only this node can use (SQLite) first takes
+    /// back the leases a crashed run left behind.
+    pub async fn run(self: Arc<Self>) {
+        if !self.imports.store().shared()
+            && let Err(err) = self.imports.store().release_leases(None).await
+        {
+            tracing::error!(error = %err, "could not reset job leases");
         }
-        Ok(())
-    }
-
-    /// Takes ids off the queue until shutdown; each becomes a job task.
-    pub async fn run(self: Arc<Self>, mut jobs: mpsc::UnboundedReceiver<String>) {
+        let mut renew = tokio::time::interval(self.lease / 3);
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let id = tokio::select! {
+            self.claim_round().await;
+            tokio::select! {
                 _ = self.shutdown.cancelled() => break,
-                id = jobs.recv() => match id {
-                    Some(id) => id,
-                    None => break,
-                },
-            };
-            let runner = Arc::clone(&self);
-            self.tasks.spawn(async move { runner.run_job(&id).await });
+                _ = self.imports.wait_for_work() => {}
+                _ = tokio::time::sleep(POLL_EVERY) => {}
+                _ = renew.tick() => self.renew_leases().await,
+            }
         }
         self.tasks.close();
+    }
+
+    /// Claims as many imports as there are free download slots, starts a
+    /// job for each, and tells the rest of the line their place.
+    async fn claim_round(self: &Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        let busy = self.download_phase.load(Ordering::SeqCst);
+        let room = self.download_slots.saturating_sub(busy);
+        if room > 0 {
+            let claimed = self
+                .imports
+                .store()
+                .claim_imports(&self.node, room, self.lease)
+                .await;
+            match claimed {
+                Ok(claimed) => {
+                    for owned in claimed {
+                        self.download_phase.fetch_add(1, Ordering::SeqCst);
+                        let phase = DownloadPhase(Arc::clone(&self.download_phase));
+                        let runner = Arc::clone(self);
+                        self.tasks
+                            .spawn(async move { runner.run_job(owned, phase).await });
+                    }
+                }
+                Err(err) => tracing::error!(error = %err, "could not claim imports"),
+            }
+        }
+        self.refresh_queue_positions().await;
+    }
+
+    /// Extends this node's leases; a job whose lease was lost (it ran out
+    /// and another node claimed the import) is stopped, so no import runs
+    /// on two nodes for longer than it takes to notice.
+    async fn renew_leases(&self) {
+        match self
+            .imports
+            .store()
+            .renew_leases(&self.node, self.lease)
+            .await
+        {
+            Ok(held) => {
+                for id in self.imports.running_ids() {
+                    if !held.contains(&id) {
+                        tracing::warn!(import_id = %id, "lease lost; stopping the job here");
+                        self.imports.stop_job(&id);
+                    }
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "could not renew job leases"),
+        }
+    }
+
+    /// Gives each waiting import its place in the line (1 = next).
+    async fn refresh_queue_positions(&self) {
+        let waiting = match self.imports.store().waiting_imports(POSITIONS_SHOWN).await {
+            Ok(waiting) => waiting,
+            Err(err) => {
+                tracing::warn!(error = %err, "could not read the waiting line");
+                return;
+            }
+        };
+        for (index, mut owned) in waiting.into_iter().enumerate() {
+            let position = Some(index as u64 + 1);
+            if owned.import.queue_position == position {
+                continue;
+            }
+            let expected = owned.import.version;
+            owned.import.queue_position = position;
+            // A lost race means someone else moved it on: nothing to do.
+            if let Err(err) = self.imports.commit(&mut owned, expected).await {
+                tracing::warn!(error = %err, "could not update a queue position");
+            }
+        }
     }
 
     /// Waits for running jobs to save their state after shutdown began.
@@ -209,34 +277,87 @@ impl Runner {
         tokio::time::timeout(grace, self.tasks.wait()).await.is_ok()
     }
 
-    async fn run_job(&self, id: &str) {
-        let owned = match self.imports.store().get_import(id).await {
-            Ok(Some(owned)) => owned,
-            Ok(None) => return,
-            Err(err) => {
-                tracing::error!(import_id = id, error = %err, "could not load import");
-                return;
-            }
-        };
+    async fn run_job(&self, owned: OwnedImport, phase: DownloadPhase) {
+        let id = owned.import.id.clone();
         let stop = self.shutdown.child_token();
-        self.imports.register_job(id, stop.clone());
-        let result = match owned.import.status {
-            ImportStatus::Queued if owned.import.source_url.starts_with("synthetic:") => {
-                super::synthetic::run(&self.imports, owned, &stop).await
-            }
-            ImportStatus::Queued => self.download_then_process(owned, &stop).await,
-            ImportStatus::Processing => self.process(owned, &stop).await,
-            _ => Ok(()),
-        };
+        self.imports.register_job(&id, stop.clone());
+        let result = self.start(owned, phase, &stop).await;
         if let Err(err) = result {
-            tracing::error!(import_id = id, error = %err, "import job failed to save its state");
+            tracing::error!(import_id = %id, error = %err, "import job failed to save its state");
         }
-        self.imports.forget_job(id);
+        self.imports.forget_job(&id);
+        // Hand the import back at once (drain, or done): another node, or
+        // this one after a restart, may take it without waiting for the
+        // lease to run out.
+        if let Err(err) = self.imports.store().release_lease(&self.node, &id).await {
+            tracing::warn!(import_id = %id, error = %err, "could not release lease");
+        }
+        self.imports.work_arrived();
+    }
+
+    /// Starts a claimed import where it stands. One found downloading or
+    /// processing was interrupted (a crash, a restart, a node that died):
+    /// it gets attempt + 1, or fails `interrupted` after [`MAX_ATTEMPTS`].
+    async fn start(
+        &self,
+        mut owned: OwnedImport,
+        phase: DownloadPhase,
+        stop: &CancellationToken,
+    ) -> Result<(), ImportsError> {
+        let id = owned.import.id.clone();
+        let synthetic = owned.import.source_url.starts_with("synthetic:");
+        if owned.import.status != ImportStatus::Queued {
+            let dir = self.imports.dir_of(&id);
+            let expected = owned.import.version;
+            if owned.import.attempt >= MAX_ATTEMPTS {
+                remove_dir(&dir).await;
+                fail(
+                    &mut owned.import,
+                    "interrupted",
+                    format!(
+                        "the import was interrupted {MAX_ATTEMPTS} times (server restarts or failures); start it again"
+                    ),
+                );
+                self.imports.commit(&mut owned, expected).await?;
+                return Ok(());
+            }
+            let import = &mut owned.import;
+            import.attempt += 1;
+            import.queue_position = None;
+            let source = find_source(&dir).await;
+            if import.status == ImportStatus::Processing && source.is_some() && !synthetic {
+                remove_outputs(&dir).await;
+                import.stage = Some(stage::WAITING_FOR_PROCESSING.into());
+                import.progress = Some(self.download_share());
+                tracing::info!(import_id = %id, attempt = import.attempt, "resuming processing");
+                if !self.imports.commit(&mut owned, expected).await? {
+                    return Ok(());
+                }
+                drop(phase);
+                return self.process(owned, stop).await;
+            }
+            remove_dir(&dir).await;
+            import.status = ImportStatus::Queued;
+            import.stage = None;
+            import.progress = Some(0.0);
+            import.bytes_done = 0;
+            import.bytes_total = None;
+            tracing::info!(import_id = %id, attempt = import.attempt, "resuming import");
+            if !self.imports.commit(&mut owned, expected).await? {
+                return Ok(());
+            }
+        }
+        if synthetic {
+            let _phase = phase;
+            return super::synthetic::run(&self.imports, owned, stop).await;
+        }
+        self.download_then_process(owned, phase, stop).await
     }
 
     async fn download_then_process(
         &self,
         owned: OwnedImport,
+        phase: DownloadPhase,
         stop: &CancellationToken,
     ) -> Result<(), ImportsError> {
         let Some((mut owned, slot)) = self.wait_in_line(&self.downloads, owned, stop).await? else {
@@ -255,6 +376,7 @@ impl Runner {
         let dir = self.imports.dir_of(&id);
         let outcome = self.download(&mut owned, &dir, stop).await?;
         drop(slot);
+        drop(phase);
         let downloaded = match outcome {
             Outcome::Done(downloaded) => downloaded,
             other => return self.finish_stage(owned, &dir, other).await,
@@ -433,6 +555,18 @@ impl Runner {
             probe
         };
         let result = media_result(&served, &video, transcoded);
+        // Put the files where they are served from before anyone gets a link.
+        let storage = self.imports.storage();
+        let files = result_files(&result);
+        let files: Vec<&str> = files.iter().map(String::as_str).collect();
+        if let Err(err) =
+            media::storage::publish_import(storage.as_ref(), &owned.import.id, &dir, &files).await
+        {
+            let _ = storage.delete_import(&owned.import.id).await;
+            let outcome: Outcome<()> =
+                Outcome::Failed("storage_error", format!("could not store the video: {err}"));
+            return self.finish_stage(owned, &dir, outcome).await;
+        }
         self.complete(owned, &dir, result).await
     }
 
@@ -582,11 +716,16 @@ impl Runner {
         match outcome {
             Outcome::Done(_) => Ok(()),
             Outcome::Stopped => {
-                // A user cancel already stored `cancelled` (remove its files);
-                // a shutdown leaves the state for the next start to resume.
-                if !self.shutdown.is_cancelled() {
+                // A user's cancel stored `cancelled`: its files go. Anything
+                // else (shutdown, drain, a lost lease) leaves the saved state
+                // and files for whoever resumes it.
+                let cancelled = matches!(
+                    self.imports.store().get_import(&owned.import.id).await,
+                    Ok(Some(fresh)) if fresh.import.status.is_final()
+                );
+                if cancelled {
                     remove_dir(dir).await;
-                } else if owned.import.status == ImportStatus::Downloading {
+                } else {
                     remove_file(&dir.join("source.part")).await;
                 }
                 Ok(())
@@ -616,7 +755,9 @@ impl Runner {
         import.progress = Some(1.0);
         import.result = Some(result);
         if !self.imports.commit(&mut owned, expected).await? {
-            remove_dir(dir).await; // cancelled at the last moment
+            // Cancelled at the last moment.
+            remove_dir(dir).await;
+            let _ = self.imports.storage().delete_import(&owned.import.id).await;
         }
         Ok(())
     }
@@ -650,6 +791,14 @@ fn media_result(served: &Probe, video: &Path, transcoded: bool) -> serde_json::V
         "video_file": file_name(video),
         "thumbnail_file": "poster.jpg",
     })
+}
+
+/// The file names a processed import's `result` refers to.
+fn result_files(result: &serde_json::Value) -> Vec<String> {
+    ["video_file", "thumbnail_file"]
+        .iter()
+        .filter_map(|key| result[key].as_str().map(str::to_string))
+        .collect()
 }
 
 /// The downloaded source in an import's directory, if it is complete.

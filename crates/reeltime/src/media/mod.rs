@@ -9,6 +9,8 @@
 //!   progress, cancel and stall detection.
 //! - [`links`] signs and checks the expiring URLs of a user's media.
 //! - [`serve`] answers those URLs (HTTP Range, content types, path safety).
+//! - [`storage`] keeps the finished files: the local disk (one node) or
+//!   S3-compatible object storage (several nodes serve any import).
 //! - [`samples`] serves the small videos kept in the repo for a first run
 //!   with no internet.
 //!
@@ -20,12 +22,16 @@ pub mod links;
 pub mod probe;
 pub mod samples;
 pub mod serve;
+pub mod storage;
 pub mod tools;
 
 pub use ffmpeg::{TranscodeMode, needs_transcode, poster, transcode};
 pub use links::{LinkError, MediaSigner};
 pub use probe::{Probe, probe};
 pub use serve::{MediaState, OwnerLookup, media_handler, resolve_media_path, serve_file};
+pub use storage::{
+    LocalStorage, MediaBody, MediaStorage, ObjectStorage, StorageError, publish_import,
+};
 pub use tools::MediaTools;
 
 /// A media step failed; `code` becomes the import's `error.code`.

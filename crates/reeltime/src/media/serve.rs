@@ -1,6 +1,6 @@
 //! Serves media files: HTTP Range (a `<video>` seeks with it), the right
-//! content types, streaming from disk, and never a path outside the media
-//! directory.
+//! content types, streaming from the media storage (the local disk or S3),
+//! and never a path outside the media directory.
 
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
@@ -10,11 +10,13 @@ use axum::body::Body;
 use axum::extract::{Path as UrlPath, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
 use super::links::{LinkError, MediaSigner};
+use super::storage::{MediaBody, MediaStorage, StorageError};
 use crate::http::ApiError;
 
 /// Read size when streaming a file: large enough for throughput, small
@@ -29,8 +31,8 @@ pub type OwnerLookup = Arc<dyn Fn(String) -> BoxFuture<'static, Option<String>> 
 /// What [`media_handler`] needs.
 #[derive(Clone)]
 pub struct MediaState {
-    /// The media directory: `<root>/<import_id>/<file>`.
-    pub root: PathBuf,
+    /// Where the files are: `<import_id>/<file>` on disk or in a bucket.
+    pub storage: Arc<dyn MediaStorage>,
     pub signer: Arc<MediaSigner>,
     /// The import's owner, checked against the link's signature.
     pub owner_of: OwnerLookup,
@@ -41,7 +43,8 @@ pub struct MediaState {
 /// 403 for a missing, wrong, tampered or expired signature, for a link
 /// minted for another user, and for an import that no longer exists (no
 /// hint whether it ever did); 404 when the file is not there; otherwise the
-/// file, with Range support.
+/// file, with Range support, streamed from the storage (a ranged GET when
+/// it is S3, so seeking never fetches the whole video).
 pub async fn media_handler(
     State(state): State<MediaState>,
     UrlPath((import_id, file)): UrlPath<(String, String)>,
@@ -61,18 +64,56 @@ pub async fn media_handler(
     if let Err(err) = checked {
         return ApiError::new(StatusCode::FORBIDDEN, err.code(), err.to_string()).into_response();
     }
-    let root = state.root.clone();
-    let resolved =
-        tokio::task::spawn_blocking(move || resolve_media_path(&root, &import_id, &file)).await;
-    match resolved {
-        Ok(Some(path)) => serve_file(&path, &headers).await,
-        Ok(None) => not_found(),
-        Err(err) => ApiError::internal(err).into_response(),
+    // Only a Range request needs the size first (for `-n` suffixes and for
+    // 416); a plain request learns it from the open itself.
+    let range = match range_header(&headers) {
+        None => None,
+        Some(value) => {
+            let len = match state.storage.size(&import_id, &file).await {
+                Ok(len) => len,
+                Err(err) => return storage_error(err),
+            };
+            match parse_range(value, len) {
+                ByteRange::Full => None,
+                ByteRange::Partial { start, end } => Some((start, end)),
+                ByteRange::Unsatisfiable => return unsatisfiable(len),
+            }
+        }
+    };
+    match state.storage.open(&import_id, &file, range).await {
+        Ok(media) => media_response(Path::new(&file), range.is_some(), media),
+        Err(err) => storage_error(err),
     }
+}
+
+fn range_header(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::RANGE)
+        .and_then(|value| value.to_str().ok())
 }
 
 fn not_found() -> Response {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such media file").into_response()
+}
+
+/// The HTTP answer to a storage failure. An unreachable object store is a
+/// 503 (try again), not a 500: nothing is wrong with the request or with
+/// this node.
+fn storage_error(err: StorageError) -> Response {
+    match err {
+        StorageError::NotFound | StorageError::InvalidName => not_found(),
+        StorageError::RangeNotSatisfiable { len } => unsatisfiable(len),
+        StorageError::Object(err) => {
+            tracing::warn!(error = %err, "media storage failed");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                "the media storage is not answering; try again shortly",
+            )
+            .into_response()
+        }
+        other => ApiError::internal(other).into_response(),
+    }
 }
 
 /// `<media_root>/<import_id>/<file>` when it is a regular file inside the
@@ -109,7 +150,8 @@ pub fn is_safe_component(name: &str) -> bool {
 /// Streams a file with `Accept-Ranges: bytes`: 200 with the whole file, 206
 /// with `Content-Range` for a satisfiable single range, 416 otherwise. A
 /// multi-range or malformed `Range` is ignored (the whole file), as HTTP
-/// allows. Never reads the whole file into memory.
+/// allows. Never reads the whole file into memory. For a file at a known
+/// path; [`media_handler`] goes through the [`MediaStorage`] instead.
 pub async fn serve_file(path_on_disk: &Path, headers: &HeaderMap) -> Response {
     let mut file = match tokio::fs::File::open(path_on_disk).await {
         Ok(file) => file,
@@ -121,30 +163,50 @@ pub async fn serve_file(path_on_disk: &Path, headers: &HeaderMap) -> Response {
         Ok(_) => return not_found(),
         Err(err) => return ApiError::internal(err).into_response(),
     };
-    let range = headers
-        .get(header::RANGE)
-        .and_then(|value| value.to_str().ok())
-        .map_or(ByteRange::Full, |value| parse_range(value, len));
-    let (status, start, count) = match range {
-        ByteRange::Full => (StatusCode::OK, 0, len),
-        ByteRange::Partial { start, end } => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
+    let range = range_header(headers).map_or(ByteRange::Full, |value| parse_range(value, len));
+    let (partial, start, count) = match range {
+        ByteRange::Full => (false, 0, len),
+        ByteRange::Partial { start, end } => (true, start, end - start + 1),
         ByteRange::Unsatisfiable => return unsatisfiable(len),
     };
     if let Err(err) = file.seek(SeekFrom::Start(start)).await {
         return ApiError::internal(err).into_response();
     }
-    let body = Body::from_stream(ReaderStream::with_capacity(file.take(count), CHUNK));
-    let mut response = (status, body).into_response();
+    let media = MediaBody {
+        total_len: len,
+        start,
+        len: count,
+        body: ReaderStream::with_capacity(file.take(count), CHUNK).boxed(),
+    };
+    media_response(path_on_disk, partial, media)
+}
+
+/// 200 (whole) or 206 (`partial`) with the body of `media`, typed by the
+/// extension of `name`.
+fn media_response(name: &Path, partial: bool, media: MediaBody) -> Response {
+    let status = if partial {
+        StatusCode::PARTIAL_CONTENT
+    } else {
+        StatusCode::OK
+    };
+    let MediaBody {
+        total_len,
+        start,
+        len,
+        body,
+    } = media;
+    let mut response = (status, Body::from_stream(body)).into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static(content_type_for(path_on_disk)),
+        HeaderValue::from_static(content_type_for(name)),
     );
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     common_headers(headers);
-    if status == StatusCode::PARTIAL_CONTENT
+    if partial
+        && len > 0
         && let Ok(value) =
-            HeaderValue::from_str(&format!("bytes {start}-{}/{len}", start + count - 1))
+            HeaderValue::from_str(&format!("bytes {start}-{}/{total_len}", start + len - 1))
     {
         headers.insert(header::CONTENT_RANGE, value);
     }
@@ -438,7 +500,7 @@ mod tests {
 
     fn state(root: &Path, owner: Option<&'static str>) -> MediaState {
         MediaState {
-            root: root.to_path_buf(),
+            storage: Arc::new(crate::media::LocalStorage::new(root.to_path_buf())),
             signer: Arc::new(MediaSigner::from_secret(&[7; 32])),
             owner_of: Arc::new(move |_id| Box::pin(async move { owner.map(String::from) })),
         }

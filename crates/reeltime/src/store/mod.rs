@@ -8,6 +8,8 @@ mod tests;
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use reeltime_protocol::{Import, User};
 
@@ -86,4 +88,28 @@ pub trait Store: Send + Sync + 'static {
     async fn unfinished_imports(&self) -> Result<Vec<OwnedImport>, StoreError>;
     async fn delete_import(&self, id: &str) -> Result<bool, StoreError>;
     async fn count_by_status(&self) -> Result<Vec<(String, u64)>, StoreError>;
+
+    /// Whether several nodes may share this store. A store only one node
+    /// can use (SQLite) lets that node take back every lease at start.
+    fn shared(&self) -> bool;
+    /// Claims for `node`, for `lease`, up to `limit` unfinished imports that
+    /// no node holds or whose lease ran out, oldest first. Each import goes
+    /// to exactly one claimer.
+    async fn claim_imports(
+        &self,
+        node: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<OwnedImport>, StoreError>;
+    /// Extends every lease `node` holds on unfinished imports; returns the
+    /// ids it still holds (a lease that ran out and was claimed elsewhere is
+    /// lost).
+    async fn renew_leases(&self, node: &str, lease: Duration) -> Result<Vec<String>, StoreError>;
+    /// Gives `node`'s lease on `id` back at once.
+    async fn release_lease(&self, node: &str, id: &str) -> Result<(), StoreError>;
+    /// Gives back every lease of `node` (None: of every node), so that other
+    /// nodes claim those imports now rather than when the leases run out.
+    async fn release_leases(&self, node: Option<&str>) -> Result<(), StoreError>;
+    /// Queued imports no node holds, oldest first: the waiting line.
+    async fn waiting_imports(&self, limit: i64) -> Result<Vec<OwnedImport>, StoreError>;
 }

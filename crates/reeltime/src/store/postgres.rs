@@ -215,4 +215,80 @@ impl Store for PostgresStore {
             })
             .collect()
     }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    async fn claim_imports(
+        &self,
+        node: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<OwnedImport>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE imports SET lease_owner = $1, lease_until = now() + make_interval(secs => $2)
+             WHERE id IN (SELECT id FROM imports
+                          WHERE NOT finished AND (lease_until IS NULL OR lease_until < now())
+                          ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)
+             RETURNING user_id, data::text AS data",
+        )
+        .bind(node)
+        .bind(lease.as_secs_f64())
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut claimed = rows
+            .iter()
+            .map(decode_owned)
+            .collect::<Result<Vec<_>, _>>()?;
+        claimed.sort_by(|a, b| a.import.id.cmp(&b.import.id));
+        Ok(claimed)
+    }
+
+    async fn renew_leases(&self, node: &str, lease: Duration) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE imports SET lease_until = now() + make_interval(secs => $1)
+             WHERE lease_owner = $2 AND NOT finished RETURNING id",
+        )
+        .bind(lease.as_secs_f64())
+        .bind(node)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|row| Ok(row.try_get("id")?)).collect()
+    }
+
+    async fn release_lease(&self, node: &str, id: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE imports SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2",
+        )
+        .bind(id)
+        .bind(node)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn release_leases(&self, node: Option<&str>) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE imports SET lease_owner = NULL, lease_until = NULL
+             WHERE lease_owner IS NOT NULL AND ($1::text IS NULL OR lease_owner = $1)",
+        )
+        .bind(node)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn waiting_imports(&self, limit: i64) -> Result<Vec<OwnedImport>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT user_id, data::text AS data FROM imports
+             WHERE status = 'queued' AND (lease_until IS NULL OR lease_until < now())
+             ORDER BY id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(decode_owned).collect()
+    }
 }

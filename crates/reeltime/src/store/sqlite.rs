@@ -48,6 +48,13 @@ fn decode_import(row: &sqlx::sqlite::SqliteRow) -> Result<Import, StoreError> {
     Ok(serde_json::from_str(&data)?)
 }
 
+fn decode_owned(row: &sqlx::sqlite::SqliteRow) -> Result<OwnedImport, StoreError> {
+    Ok(OwnedImport {
+        user_id: row.try_get("user_id")?,
+        import: decode_import(row)?,
+    })
+}
+
 fn decode_user(row: &sqlx::sqlite::SqliteRow) -> Result<User, StoreError> {
     Ok(User {
         id: row.try_get("id")?,
@@ -202,6 +209,86 @@ impl Store for SqliteStore {
                 Ok((row.try_get("status")?, u64::try_from(n).unwrap_or(0)))
             })
             .collect()
+    }
+
+    fn shared(&self) -> bool {
+        false
+    }
+
+    async fn claim_imports(
+        &self,
+        node: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<OwnedImport>, StoreError> {
+        let now = millis(Utc::now());
+        let until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
+        let rows = sqlx::query(
+            "UPDATE imports SET lease_owner = ?1, lease_until = ?2
+             WHERE id IN (SELECT id FROM imports
+                          WHERE finished = 0 AND (lease_until IS NULL OR lease_until < ?3)
+                          ORDER BY id LIMIT ?4)
+             RETURNING user_id, data",
+        )
+        .bind(node)
+        .bind(until)
+        .bind(now)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut claimed = rows
+            .iter()
+            .map(decode_owned)
+            .collect::<Result<Vec<_>, _>>()?;
+        claimed.sort_by(|a, b| a.import.id.cmp(&b.import.id));
+        Ok(claimed)
+    }
+
+    async fn renew_leases(&self, node: &str, lease: Duration) -> Result<Vec<String>, StoreError> {
+        let until = millis(Utc::now()) + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
+        let rows = sqlx::query(
+            "UPDATE imports SET lease_until = ?1 WHERE lease_owner = ?2 AND finished = 0 RETURNING id",
+        )
+        .bind(until)
+        .bind(node)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|row| Ok(row.try_get("id")?)).collect()
+    }
+
+    async fn release_lease(&self, node: &str, id: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE imports SET lease_owner = NULL, lease_until = NULL WHERE id = ?1 AND lease_owner = ?2",
+        )
+        .bind(id)
+        .bind(node)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn release_leases(&self, node: Option<&str>) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE imports SET lease_owner = NULL, lease_until = NULL
+             WHERE lease_owner IS NOT NULL AND (?1 IS NULL OR lease_owner = ?1)",
+        )
+        .bind(node)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn waiting_imports(&self, limit: i64) -> Result<Vec<OwnedImport>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT user_id, data FROM imports
+             WHERE status = 'queued' AND (lease_until IS NULL OR lease_until < ?1)
+             ORDER BY id LIMIT ?2",
+        )
+        .bind(millis(Utc::now()))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(decode_owned).collect()
     }
 }
 
