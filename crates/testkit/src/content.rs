@@ -229,7 +229,9 @@ impl ContentServer {
                 .await
                 .is_err()
             {
-                panic!("content server: no {what} within {timeout:?}; requests: {fetches:#?}");
+                panic!(
+                    "content server: still waiting for {what} after {timeout:?}; requests: {fetches:#?}"
+                );
             }
         }
     }

@@ -169,9 +169,15 @@ impl ServerProcess {
     /// sockets with 1001, hands its jobs back) while the test watches.
     /// [`ServerProcess::stop`] afterwards waits for the exit.
     pub fn terminate(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends `signal` (a name: `STOP` pauses the process, `CONT` resumes
+    /// it) and returns at once.
+    pub fn signal(&self, signal: &str) {
         if let Some(pid) = self.pid() {
             let _ = std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
+                .args([&format!("-{signal}"), &pid.to_string()])
                 .status();
         }
     }

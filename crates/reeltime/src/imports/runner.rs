@@ -212,7 +212,17 @@ impl Runner {
                 .await;
             match claimed {
                 Ok(claimed) => {
+                    let running = self.imports.running_ids();
                     for owned in claimed {
+                        // This node's own lease ran out (the node was
+                        // paused, or the database was out of reach, for
+                        // longer than the lease) and no other node took the
+                        // import: the claim renewed the lease, and the job
+                        // still runs here. A second job beside it would
+                        // download again into the same directory.
+                        if running.contains(&owned.import.id) {
+                            continue;
+                        }
                         self.download_phase.fetch_add(1, Ordering::SeqCst);
                         let phase = DownloadPhase(Arc::clone(&self.download_phase));
                         let runner = Arc::clone(self);
