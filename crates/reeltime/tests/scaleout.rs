@@ -1321,3 +1321,78 @@ mod bench {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_processed_on_one_node_is_served_by_every_node_from_s3() {
+    let s3 = reeltime_testkit::services::S3Server::start().await;
+    let media_url = s3.media_url("media");
+    let mut extra: Vec<(String, String)> = s3.env();
+    extra.extend(common::pairs(&[
+        ("REELTIME_MEDIA_PROCESSING", "auto"),
+        ("REELTIME_MEDIA_URL", &media_url),
+        (
+            "REELTIME_MEDIA_SECRET",
+            "one-secret-shared-by-every-node-0123456789",
+        ),
+    ]));
+    let extra: Vec<(&str, &str)> = extra
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let c = cluster_with(2, &extra).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let video = dir.path().join("web.mp4");
+    let codecs = [
+        common::media::H264_AAC,
+        &["-movflags", "+faststart", "-shortest"],
+    ]
+    .concat();
+    common::media::make_video(&video, "320x240", 2, true, &codecs).await;
+    let bytes = std::fs::read(&video).unwrap();
+    let url = c.content.put_file("web.mp4", bytes.clone());
+
+    let mut watcher = c.tab(1, "alice").await;
+    let created = c.create(0, "alice", &url).await;
+    watcher
+        .until("the import to finish", |tab| tab.is_final(&created.id))
+        .await;
+    let done = c.rest("alice", &created.id).await;
+    assert_eq!(done.status, ImportStatus::Completed, "{:?}", done.error);
+    let result = done.result.as_ref().unwrap();
+    let video_url = result["video_url"].as_str().unwrap().to_string();
+    let thumbnail_url = result["thumbnail_url"].as_str().unwrap().to_string();
+
+    // Whichever node ran it, every node serves the same bytes from S3, and
+    // no node keeps a local copy.
+    for node in &c.nodes {
+        let body = reqwest::get(format!("{}{video_url}", node.http()))
+            .await
+            .unwrap();
+        assert_eq!(body.status(), 200);
+        assert_eq!(body.bytes().await.unwrap().as_ref(), bytes.as_slice());
+        let poster = reqwest::get(format!("{}{thumbnail_url}", node.http()))
+            .await
+            .unwrap();
+        assert_eq!(poster.headers()["content-type"], "image/jpeg");
+        let local = node.data_dir().join("imports").join(&created.id);
+        let kept: Vec<_> = std::fs::read_dir(&local)
+            .map(|entries| entries.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(
+            !kept
+                .iter()
+                .any(|name| name == "poster.jpg" || name == "source.mp4"),
+            "local copies left on a node: {kept:?}"
+        );
+    }
+    // Deleting through one node removes it from S3 for all.
+    let (status, _) = c.apis[1]
+        .delete(&c.token("alice"), &format!("/api/imports/{}", created.id))
+        .await;
+    assert_eq!(status, 204);
+    let gone = reqwest::get(format!("{}{video_url}", c.nodes[0].http()))
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 403);
+}
