@@ -1,0 +1,173 @@
+//! Command line: one subcommand per scenario, the issuer, and the hidden
+//! worker mode.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "reeltime-bench",
+    version,
+    about = "Load generator for reeltime's progress WebSocket (and the FastAPI baseline)",
+    long_about = "Load generator for reeltime's progress WebSocket, speaking the public protocol only.\n\n\
+        Scenarios: connect (authenticated connects/s), hold (idle sockets, server RSS per socket), \
+        fanout (users x tabs, synthetic imports: msg/s, latency, wrong-user and lost checks), \
+        churn (fanout while a fraction of sockets refresh tokens in band and reconnect).\n\n\
+        Tokens come from `reeltime-bench issuer` (an RS256 JWKS the server is pointed at with \
+        REELTIME_JWKS_URL and REELTIME_ISSUER), or from the server's own POST /dev/token."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Authenticated connects per second up to --sockets, and the time from TCP connect to `ready`.
+    Connect(ConnectArgs),
+    /// Hold --sockets idle authenticated sockets and read the server's RSS per socket.
+    Hold(HoldArgs),
+    /// Users x tabs sockets; synthetic imports at a rate; delivered msg/s, latency and checks.
+    Fanout(FanoutArgs),
+    /// Fanout while a fraction of sockets refresh their token in band and reconnect all the time.
+    Churn(ChurnArgs),
+    /// Serve the benchmark's JWKS (and create its signing key) until interrupted.
+    Issuer(crate::issuer::IssuerArgs),
+    /// Medians of many runs' JSON and the ratios of one server to another.
+    Summarize(crate::report::SummarizeArgs),
+    /// Internal: one load process, driven by the coordinator over stdin/stdout.
+    #[command(hide = true)]
+    Worker,
+}
+
+/// Options every scenario shares.
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// Server to load (the path defaults to /api/ws/progress; REST calls go to the same host).
+    #[arg(long, default_value = "ws://127.0.0.1:8080")]
+    pub url: String,
+
+    /// Mint tokens with the benchmark issuer whose `iss` is this URL (run `reeltime-bench issuer`
+    /// and point the server at <URL>/.well-known/jwks.json).
+    #[arg(long, value_name = "ISS_URL", conflicts_with = "dev_token")]
+    pub jwks_issuer: Option<String>,
+
+    /// Private key of the benchmark issuer (created by `reeltime-bench issuer`).
+    #[arg(long, default_value = "bench/results/issuer-key.pem")]
+    pub issuer_key: PathBuf,
+
+    /// Get tokens from the server's development issuer (POST /dev/token).
+    #[arg(long)]
+    pub dev_token: bool,
+
+    /// Token lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub token_ttl: u64,
+
+    /// Loopback source addresses to spread sockets over: ranges and/or a comma list.
+    #[arg(long, default_value = "127.0.0.2-127.0.0.41")]
+    pub source_ips: String,
+
+    /// Client worker processes (each may hold at most the open-file limit of sockets).
+    #[arg(long, default_value_t = 2)]
+    pub procs: usize,
+
+    /// Connects in flight at once, across all workers.
+    #[arg(long, default_value_t = 64)]
+    pub connect_concurrency: usize,
+
+    /// Server process to read VmRSS and CPU time from (/proc/<pid>).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+
+    /// A name for the server in the report (e.g. reeltime or baseline).
+    #[arg(long, default_value = "server")]
+    pub label: String,
+
+    /// A name for this case in the report (e.g. fanout-10k); defaults to the scenario.
+    #[arg(long)]
+    pub case: Option<String>,
+
+    /// Print the report as JSON on stdout (the table then goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+
+    /// Also write the JSON report to this file.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+
+    /// Give up on a phase after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    pub phase_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ConnectArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Sockets to open.
+    #[arg(long, default_value_t = 10_000)]
+    pub sockets: usize,
+    /// Sockets per user (consecutive sockets share a user and a token).
+    #[arg(long, default_value_t = 4)]
+    pub tabs: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HoldArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Idle sockets to hold.
+    #[arg(long, default_value_t = 19_000)]
+    pub sockets: usize,
+    /// Sockets per user.
+    #[arg(long, default_value_t = 4)]
+    pub tabs: usize,
+    /// Seconds to hold them after the last one connected (RSS is sampled meanwhile).
+    #[arg(long, default_value_t = 10)]
+    pub hold_secs: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FanoutArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Users, each with --tabs sockets.
+    #[arg(long, default_value_t = 500)]
+    pub users: usize,
+    /// Sockets per user.
+    #[arg(long, default_value_t = 8)]
+    pub tabs: usize,
+    /// Synthetic imports to create in all, spread round-robin over the users.
+    #[arg(long, default_value_t = 2_000)]
+    pub imports: usize,
+    /// Imports created per second.
+    #[arg(long, default_value_t = 200.0)]
+    pub rate: f64,
+    /// Progress changes per import (synthetic `steps`).
+    #[arg(long, default_value_t = 50)]
+    pub steps: u32,
+    /// How long each import runs (synthetic `duration_ms`).
+    #[arg(long, default_value_t = 5_000)]
+    pub duration_ms: u64,
+    /// Seconds to wait after the last import should have finished.
+    #[arg(long, default_value_t = 30)]
+    pub grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ChurnArgs {
+    #[command(flatten)]
+    pub fanout: FanoutArgs,
+    /// Fraction of sockets that churn (refresh + reconnect); the rest are measured.
+    #[arg(long, default_value_t = 0.2)]
+    pub churn_fraction: f64,
+    /// Each churning socket reconnects this often (jittered ±50 %).
+    #[arg(long, default_value_t = 1_000)]
+    pub churn_interval_ms: u64,
+    /// Refresh the token in band (`auth` → `auth_ok`) once per cycle before reconnecting;
+    /// turn off for servers without in-band refresh.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub churn_refresh: bool,
+}

@@ -1,0 +1,600 @@
+//! The coordinator: splits a scenario among worker processes, keeps them in
+//! step, samples the server from /proc and merges what the workers measured.
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout};
+
+use crate::cli::{ChurnArgs, Command, Common, FanoutArgs};
+use crate::conn::{self, Target};
+use crate::hist::Hist;
+use crate::job::{self, ChurnJob, DoneReport, Event, FanoutJob, Job, PhaseReport, Scenario};
+use crate::procfs::{self, ProcSample};
+use crate::report::{self, Report};
+use crate::tokens::TokenConfig;
+use crate::worker::BIN_MICROS;
+
+pub async fn run(command: Command) -> anyhow::Result<()> {
+    let common = match &command {
+        Command::Connect(args) => args.common.clone(),
+        Command::Hold(args) => args.common.clone(),
+        Command::Fanout(args) => args.common.clone(),
+        Command::Churn(args) => args.fanout.common.clone(),
+        _ => unreachable!("dispatched in main"),
+    };
+    let mut report =
+        match command {
+            Command::Connect(args) => {
+                sockets_scenario(
+                    "connect",
+                    &args.common,
+                    args.sockets,
+                    args.tabs,
+                    0,
+                    json!({"sockets": args.sockets, "tabs": args.tabs}),
+                )
+                .await?
+            }
+            Command::Hold(args) => sockets_scenario(
+                "hold",
+                &args.common,
+                args.sockets,
+                args.tabs,
+                args.hold_secs,
+                json!({"sockets": args.sockets, "tabs": args.tabs, "hold_secs": args.hold_secs}),
+            )
+            .await?,
+            Command::Fanout(args) => fanout_scenario("fanout", &args, None).await?,
+            Command::Churn(ChurnArgs {
+                fanout,
+                churn_fraction,
+                churn_interval_ms,
+                churn_refresh,
+            }) => {
+                let churn = ChurnJob {
+                    fraction: churn_fraction.clamp(0.0, 1.0),
+                    interval_ms: churn_interval_ms,
+                    refresh: churn_refresh,
+                };
+                fanout_scenario("churn", &fanout, Some(churn)).await?
+            }
+            _ => unreachable!("dispatched in main"),
+        };
+    if let Some(params) = report.params.as_object_mut() {
+        params.insert(
+            "case".into(),
+            json!(
+                common
+                    .case
+                    .clone()
+                    .unwrap_or_else(|| report.scenario.clone())
+            ),
+        );
+    }
+    report::emit(&report, common.json, common.out.as_deref())
+}
+
+/// A started worker process.
+struct Worker {
+    index: usize,
+    child: Child,
+    stdin: ChildStdin,
+    stdout: Lines<BufReader<ChildStdout>>,
+}
+
+impl Worker {
+    async fn send(&mut self, value: &impl serde::Serialize) -> anyhow::Result<()> {
+        let mut line = serde_json::to_string(value)?;
+        line.push('\n');
+        self.stdin
+            .write_all(line.as_bytes())
+            .await
+            .with_context(|| format!("writing to worker {}", self.index))?;
+        self.stdin.flush().await?;
+        Ok(())
+    }
+
+    async fn event(&mut self, timeout: Duration) -> anyhow::Result<Event> {
+        let line = tokio::time::timeout(timeout, self.stdout.next_line())
+            .await
+            .map_err(|_| anyhow::anyhow!("worker {} silent for {timeout:?}", self.index))?
+            .with_context(|| format!("reading worker {}", self.index))?
+            .with_context(|| format!("worker {} exited early (see its stderr)", self.index))?;
+        let event: Event = serde_json::from_str(&line)
+            .with_context(|| format!("worker {} said {line}", self.index))?;
+        if let Event::Error { message } = &event {
+            bail!("worker {}: {message}", self.index);
+        }
+        Ok(event)
+    }
+}
+
+struct Pool {
+    workers: Vec<Worker>,
+    timeout: Duration,
+}
+
+impl Pool {
+    async fn start(jobs: Vec<Job>, timeout: Duration) -> anyhow::Result<Pool> {
+        let exe = std::env::current_exe().context("finding this executable")?;
+        let mut workers = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let mut child = tokio::process::Command::new(&exe)
+                .arg("worker")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .kill_on_drop(true)
+                .spawn()
+                .context("starting a worker process")?;
+            let stdin = child.stdin.take().context("worker stdin")?;
+            let stdout = BufReader::new(child.stdout.take().context("worker stdout")?).lines();
+            let mut worker = Worker {
+                index: job.worker,
+                child,
+                stdin,
+                stdout,
+            };
+            worker.send(&job).await?;
+            workers.push(worker);
+        }
+        Ok(Pool { workers, timeout })
+    }
+
+    async fn broadcast(&mut self, command: &job::Command) -> anyhow::Result<()> {
+        for worker in &mut self.workers {
+            worker.send(command).await?;
+        }
+        Ok(())
+    }
+
+    /// The next event of every worker, read concurrently.
+    async fn gather(&mut self) -> anyhow::Result<Vec<Event>> {
+        let timeout = self.timeout;
+        let reads = self.workers.iter_mut().map(|worker| worker.event(timeout));
+        futures_util::future::try_join_all(reads).await
+    }
+
+    async fn finish(mut self) {
+        for worker in &mut self.workers {
+            let _ = tokio::time::timeout(Duration::from_secs(10), worker.child.wait()).await;
+        }
+    }
+}
+
+fn base_jobs(common: &Common, make: impl Fn(usize) -> Scenario) -> anyhow::Result<Vec<Job>> {
+    let target = Target::parse(&common.url)?;
+    let tokens = match (&common.jwks_issuer, common.dev_token) {
+        (Some(issuer), false) => TokenConfig::Key {
+            key_file: common.issuer_key.display().to_string(),
+            issuer: issuer.trim_end_matches('/').to_string(),
+        },
+        (None, true) => TokenConfig::Dev {
+            http_base: target.http_base.clone(),
+        },
+        _ => bail!("choose a token source: --jwks-issuer <ISS_URL> or --dev-token"),
+    };
+    let ips = conn::parse_source_ips(&common.source_ips)?;
+    let procs = common.procs.max(1);
+    let run_id = format!("bench{}", chrono::Utc::now().format("%m%d%H%M%S%3f"));
+    Ok((0..procs)
+        .map(|worker| {
+            // Each worker its own addresses when there are enough to go round.
+            let source_ips = if ips.len() >= procs {
+                ips.iter().skip(worker).step_by(procs).copied().collect()
+            } else {
+                ips.clone()
+            };
+            Job {
+                worker,
+                procs,
+                target: target.clone(),
+                tokens: tokens.clone(),
+                token_ttl: common.token_ttl,
+                source_ips,
+                run_id: run_id.clone(),
+                connect_concurrency: common.connect_concurrency.div_ceil(procs).max(1),
+                scenario: make(worker),
+            }
+        })
+        .collect())
+}
+
+fn share(total: usize, procs: usize, worker: usize) -> (usize, usize) {
+    (total * worker / procs, total * (worker + 1) / procs)
+}
+
+fn server_sample(common: &Common) -> anyhow::Result<Option<ProcSample>> {
+    common.server_pid.map(procfs::sample).transpose()
+}
+
+fn phases(events: Vec<Event>) -> anyhow::Result<Vec<PhaseReport>> {
+    events
+        .into_iter()
+        .map(|event| match event {
+            Event::Phase(phase) => Ok(*phase),
+            other => bail!("expected a phase report, got {other:?}"),
+        })
+        .collect()
+}
+
+fn dones(events: Vec<Event>) -> anyhow::Result<Vec<DoneReport>> {
+    events
+        .into_iter()
+        .map(|event| match event {
+            Event::Done(done) => Ok(done),
+            other => bail!("expected a done report, got {other:?}"),
+        })
+        .collect()
+}
+
+fn setup_secs(events: &[Event]) -> anyhow::Result<f64> {
+    let mut longest: f64 = 0.0;
+    for event in events {
+        match event {
+            Event::Setup { setup_secs, .. } => longest = longest.max(*setup_secs),
+            other => bail!("expected setup, got {other:?}"),
+        }
+    }
+    Ok(longest)
+}
+
+fn now_micros() -> i64 {
+    conn::unix_micros_now()
+}
+
+fn merge_errors(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>) {
+    for (key, count) in from {
+        *into.entry(key.clone()).or_default() += count;
+    }
+}
+
+fn server_json(before: Option<ProcSample>, after: Option<ProcSample>) -> Value {
+    json!({"before": before, "after": after})
+}
+
+/// `connect` and `hold`.
+async fn sockets_scenario(
+    name: &str,
+    common: &Common,
+    sockets: usize,
+    tabs: usize,
+    hold_secs: u64,
+    params: Value,
+) -> anyhow::Result<Report> {
+    let procs = common.procs.max(1);
+    let jobs = base_jobs(common, |worker| {
+        let (first, end) = share(sockets, procs, worker);
+        Scenario::Sockets {
+            first,
+            end,
+            tabs: tabs.max(1),
+        }
+    })?;
+    let timeout = Duration::from_secs(common.phase_timeout_secs);
+    let mut pool = Pool::start(jobs, timeout).await?;
+    let setup = setup_secs(&pool.gather().await?)?;
+
+    let before = server_sample(common)?;
+    let t0 = now_micros() + 200_000;
+    pool.broadcast(&job::Command::Go { t0_micros: t0 }).await?;
+    let phase = phases(pool.gather().await?)?;
+    let after_connect = server_sample(common)?;
+
+    // Hold: sample the server while everything stays open.
+    let mut samples = Vec::new();
+    let held_from = Instant::now();
+    if hold_secs > 0 {
+        while held_from.elapsed() < Duration::from_secs(hold_secs) {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if let Some(sample) = server_sample(common)? {
+                samples.push(sample);
+            }
+        }
+    }
+    let after_hold = server_sample(common)?;
+    pool.broadcast(&job::Command::Release).await?;
+    let done = dones(pool.gather().await?)?;
+    pool.finish().await;
+
+    let mut hist = Hist::default();
+    let mut errors = BTreeMap::new();
+    let mut connected = 0;
+    let mut failed = 0;
+    let mut end = t0;
+    let mut client_cpu = 0.0;
+    for report in &phase {
+        hist.merge(&Hist::from_wire(&report.connect_hist));
+        merge_errors(&mut errors, &report.errors);
+        connected += report.connected;
+        failed += report.failed;
+        end = end.max(report.end_micros);
+        client_cpu += report.cpu_secs;
+    }
+    let mut dropped = 0;
+    let mut closes = BTreeMap::new();
+    for report in &done {
+        dropped += report.dropped;
+        merge_errors(&mut closes, &report.closes);
+    }
+    let secs = (end - t0) as f64 / 1e6;
+    let latency = hist.summary();
+    let mut metrics = BTreeMap::new();
+    metrics.insert("sockets_connected".into(), connected as f64);
+    metrics.insert("connect_failures".into(), failed as f64);
+    metrics.insert("connect_secs".into(), secs);
+    metrics.insert("connects_per_sec".into(), connected as f64 / secs.max(1e-9));
+    metrics.insert("connect_p50_ms".into(), latency.p50_ms);
+    metrics.insert("connect_p99_ms".into(), latency.p99_ms);
+    metrics.insert("connect_max_ms".into(), latency.max_ms);
+    metrics.insert("client_cpu_secs".into(), client_cpu);
+    if let (Some(before), Some(after)) = (before, after_connect) {
+        let cpu = after.cpu_secs - before.cpu_secs;
+        metrics.insert("server_cpu_secs".into(), cpu);
+        metrics.insert(
+            "server_cpu_us_per_connect".into(),
+            cpu * 1e6 / connected.max(1) as f64,
+        );
+    }
+    if name == "hold" {
+        metrics.insert("sockets_dropped".into(), dropped as f64);
+        if let (Some(before), Some(after)) = (before, after_hold) {
+            let grown = after.rss_kib as f64 - before.rss_kib as f64;
+            metrics.insert(
+                "server_rss_before_mib".into(),
+                before.rss_kib as f64 / 1024.0,
+            );
+            metrics.insert("server_rss_after_mib".into(), after.rss_kib as f64 / 1024.0);
+            metrics.insert("rss_per_socket_kib".into(), grown / connected.max(1) as f64);
+            metrics.insert("server_fds".into(), after.fds as f64);
+            let peak = samples
+                .iter()
+                .map(|s| s.rss_kib)
+                .max()
+                .unwrap_or(after.rss_kib);
+            metrics.insert("server_rss_peak_mib".into(), peak as f64 / 1024.0);
+        }
+    }
+    Ok(Report {
+        scenario: name.to_string(),
+        label: common.label.clone(),
+        params: json!({
+            "scenario": params,
+            "procs": procs,
+            "connect_concurrency": common.connect_concurrency,
+            "source_ips": common.source_ips,
+            "setup_secs": setup,
+        }),
+        metrics,
+        details: json!({
+            "connect_latency": latency,
+            "errors": errors,
+            "closes_while_held": closes,
+            "server": server_json(before, after_hold.or(after_connect)),
+            "server_samples": samples,
+        }),
+    })
+}
+
+async fn fanout_scenario(
+    name: &str,
+    args: &FanoutArgs,
+    churn: Option<ChurnJob>,
+) -> anyhow::Result<Report> {
+    let common = &args.common;
+    let procs = common.procs.max(1).min(args.users.max(1));
+    let mut common_for_jobs = common.clone();
+    common_for_jobs.procs = procs;
+    let jobs = base_jobs(&common_for_jobs, |worker| {
+        let (first_user, end_user) = share(args.users, procs, worker);
+        let (first_import, end_import) = share(args.imports, procs, worker);
+        let imports = end_import - first_import;
+        Scenario::Fanout(FanoutJob {
+            first_user,
+            end_user,
+            tabs: args.tabs.max(1),
+            imports,
+            rate: args.rate * imports as f64 / args.imports.max(1) as f64,
+            steps: args.steps,
+            duration_ms: args.duration_ms,
+            grace_secs: args.grace_secs,
+            churn: churn.clone(),
+        })
+    })?;
+    let timeout = Duration::from_secs(common.phase_timeout_secs)
+        + Duration::from_secs_f64(args.imports as f64 / args.rate.max(0.001))
+        + Duration::from_millis(args.duration_ms)
+        + Duration::from_secs(args.grace_secs);
+    let mut pool = Pool::start(jobs, timeout).await?;
+    let setup = setup_secs(&pool.gather().await?)?;
+
+    let before = server_sample(common)?;
+    let t0 = now_micros() + 300_000;
+    pool.broadcast(&job::Command::Go { t0_micros: t0 }).await?;
+    let phase = phases(pool.gather().await?)?;
+    let after = server_sample(common)?;
+    pool.broadcast(&job::Command::Release).await?;
+    let _ = dones(pool.gather().await?)?;
+    pool.finish().await;
+
+    let mut latency = Hist::default();
+    let mut reconnect = Hist::default();
+    let mut refresh = Hist::default();
+    let mut bins: Vec<u64> = Vec::new();
+    let mut errors = BTreeMap::new();
+    let mut churn_errors = BTreeMap::new();
+    let mut totals = BTreeMap::<&str, f64>::new();
+    let mut last_post = t0;
+    let mut end = t0;
+    let mut client_cpu = 0.0;
+    for report in &phase {
+        let Some(fanout) = &report.fanout else {
+            bail!("a worker sent no fanout report");
+        };
+        latency.merge(&Hist::from_wire(&fanout.latency));
+        for (i, count) in fanout.bins.iter().enumerate() {
+            if bins.len() <= i {
+                bins.resize(i + 1, 0);
+            }
+            bins[i] += count;
+        }
+        merge_errors(&mut errors, &report.errors);
+        let mut add = |key: &'static str, value: f64| *totals.entry(key).or_default() += value;
+        add("imports_created", fanout.imports_created as f64);
+        add("post_errors", fanout.post_errors as f64);
+        add("messages", fanout.messages as f64);
+        add("churn_messages", fanout.churn_messages as f64);
+        add("wrong_user", fanout.wrong_user as f64);
+        add("lost", fanout.lost as f64);
+        add("unfinished", fanout.unfinished as f64);
+        add("out_of_order", fanout.out_of_order as f64);
+        add("negative_latency", fanout.negative_latency as f64);
+        add("stable_sockets", fanout.stable_sockets as f64);
+        add("churn_sockets", fanout.churn_sockets as f64);
+        add(
+            "unexpected_closes",
+            fanout.closes.values().sum::<u64>() as f64,
+        );
+        if let Some(churn) = &fanout.churn {
+            add("reconnects", churn.reconnects as f64);
+            add("refreshes", churn.refreshes as f64);
+            add("churn_failures", churn.failures as f64);
+            reconnect.merge(&Hist::from_wire(&churn.reconnect_hist));
+            refresh.merge(&Hist::from_wire(&churn.refresh_hist));
+            merge_errors(&mut churn_errors, &churn.errors);
+        }
+        last_post = last_post.max(fanout.last_post_micros);
+        end = end.max(report.end_micros);
+        client_cpu += report.cpu_secs;
+    }
+    let total = |key: &str| totals.get(key).copied().unwrap_or(0.0);
+    let secs = (end - t0) as f64 / 1e6;
+    let messages = total("messages");
+
+    // Steady state: from when the first imports could have finished (the
+    // population of running imports is full) until the last was created.
+    let bin_secs = BIN_MICROS as f64 / 1e6;
+    let steady_from = ((args.duration_ms as f64 / 1000.0 + 0.5) / bin_secs).ceil() as usize;
+    let steady_to = (((last_post - t0) as f64 / 1e6) / bin_secs).floor() as usize;
+    let steady = if steady_to > steady_from + 10 && steady_to <= bins.len() {
+        let sum: u64 = bins[steady_from..steady_to].iter().sum();
+        Some(sum as f64 / ((steady_to - steady_from) as f64 * bin_secs))
+    } else {
+        None
+    };
+    let peak_1s = bins
+        .windows((1.0 / bin_secs) as usize)
+        .map(|w| w.iter().sum::<u64>())
+        .max()
+        .unwrap_or(0) as f64;
+
+    let summary = latency.summary();
+    let mut metrics = BTreeMap::new();
+    for key in [
+        "imports_created",
+        "post_errors",
+        "messages",
+        "wrong_user",
+        "lost",
+        "unfinished",
+        "out_of_order",
+        "negative_latency",
+        "stable_sockets",
+        "unexpected_closes",
+    ] {
+        metrics.insert(key.to_string(), total(key));
+    }
+    // 1 when every measured socket got every final state before the
+    // deadline; 0 means the server was still behind (overload) and `lost`
+    // counts states still queued rather than proven lost.
+    metrics.insert(
+        "drained".into(),
+        if total("undrained_workers") == 0.0 {
+            1.0
+        } else {
+            0.0
+        },
+    );
+    metrics.insert("run_secs".into(), secs);
+    metrics.insert("msgs_per_sec".into(), messages / secs.max(1e-9));
+    if let Some(steady) = steady {
+        metrics.insert("msgs_per_sec_steady".into(), steady);
+    }
+    metrics.insert("msgs_per_sec_peak_1s".into(), peak_1s);
+    // What the server was asked to deliver: every change of every import,
+    // to each measured tab of its user (the observed changes per import).
+    let imports = total("imports_created");
+    if imports > 0.0 && total("stable_sockets") > 0.0 {
+        let tabs_measured = total("stable_sockets") / args.users.max(1) as f64;
+        let per_import = messages / (imports * tabs_measured);
+        metrics.insert("messages_per_import_per_tab".into(), per_import);
+        metrics.insert(
+            "offered_msgs_per_sec".into(),
+            args.rate * per_import * tabs_measured,
+        );
+    }
+    metrics.insert("latency_p50_ms".into(), summary.p50_ms);
+    metrics.insert("latency_p90_ms".into(), summary.p90_ms);
+    metrics.insert("latency_p99_ms".into(), summary.p99_ms);
+    metrics.insert("latency_p999_ms".into(), summary.p999_ms);
+    metrics.insert("latency_max_ms".into(), summary.max_ms);
+    metrics.insert("client_cpu_secs".into(), client_cpu);
+    if let (Some(before), Some(after)) = (before, after) {
+        let cpu = after.cpu_secs - before.cpu_secs;
+        metrics.insert("server_cpu_secs".into(), cpu);
+        let all_messages = messages + total("churn_messages");
+        metrics.insert(
+            "server_cpu_us_per_msg".into(),
+            cpu * 1e6 / all_messages.max(1.0),
+        );
+        metrics.insert("server_rss_mib".into(), after.rss_kib as f64 / 1024.0);
+    }
+    if churn.is_some() {
+        metrics.insert("churn_sockets".into(), total("churn_sockets"));
+        metrics.insert(
+            "reconnects_per_sec".into(),
+            total("reconnects") / secs.max(1e-9),
+        );
+        metrics.insert(
+            "refreshes_per_sec".into(),
+            total("refreshes") / secs.max(1e-9),
+        );
+        metrics.insert("churn_failures".into(), total("churn_failures"));
+        let reconnect = reconnect.summary();
+        let refresh = refresh.summary();
+        metrics.insert("reconnect_p50_ms".into(), reconnect.p50_ms);
+        metrics.insert("reconnect_p99_ms".into(), reconnect.p99_ms);
+        if refresh.count > 0 {
+            metrics.insert("refresh_p50_ms".into(), refresh.p50_ms);
+            metrics.insert("refresh_p99_ms".into(), refresh.p99_ms);
+        }
+    }
+    Ok(Report {
+        scenario: name.to_string(),
+        label: common.label.clone(),
+        params: json!({
+            "users": args.users,
+            "tabs": args.tabs,
+            "imports": args.imports,
+            "rate": args.rate,
+            "steps": args.steps,
+            "duration_ms": args.duration_ms,
+            "procs": procs,
+            "churn": churn,
+            "setup_secs": setup,
+        }),
+        metrics,
+        details: json!({
+            "latency": summary,
+            "errors": errors,
+            "churn_errors": churn_errors,
+            "msgs_per_100ms": bins,
+            "server": server_json(before, after),
+        }),
+    })
+}

@@ -1,0 +1,359 @@
+//! Reports: one run as JSON plus a readable table, and `summarize`, which
+//! takes many runs' JSON and prints the medians and reeltime/baseline ratios.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// One run of one scenario against one server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub scenario: String,
+    pub label: String,
+    pub params: Value,
+    /// Flat numbers, the ones `summarize` compares.
+    pub metrics: BTreeMap<String, f64>,
+    pub details: Value,
+}
+
+pub fn emit(report: &Report, json_stdout: bool, out: Option<&Path>) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(&json!({
+        "scenario": report.scenario,
+        "label": report.label,
+        "finished_at": chrono::Utc::now().to_rfc3339(),
+        "params": report.params,
+        "metrics": report.metrics,
+        "details": report.details,
+    }))?;
+    if let Some(path) = out {
+        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let table = table(report);
+    if json_stdout {
+        eprint!("{table}");
+        println!("{text}");
+    } else {
+        print!("{table}");
+    }
+    let _ = std::io::stdout().flush();
+    Ok(())
+}
+
+fn table(report: &Report) -> String {
+    let mut out = format!("\n{} against {}\n", report.scenario, report.label);
+    let width = report.metrics.keys().map(String::len).max().unwrap_or(10);
+    out.push_str(&format!("  {:-<width$}-+-{:-<14}\n", "", ""));
+    for (name, value) in &report.metrics {
+        out.push_str(&format!("  {name:<width$} | {:>14}\n", number(*value)));
+    }
+    if let Some(errors) = report.details.get("errors").and_then(Value::as_object)
+        && !errors.is_empty()
+    {
+        out.push_str("  errors:\n");
+        for (message, count) in errors {
+            out.push_str(&format!("    {count} x {message}\n"));
+        }
+    }
+    out
+}
+
+fn number(value: f64) -> String {
+    if value == 0.0 {
+        "0".into()
+    } else if value.abs() >= 1000.0 || value.fract() == 0.0 {
+        format!("{value:.0}")
+    } else if value.abs() >= 10.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.3}")
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SummarizeArgs {
+    /// Result files, or directories holding them (*.json, searched one level deep).
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// The label measured (numerator of the ratio).
+    #[arg(long, default_value = "reeltime")]
+    pub label: String,
+    /// The label compared against (denominator).
+    #[arg(long, default_value = "baseline")]
+    pub baseline: String,
+    /// Also write the summary as JSON here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print a Markdown table instead of plain text.
+    #[arg(long)]
+    pub markdown: bool,
+}
+
+/// Whether more of a metric is better, worse, or just a count to show.
+fn better(metric: &str) -> Option<bool> {
+    if metric.ends_with("per_sec") || metric.ends_with("per_sec_steady") {
+        Some(true)
+    } else if metric.ends_with("_ms")
+        || metric.contains("rss_per_socket")
+        || metric.contains("cpu_us_per")
+    {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// The metrics the summary shows, per scenario, in order.
+fn shown(scenario: &str) -> &'static [&'static str] {
+    match scenario {
+        "connect" => &[
+            "connects_per_sec",
+            "connect_p50_ms",
+            "connect_p99_ms",
+            "server_cpu_us_per_connect",
+            "sockets_connected",
+            "connect_failures",
+        ],
+        "hold" => &[
+            "sockets_connected",
+            "rss_per_socket_kib",
+            "server_rss_after_mib",
+            "connects_per_sec",
+            "sockets_dropped",
+            "connect_failures",
+        ],
+        "fanout" => &[
+            "msgs_per_sec",
+            "msgs_per_sec_steady",
+            "latency_p50_ms",
+            "latency_p99_ms",
+            "latency_max_ms",
+            "server_cpu_us_per_msg",
+            "messages",
+            "wrong_user",
+            "lost",
+            "drained",
+            "unfinished",
+            "out_of_order",
+        ],
+        "churn" => &[
+            "msgs_per_sec",
+            "latency_p50_ms",
+            "latency_p99_ms",
+            "latency_max_ms",
+            "reconnects_per_sec",
+            "refreshes_per_sec",
+            "reconnect_p99_ms",
+            "refresh_p99_ms",
+            "wrong_user",
+            "lost",
+            "drained",
+            "churn_failures",
+        ],
+        _ => &[],
+    }
+}
+
+fn median(values: &mut [f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(|a, b| a.total_cmp(b));
+    let mid = values.len() / 2;
+    Some(if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    })
+}
+
+fn collect(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            for entry in
+                std::fs::read_dir(input).with_context(|| format!("reading {}", input.display()))?
+            {
+                let path = entry?.path();
+                if path.extension().is_some_and(|ext| ext == "json") {
+                    files.push(path);
+                }
+            }
+        } else {
+            files.push(input.clone());
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// `summarize`: medians per (scenario, label, metric) and the ratios.
+pub fn summarize(args: SummarizeArgs) -> anyhow::Result<()> {
+    // scenario (with its size tag) -> label -> metric -> values
+    type Runs = BTreeMap<String, BTreeMap<String, BTreeMap<String, Vec<f64>>>>;
+    let mut runs: Runs = BTreeMap::new();
+    let mut counts: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for file in collect(&args.inputs)? {
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading {}", file.display()))?;
+        let Ok(value) = serde_json::from_str::<Value>(&text) else {
+            continue;
+        };
+        let (Some(scenario), Some(label), Some(metrics)) = (
+            value.get("scenario").and_then(Value::as_str),
+            value.get("label").and_then(Value::as_str),
+            value.get("metrics").and_then(Value::as_object),
+        ) else {
+            continue;
+        };
+        // A run may carry a case name (e.g. fanout-10k) in params.case.
+        let case = value
+            .pointer("/params/case")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| scenario.to_string());
+        *counts.entry((case.clone(), label.to_string())).or_default() += 1;
+        let slot = runs
+            .entry(case)
+            .or_default()
+            .entry(label.to_string())
+            .or_default();
+        for (metric, number) in metrics {
+            if let Some(number) = number.as_f64() {
+                slot.entry(metric.clone()).or_default().push(number);
+            }
+        }
+    }
+
+    let mut rows = Vec::new();
+    for (case, labels) in &runs {
+        let scenario = case.split('-').next().unwrap_or(case);
+        let empty = BTreeMap::new();
+        let mine = labels.get(&args.label).unwrap_or(&empty);
+        let theirs = labels.get(&args.baseline).unwrap_or(&empty);
+        for metric in shown(scenario) {
+            let a = mine.get(*metric).and_then(|v| median(&mut v.clone()));
+            let b = theirs.get(*metric).and_then(|v| median(&mut v.clone()));
+            if a.is_none() && b.is_none() {
+                continue;
+            }
+            let ratio = match (a, b) {
+                (Some(a), Some(b)) if b != 0.0 => Some(a / b),
+                _ => None,
+            };
+            let advantage = match (better(metric), a, b) {
+                (Some(true), Some(a), Some(b)) if b > 0.0 => Some(a / b),
+                (Some(false), Some(a), Some(b)) if a > 0.0 => Some(b / a),
+                _ => None,
+            };
+            rows.push(json!({
+                "case": case,
+                "metric": metric,
+                args.label.clone(): a,
+                args.baseline.clone(): b,
+                "ratio": ratio,
+                "advantage": advantage,
+                "runs": [
+                    counts.get(&(case.clone(), args.label.clone())).copied().unwrap_or(0),
+                    counts.get(&(case.clone(), args.baseline.clone())).copied().unwrap_or(0),
+                ],
+            }));
+        }
+    }
+
+    let cell = |value: &Value| value.as_f64().map(number).unwrap_or_else(|| "-".into());
+    let headers = [
+        "case".to_string(),
+        "metric".to_string(),
+        format!("{} (median)", args.label),
+        format!("{} (median)", args.baseline),
+        format!("{}/{}", args.label, args.baseline),
+        "advantage".to_string(),
+        "runs".to_string(),
+    ];
+    let lines: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            vec![
+                row["case"].as_str().unwrap_or("").to_string(),
+                row["metric"].as_str().unwrap_or("").to_string(),
+                cell(&row[&args.label]),
+                cell(&row[&args.baseline]),
+                cell(&row["ratio"]),
+                row["advantage"]
+                    .as_f64()
+                    .map(|x| format!("{}x", number(x)))
+                    .unwrap_or_else(|| "-".into()),
+                format!("{}+{}", row["runs"][0], row["runs"][1]),
+            ]
+        })
+        .collect();
+    if args.markdown {
+        println!("| {} |", headers.join(" | "));
+        println!("|{}", " --- |".repeat(headers.len()));
+        for line in &lines {
+            println!("| {} |", line.join(" | "));
+        }
+    } else {
+        let widths: Vec<usize> = (0..headers.len())
+            .map(|i| {
+                lines
+                    .iter()
+                    .map(|line| line[i].len())
+                    .chain([headers[i].len()])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let render = |cells: &[String]| {
+            cells
+                .iter()
+                .zip(&widths)
+                .enumerate()
+                .map(|(i, (cell, width))| {
+                    if i < 2 {
+                        format!("{cell:<width$}")
+                    } else {
+                        format!("{cell:>width$}")
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("  ")
+        };
+        println!("{}", render(&headers));
+        println!(
+            "{}",
+            "-".repeat(widths.iter().sum::<usize>() + 2 * widths.len())
+        );
+        for line in &lines {
+            println!("{}", render(line));
+        }
+    }
+    if let Some(out) = &args.out {
+        std::fs::write(out, serde_json::to_string_pretty(&rows)?)
+            .with_context(|| format!("writing {}", out.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_and_directions() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(median(&mut []), None);
+        assert_eq!(better("connects_per_sec"), Some(true));
+        assert_eq!(better("latency_p99_ms"), Some(false));
+        assert_eq!(better("rss_per_socket_kib"), Some(false));
+        assert_eq!(better("lost"), None);
+    }
+}
