@@ -65,7 +65,7 @@ async fn an_import_runs_to_completion_with_ordered_progress_on_the_socket() {
     assert_eq!(status, 200);
     let rest: Import = serde_json::from_value(body).unwrap();
     assert_eq!(rest, *last);
-    let dir = w.server.data_dir().join("imports").join(&created.id);
+    let dir = w.server.import_dir(&created.id);
     assert_eq!(
         std::fs::metadata(dir.join("source.mp4")).unwrap().len(),
         2 * MIB as u64
@@ -322,7 +322,7 @@ async fn cancel_stops_the_download_and_removes_partial_files() {
         .post(&token, &format!("/api/imports/{}/cancel", created.id))
         .await;
     assert_eq!(status, 409, "{body}");
-    let dir = w.server.data_dir().join("imports").join(&created.id);
+    let dir = w.server.import_dir(&created.id);
     wait_until(|| !dir.exists()).await;
     // Nothing more is said about it after the final state.
     w.content.release("cancel-me");
@@ -459,13 +459,7 @@ async fn redirects_to_private_addresses_fail_the_import() {
             "url_not_allowed",
             "{target}"
         );
-        assert!(
-            !w.server
-                .data_dir()
-                .join("imports")
-                .join(&created.id)
-                .exists()
-        );
+        assert!(!w.server.import_dir(&created.id).exists());
     }
 }
 
@@ -509,11 +503,7 @@ async fn downloads_that_are_not_videos_too_large_or_missing_fail_with_their_code
         assert_eq!(error.code, code, "{url}: {}", error.message);
         assert!(!error.message.is_empty());
         assert!(
-            !w.server
-                .data_dir()
-                .join("imports")
-                .join(&created.id)
-                .exists(),
+            !w.server.import_dir(&created.id).exists(),
             "partial file removed for {url}"
         );
     }

@@ -160,7 +160,7 @@ async fn a_web_ready_video_is_probed_given_a_poster_and_served_by_signed_links()
         .delete(&w.token("alice"), &format!("/api/imports/{}", done.id))
         .await;
     assert_eq!(status, 204);
-    assert!(!w.server.data_dir().join("imports").join(&done.id).exists());
+    assert!(!w.server.import_dir(&done.id).exists());
     assert_eq!(fetch(&w, video_url, None).await.status(), 403);
 }
 
@@ -234,13 +234,7 @@ async fn files_ffprobe_rejects_fail_with_words_a_person_understands() {
             "{}",
             error.message
         );
-        assert!(
-            !w.server
-                .data_dir()
-                .join("imports")
-                .join(&created.id)
-                .exists()
-        );
+        assert!(!w.server.import_dir(&created.id).exists());
     }
 }
 
@@ -266,7 +260,7 @@ async fn cancel_during_transcoding_stops_ffmpeg_and_removes_files() {
     assert_eq!(status, 200, "{body}");
     let last = wait_for(&mut ws, &created.id, |i| i.status.is_final()).await;
     assert_eq!(last.status, ImportStatus::Cancelled);
-    let import_dir = w.server.data_dir().join("imports").join(&created.id);
+    let import_dir = w.server.import_dir(&created.id);
     let needle = import_dir.to_string_lossy().into_owned();
     wait_until(|| !import_dir.exists() && processes_mentioning(&needle).is_empty()).await;
 }
@@ -306,12 +300,11 @@ async fn a_restart_during_processing_resumes_without_downloading_again() {
         1,
         "the download was not repeated"
     );
-    let files: Vec<PathBuf> =
-        std::fs::read_dir(w.server.data_dir().join("imports").join(&created.id))
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .collect();
+    let files: Vec<PathBuf> = std::fs::read_dir(w.server.import_dir(&created.id))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     assert!(
         files
             .iter()

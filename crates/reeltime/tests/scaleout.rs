@@ -1375,7 +1375,7 @@ async fn media_processed_on_one_node_is_served_by_every_node_from_s3() {
             .await
             .unwrap();
         assert_eq!(poster.headers()["content-type"], "image/jpeg");
-        let local = node.data_dir().join("imports").join(&created.id);
+        let local = node.import_dir(&created.id);
         let kept: Vec<_> = std::fs::read_dir(&local)
             .map(|entries| entries.flatten().map(|e| e.file_name()).collect())
             .unwrap_or_default();

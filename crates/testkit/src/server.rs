@@ -161,6 +161,11 @@ impl ServerProcess {
         &self.data_dir
     }
 
+    /// Where the server keeps an import's files while it works on it.
+    pub fn import_dir(&self, import_id: &str) -> PathBuf {
+        self.data_dir.join("imports").join(import_id)
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().and_then(Child::id)
     }

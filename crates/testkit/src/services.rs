@@ -138,23 +138,7 @@ impl RedisServer {
                 panic!("cannot run redis-server ({err}); install it: apt-get install redis-server")
             });
         self.child = Some(child);
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if self.ping().await {
-                return;
-            }
-            if let Some(child) = &mut self.child
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                panic!("redis-server exited with {status}; log:\n{}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not answer PING; log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(PROBE_EVERY).await;
-        }
+        wait_ready(self, PROBE_EVERY).await;
     }
 
     /// True when the server answers `PING` with `+PONG`.
@@ -271,36 +255,8 @@ impl Postgres {
             port,
             child: Some(child),
         };
-        server.wait_ready().await;
+        wait_ready(&mut server, PROBE_EVERY).await;
         server
-    }
-
-    async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            let probe = tokio::process::Command::new(self.bin.join("pg_isready"))
-                .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-                .args(["-U", "postgres", "-d", "postgres", "-q"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .await;
-            if probe.is_ok_and(|status| status.success()) {
-                return;
-            }
-            if let Some(child) = &mut self.child
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                panic!("postgres exited with {status}; log:\n{}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "postgres did not accept connections; log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(PROBE_EVERY).await;
-        }
     }
 
     /// URL of the `postgres` database, as superuser.
@@ -486,37 +442,10 @@ impl S3Server {
             bucket: S3Server::BUCKET.to_string(),
             child: Some(child),
         };
-        server.wait_ready().await;
+        wait_ready(&mut server, PROBE_EVERY * 4).await;
         let bucket = server.bucket.clone();
         server.create_bucket(&bucket).await;
         server
-    }
-
-    async fn wait_ready(&mut self) {
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            // ListBuckets: answers once the server takes S3 requests.
-            let probe = client
-                .get(self.endpoint())
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await;
-            if probe.is_ok_and(|response| response.status().is_success()) {
-                return;
-            }
-            if let Some(child) = &mut self.child
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                panic!("moto_server exited with {status}; log:\n{}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "moto_server did not answer; log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(PROBE_EVERY * 4).await;
-        }
     }
 
     /// Creates another bucket (letters, digits, `-`).
@@ -656,45 +585,8 @@ impl Nginx {
             port,
             child: Some(child),
         };
-        nginx.wait_ready().await;
+        wait_ready(&mut nginx, PROBE_EVERY).await;
         nginx
-    }
-
-    /// Ready when a request to its own health location gets an answer from
-    /// a worker: the port is bound and a worker is accepting.
-    async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            let probe = async {
-                let mut stream = TcpStream::connect(("127.0.0.1", self.port)).await.ok()?;
-                stream
-                    .write_all(b"GET /__testkit/nginx-ready HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-                    .await
-                    .ok()?;
-                let mut answer = Vec::new();
-                stream.read_to_end(&mut answer).await.ok()?;
-                Some(answer.starts_with(b"HTTP/1.1 204"))
-            };
-            let ready = tokio::time::timeout(Duration::from_secs(2), probe)
-                .await
-                .ok()
-                .flatten()
-                .unwrap_or(false);
-            if ready {
-                return;
-            }
-            if let Some(child) = &mut self.child
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                panic!("nginx exited with {status}; log:\n{}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "nginx did not answer; log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(PROBE_EVERY).await;
-        }
     }
 
     /// `http://127.0.0.1:<port>`: the REST API through the balancer.
@@ -833,4 +725,119 @@ http {{
 }}
 "#
     )
+}
+
+/// A service process a test waits for: how to ask it whether it is ready,
+/// and what to show when it is not.
+trait Service {
+    const NAME: &'static str;
+    fn child(&mut self) -> &mut Option<Child>;
+    fn log(&self) -> String;
+    /// One readiness check; false means "not yet".
+    async fn probe(&self) -> bool;
+}
+
+/// Probes `service` every `every` until it is ready; fails the test with
+/// its log when the process exits or [`READY_TIMEOUT`] passes.
+async fn wait_ready<S: Service>(service: &mut S, every: Duration) {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if service.probe().await {
+            return;
+        }
+        if let Some(child) = service.child()
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            panic!("{} exited with {status}; log:\n{}", S::NAME, service.log());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} did not become ready; log:\n{}",
+            S::NAME,
+            service.log()
+        );
+        tokio::time::sleep(every).await;
+    }
+}
+
+impl Service for RedisServer {
+    const NAME: &'static str = "redis-server";
+    fn child(&mut self) -> &mut Option<Child> {
+        &mut self.child
+    }
+    fn log(&self) -> String {
+        RedisServer::log(self)
+    }
+    async fn probe(&self) -> bool {
+        self.ping().await
+    }
+}
+
+impl Service for Postgres {
+    const NAME: &'static str = "postgres";
+    fn child(&mut self) -> &mut Option<Child> {
+        &mut self.child
+    }
+    fn log(&self) -> String {
+        Postgres::log(self)
+    }
+    async fn probe(&self) -> bool {
+        let status = tokio::process::Command::new(self.bin.join("pg_isready"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", "postgres", "-d", "postgres", "-q"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await;
+        status.is_ok_and(|status| status.success())
+    }
+}
+
+impl Service for S3Server {
+    const NAME: &'static str = "moto_server";
+    fn child(&mut self) -> &mut Option<Child> {
+        &mut self.child
+    }
+    fn log(&self) -> String {
+        S3Server::log(self)
+    }
+    /// ListBuckets: answers once the server takes S3 requests.
+    async fn probe(&self) -> bool {
+        let response = reqwest::Client::new()
+            .get(self.endpoint())
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await;
+        response.is_ok_and(|response| response.status().is_success())
+    }
+}
+
+impl Service for Nginx {
+    const NAME: &'static str = "nginx";
+    fn child(&mut self) -> &mut Option<Child> {
+        &mut self.child
+    }
+    fn log(&self) -> String {
+        Nginx::log(self)
+    }
+    /// A request to its own health location answered by a worker: the port
+    /// is bound and a worker is accepting.
+    async fn probe(&self) -> bool {
+        let probe = async {
+            let mut stream = TcpStream::connect(("127.0.0.1", self.port)).await.ok()?;
+            stream
+                .write_all(b"GET /__testkit/nginx-ready HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .await
+                .ok()?;
+            let mut answer = Vec::new();
+            stream.read_to_end(&mut answer).await.ok()?;
+            Some(answer.starts_with(b"HTTP/1.1 204"))
+        };
+        tokio::time::timeout(Duration::from_secs(2), probe)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(false)
+    }
 }
