@@ -665,3 +665,26 @@ async fn queued_imports_say_where_they_stand_in_line() {
         assert_eq!(done.queue_position, None);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_five_redirects_are_followed() {
+    let w = world(&[]).await;
+    let token = w.token("alice");
+    let (mut ws, _) = w.socket("alice").await;
+    let chain = |hops: usize| {
+        let mut url = w.content.video_url("end", 1000);
+        for _ in 0..hops {
+            url = w.content.url(&format!("/redirect?to={}", urlencode(&url)));
+        }
+        url
+    };
+    let five = w.api.create_ok(&token, &chain(5)).await;
+    let done = follow_to_final(&mut ws, &five.id).await.pop().unwrap();
+    assert_eq!(done.status, ImportStatus::Completed, "{:?}", done.error);
+    let six = w.api.create_ok(&token, &chain(6)).await;
+    let failed = follow_to_final(&mut ws, &six.id).await.pop().unwrap();
+    assert_eq!(failed.status, ImportStatus::Failed);
+    let error = failed.error.unwrap();
+    assert_eq!(error.code, "download_failed");
+    assert!(error.message.contains("redirects"), "{}", error.message);
+}
