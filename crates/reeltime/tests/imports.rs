@@ -394,9 +394,13 @@ async fn an_import_interrupted_three_times_fails_instead_of_hanging() {
     }
     w.server.kill().await;
     w.server.restart().await;
-    let (_, snapshot) = w.socket("alice").await;
-    let failed = snapshot.iter().find(|i| i.id == created.id).unwrap();
+    // The claim loop settles it right after start: from the snapshot, or
+    // as the next change. It must fail, not start a fourth attempt.
+    let (mut last, snapshot) = w.socket("alice").await;
+    let failed =
+        in_snapshot_or_next(&mut last, &snapshot, &created.id, |i| i.status.is_final()).await;
     assert_eq!(failed.status, ImportStatus::Failed);
+    assert_eq!(failed.attempt, 3);
     assert_eq!(failed.error.as_ref().unwrap().code, "interrupted");
     w.content.release("crashy");
 }
