@@ -26,6 +26,12 @@ use crate::imports::Imports;
 use crate::metrics::Metrics;
 use crate::users::Users;
 
+/// How many bytes of queued messages a socket collects before writing
+/// them: a usual batch of progress messages goes out in one `sendto`
+/// instead of one each. The buffer only grows this far on sockets that
+/// had that much queued at once.
+const WRITE_BUFFER_BYTES: usize = 8 * 1024;
+
 /// What every session needs, shared.
 pub struct Gateway {
     pub verifier: Arc<Verifier>,
@@ -74,7 +80,9 @@ pub async fn progress_socket(
     upgrade
         // Grows as needed; idle sockets then cost ~4 KiB less (docs/benchmarks.md).
         .read_buffer_size(512)
-        .write_buffer_size(0)
+        // Messages queued for one socket are fed and then flushed together:
+        // up to this many bytes leave in one write (docs/benchmarks.md).
+        .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_message_size(MAX_CLIENT_MESSAGE_BYTES)
         .max_frame_size(MAX_CLIENT_MESSAGE_BYTES)
         .on_upgrade(move |mut socket| {

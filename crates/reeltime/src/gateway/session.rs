@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::SinkExt;
 use reeltime_protocol::{ClientMessage, PROTOCOL_VERSION, ServerMessage, close};
 use tokio::time::{Instant, sleep_until, timeout};
 
@@ -39,7 +40,7 @@ pub async fn run(mut socket: WebSocket, gateway: Arc<Gateway>, query_token: Opti
         // tungstenite only queues its answer to the peer's close frame: send
         // it, or a browser records its own 1000 as an unclean 1006.
         End::Gone => {
-            let _ = timeout(CLOSE_HANDSHAKE, futures_util::SinkExt::flush(&mut socket)).await;
+            let _ = timeout(CLOSE_HANDSHAKE, socket.flush()).await;
         }
     }
 }
@@ -168,16 +169,23 @@ impl Session<'_> {
             heartbeat_ms: u64::try_from(heartbeat.as_millis()).unwrap_or(u64::MAX),
             protocol: PROTOCOL_VERSION,
         };
-        if let Err(end) = self.send_message(&ready).await {
-            return end;
-        }
-        if let Err(end) = self.send_snapshot().await {
+        // `ready` and the snapshot leave in one write.
+        let ready = match encode(&ready) {
+            Ok(ready) => ready,
+            Err(end) => return end,
+        };
+        let snapshot = match self.snapshot_message().await {
+            Ok(snapshot) => snapshot,
+            Err(end) => return end,
+        };
+        if let Err(end) = self.send_all(vec![ready, snapshot]).await {
             return end;
         }
 
         let mut ping_at = Instant::now() + heartbeat;
         let shutdown = self.gateway.shutdown.clone();
         loop {
+            // One timer for both deadlines: an idle socket holds one, not two.
             let expiry = self.expiry_deadline();
             tokio::select! {
                 _ = shutdown.cancelled() => {
@@ -199,18 +207,18 @@ impl Session<'_> {
                         return end;
                     }
                 }
-                _ = sleep_until(ping_at) => {
+                _ = sleep_until(ping_at.min(expiry)) => {
+                    if Instant::now() >= expiry {
+                        return End::Close(close::TOKEN_EXPIRED, "token expired");
+                    }
                     if self.last_heard.elapsed() >= heartbeat * 2 {
                         tracing::debug!(user_id = %self.user_id, "peer silent for two heartbeats; dropping");
                         return End::Gone;
                     }
-                    if let Err(end) = self.send(Message::Ping(Default::default())).await {
+                    if let Err(end) = self.send_all(vec![Message::Ping(Default::default())]).await {
                         return end;
                     }
                     ping_at = Instant::now() + heartbeat;
-                }
-                _ = sleep_until(expiry) => {
-                    return End::Close(close::TOKEN_EXPIRED, "token expired");
                 }
             }
         }
@@ -229,7 +237,11 @@ impl Session<'_> {
     /// already sent at the same or a newer version (none, the first time),
     /// so versions stay strictly increasing on the connection. Also used for
     /// a resync after the bus came back (see [`Outbox::request_resync`]).
-    async fn send_snapshot(&mut self) -> Result<(), End> {
+    /// The user's snapshot, leaving out any import this connection already
+    /// sent at the same or a newer version (none, the first time), so
+    /// versions stay strictly increasing on the connection. Also used for a
+    /// resync after the bus came back (see [`Outbox::request_resync`]).
+    async fn snapshot_message(&mut self) -> Result<Message, End> {
         let mut imports = match self.gateway.imports.snapshot(&self.user_id).await {
             Ok(imports) => imports,
             Err(err) => {
@@ -245,13 +257,15 @@ impl Session<'_> {
         for import in &imports {
             self.sent_versions.insert(import.id.clone(), import.version);
         }
-        self.send_message(&ServerMessage::Snapshot { imports })
-            .await
+        encode(&ServerMessage::Snapshot { imports })
     }
 
+    /// Writes everything queued for this socket in as few writes as the
+    /// write buffer allows (one, for a usual batch), not one per message.
     async fn flush(&mut self, outbox: &Outbox) -> Result<(), End> {
+        let mut messages = Vec::new();
         if outbox.take_resync() {
-            self.send_snapshot().await?;
+            messages.push(self.snapshot_message().await?);
         }
         for event in outbox.drain() {
             debug_assert_eq!(event.user_id, self.user_id);
@@ -264,9 +278,9 @@ impl Session<'_> {
             }
             self.sent_versions
                 .insert(event.import_id.clone(), event.version);
-            self.send(Message::Text(event.payload.clone())).await?;
+            messages.push(Message::Text(event.payload.clone()));
         }
-        Ok(())
+        self.send_all(messages).await
     }
 
     async fn handle(&mut self, message: Message) -> Result<(), End> {
@@ -337,26 +351,34 @@ impl Session<'_> {
     }
 
     async fn send_message(&mut self, message: &ServerMessage) -> Result<(), End> {
-        let text = match serde_json::to_string(message) {
-            Ok(text) => text,
-            Err(err) => {
-                tracing::error!(error = %err, "could not serialize a message");
-                return Err(End::Close(close::INTERNAL_ERROR, "server error"));
-            }
-        };
-        self.send(Message::Text(Utf8Bytes::from(text))).await
+        let message = encode(message)?;
+        self.send_all(vec![message]).await
     }
 
-    async fn send(&mut self, message: Message) -> Result<(), End> {
-        let counts = matches!(message, Message::Text(_));
-        match timeout(SEND_TIMEOUT, self.socket.send(message)).await {
+    /// Queues `messages` on the socket and flushes once, all within
+    /// [`SEND_TIMEOUT`].
+    async fn send_all(&mut self, messages: Vec<Message>) -> Result<(), End> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let texts = messages
+            .iter()
+            .filter(|message| matches!(message, Message::Text(_)))
+            .count();
+        let socket = &mut *self.socket;
+        let written = timeout(SEND_TIMEOUT, async move {
+            for message in messages {
+                socket.feed(message).await?;
+            }
+            socket.flush().await
+        })
+        .await;
+        match written {
             Ok(Ok(())) => {
-                if counts {
-                    self.gateway
-                        .metrics
-                        .messages_sent
-                        .fetch_add(1, Ordering::Relaxed);
-                }
+                self.gateway
+                    .metrics
+                    .messages_sent
+                    .fetch_add(texts as u64, Ordering::Relaxed);
                 Ok(())
             }
             Ok(Err(_)) => Err(End::Gone),
@@ -368,6 +390,16 @@ impl Session<'_> {
                 tracing::info!(user_id = %self.user_id, "client too slow; closing");
                 Err(End::Close(close::TRY_AGAIN_LATER, "client too slow"))
             }
+        }
+    }
+}
+
+fn encode(message: &ServerMessage) -> Result<Message, End> {
+    match serde_json::to_string(message) {
+        Ok(text) => Ok(Message::Text(Utf8Bytes::from(text))),
+        Err(err) => {
+            tracing::error!(error = %err, "could not serialize a message");
+            Err(End::Close(close::INTERNAL_ERROR, "server error"))
         }
     }
 }

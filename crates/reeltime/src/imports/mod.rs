@@ -29,7 +29,7 @@ pub use runner::{JobSettings, MediaWork, Runner};
 use crate::bus::{Bus, ImportEvent};
 use crate::media::MediaSigner;
 use crate::media::storage::MediaStorage;
-use crate::store::{OwnedImport, Store, StoreError};
+use crate::store::{GroupCommit, OwnedImport, Store, StoreError};
 
 /// Attempts an import gets across restarts before failing `interrupted`.
 pub const MAX_ATTEMPTS: u32 = 3;
@@ -56,6 +56,9 @@ pub enum ImportsError {
 /// The import operations shared by the API and the runner.
 pub struct Imports {
     store: Arc<dyn Store>,
+    /// Where every change is written: batched with the changes made at the
+    /// same time by other jobs.
+    commits: GroupCommit,
     bus: Arc<dyn Bus>,
     policy: Arc<guard::Policy>,
     downloads_dir: PathBuf,
@@ -84,6 +87,7 @@ impl Imports {
         storage: Arc<dyn MediaStorage>,
     ) -> Arc<Imports> {
         Arc::new(Imports {
+            commits: GroupCommit::start(Arc::clone(&store)),
             store,
             bus,
             policy,
@@ -287,7 +291,7 @@ impl Imports {
     ) -> Result<bool, ImportsError> {
         owned.import.version = expected + 1;
         owned.import.updated_at = Utc::now().max(owned.import.updated_at);
-        if !self.store.update_import(owned, expected).await? {
+        if !self.commits.update_import(owned, expected).await? {
             return Ok(false);
         }
         self.publish(owned).await?;

@@ -1,6 +1,7 @@
 //! Durable state: users and imports. The trait is the seam where the
 //! embedded SQLite store and a PostgreSQL store are interchangeable.
 
+mod group_commit;
 mod postgres;
 mod sqlite;
 #[cfg(test)]
@@ -13,6 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use reeltime_protocol::{Import, User};
 
+pub use group_commit::GroupCommit;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -46,6 +48,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("unsupported database URL: expected sqlite:, postgres:// or postgresql://")]
     UnsupportedUrl,
+    #[error("the store's writer has stopped")]
+    WriterStopped,
 }
 
 /// An import with the user who owns it; ownership is never part of the
@@ -54,6 +58,24 @@ pub enum StoreError {
 pub struct OwnedImport {
     pub user_id: String,
     pub import: Import,
+}
+
+/// One compare-and-set write of a batch: store `owned` if the stored
+/// version is still `expected_version`.
+#[derive(Debug, Clone)]
+pub struct ImportWrite {
+    pub owned: OwnedImport,
+    pub expected_version: u64,
+}
+
+/// Which of `writes` were written, in order, from the ids a batch update
+/// returned.
+fn written_in_order(writes: &[ImportWrite], written_ids: Vec<String>) -> Vec<bool> {
+    let written: std::collections::HashSet<String> = written_ids.into_iter().collect();
+    writes
+        .iter()
+        .map(|write| written.contains(&write.owned.import.id))
+        .collect()
 }
 
 /// How many finished imports a snapshot carries besides the unfinished ones.
@@ -84,6 +106,12 @@ pub trait Store: Send + Sync + 'static {
         owned: &OwnedImport,
         expected_version: u64,
     ) -> Result<bool, StoreError>;
+    /// [`Store::update_import`] for many imports in one statement; returns
+    /// whether each was written, in order. At most one write per import id
+    /// (the caller orders the writes of one import). One round trip instead
+    /// of one per change is what lets progress of thousands of imports a
+    /// second reach the database (docs/benchmarks.md).
+    async fn update_imports(&self, writes: &[ImportWrite]) -> Result<Vec<bool>, StoreError>;
     /// Every unfinished import, oldest first, for resuming after a restart.
     async fn unfinished_imports(&self) -> Result<Vec<OwnedImport>, StoreError>;
     async fn delete_import(&self, id: &str) -> Result<bool, StoreError>;

@@ -18,7 +18,7 @@ use reeltime_protocol::{Import, User};
 use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 
-use super::{OwnedImport, SNAPSHOT_FINISHED, Store, StoreError};
+use super::{ImportWrite, OwnedImport, SNAPSHOT_FINISHED, Store, StoreError};
 
 /// Connections per node. Every socket's snapshot and every job's commit
 /// borrows one briefly; a few per node keep PostgreSQL's own per-connection
@@ -185,6 +185,48 @@ impl Store for PostgresStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn update_imports(&self, writes: &[ImportWrite]) -> Result<Vec<bool>, StoreError> {
+        let mut ids = Vec::with_capacity(writes.len());
+        let mut users = Vec::with_capacity(writes.len());
+        let mut expected = Vec::with_capacity(writes.len());
+        let mut versions = Vec::with_capacity(writes.len());
+        let mut statuses = Vec::with_capacity(writes.len());
+        let mut finished = Vec::with_capacity(writes.len());
+        let mut data = Vec::with_capacity(writes.len());
+        for write in writes {
+            let import = &write.owned.import;
+            ids.push(import.id.clone());
+            users.push(write.owned.user_id.clone());
+            expected.push(version_param(write.expected_version));
+            versions.push(version_param(import.version));
+            statuses.push(import.status.as_str());
+            finished.push(import.status.is_final());
+            data.push(serde_json::to_string(import)?);
+        }
+        let rows = sqlx::query(
+            "UPDATE imports AS i
+             SET status = w.status, version = w.version, finished = w.finished, data = w.data::jsonb
+             FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::bool[], $7::text[])
+                  AS w(id, user_id, expected, version, status, finished, data)
+             WHERE i.id = w.id AND i.user_id = w.user_id AND i.version = w.expected
+             RETURNING i.id",
+        )
+        .bind(&ids)
+        .bind(&users)
+        .bind(&expected)
+        .bind(&versions)
+        .bind(&statuses)
+        .bind(&finished)
+        .bind(&data)
+        .fetch_all(&self.pool)
+        .await?;
+        let written = rows
+            .iter()
+            .map(|row| row.try_get::<String, _>("id"))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(super::written_in_order(writes, written))
     }
 
     async fn unfinished_imports(&self) -> Result<Vec<OwnedImport>, StoreError> {

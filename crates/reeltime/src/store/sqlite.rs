@@ -11,11 +11,48 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::{OwnedImport, SNAPSHOT_FINISHED, Store, StoreError};
+use super::{ImportWrite, OwnedImport, SNAPSHOT_FINISHED, Store, StoreError};
 
 /// SQLite behind the [`Store`] trait.
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Held by every write. SQLite lets one writer in at a time; without
+    /// this, the pool's connections wait for each other in SQLite's busy
+    /// handler, which sleeps 1, 2, 5 ... 100 ms between tries however soon
+    /// the lock frees: that was the latency tail (docs/benchmarks.md).
+    /// Reads never take it (WAL readers do not block on the writer).
+    writes: tokio::sync::Mutex<()>,
+    checkpoints: tokio::task::AbortHandle,
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.checkpoints.abort();
+    }
+}
+
+/// How often the write-ahead log is copied into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// SQLite's automatic checkpoint runs inside whichever commit crosses 1,000
+/// pages of log, and a checkpoint waits for the disk (fsync): that commit,
+/// and every change queued behind it, took milliseconds longer. In WAL mode
+/// with `synchronous=NORMAL` a commit itself never waits for the disk, so
+/// with checkpoints on their own task no change does. A passive checkpoint
+/// takes no write lock; the log is restarted from its start by the next
+/// write after a complete one, so it stays about a second of writes long.
+async fn checkpoint_now_and_then(pool: SqlitePool) {
+    let mut every = tokio::time::interval(CHECKPOINT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if let Err(err) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            tracing::warn!(error = %err, "SQLite checkpoint failed");
+        }
+    }
 }
 
 impl SqliteStore {
@@ -25,7 +62,9 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5));
+            .busy_timeout(Duration::from_secs(5))
+            // Checkpoints run in the background (see `checkpoint_now_and_then`).
+            .pragma("wal_autocheckpoint", "0");
         // A pinged connection before every query cost ~9% of connect CPU
         // (docs/benchmarks.md); a local file has nothing to test.
         let pool = SqlitePoolOptions::new()
@@ -34,7 +73,12 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(SqliteStore { pool })
+        let checkpoints = tokio::spawn(checkpoint_now_and_then(pool.clone())).abort_handle();
+        Ok(SqliteStore {
+            pool,
+            writes: tokio::sync::Mutex::new(()),
+            checkpoints,
+        })
     }
 }
 
@@ -69,6 +113,7 @@ fn decode_user(row: &sqlx::sqlite::SqliteRow) -> Result<User, StoreError> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn upsert_user(&self, id: &str, email: Option<&str>) -> Result<User, StoreError> {
+        let _writing = self.writes.lock().await;
         let now = millis(Utc::now());
         let row = sqlx::query(
             "INSERT INTO users (id, email, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)
@@ -95,6 +140,7 @@ impl Store for SqliteStore {
     }
 
     async fn insert_import(&self, owned: &OwnedImport) -> Result<(), StoreError> {
+        let _writing = self.writes.lock().await;
         let import = &owned.import;
         sqlx::query(
             "INSERT INTO imports (id, user_id, status, version, finished, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -163,6 +209,7 @@ impl Store for SqliteStore {
         owned: &OwnedImport,
         expected_version: u64,
     ) -> Result<bool, StoreError> {
+        let _writing = self.writes.lock().await;
         let import = &owned.import;
         let done = sqlx::query(
             "UPDATE imports SET status = ?1, version = ?2, finished = ?3, data = ?4
@@ -180,6 +227,42 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn update_imports(&self, writes: &[ImportWrite]) -> Result<Vec<bool>, StoreError> {
+        let mut batch = Vec::with_capacity(writes.len());
+        for write in writes {
+            let import = &write.owned.import;
+            batch.push(serde_json::json!({
+                "id": import.id,
+                "user_id": write.owned.user_id,
+                "expected": write.expected_version,
+                "version": import.version,
+                "status": import.status.as_str(),
+                "finished": i64::from(import.status.is_final()),
+                "data": serde_json::to_string(import)?,
+            }));
+        }
+        let _writing = self.writes.lock().await;
+        let rows = sqlx::query(
+            "UPDATE imports SET status = json_extract(w.value, '$.status'),
+                                version = json_extract(w.value, '$.version'),
+                                finished = json_extract(w.value, '$.finished'),
+                                data = json_extract(w.value, '$.data')
+             FROM json_each(?1) AS w
+             WHERE imports.id = json_extract(w.value, '$.id')
+               AND imports.user_id = json_extract(w.value, '$.user_id')
+               AND imports.version = json_extract(w.value, '$.expected')
+             RETURNING imports.id",
+        )
+        .bind(serde_json::Value::Array(batch).to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        let written = rows
+            .iter()
+            .map(|row| row.try_get::<String, _>("id"))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(super::written_in_order(writes, written))
+    }
+
     async fn unfinished_imports(&self) -> Result<Vec<OwnedImport>, StoreError> {
         let rows = sqlx::query("SELECT user_id, data FROM imports WHERE finished = 0 ORDER BY id")
             .fetch_all(&self.pool)
@@ -195,6 +278,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_import(&self, id: &str) -> Result<bool, StoreError> {
+        let _writing = self.writes.lock().await;
         let done = sqlx::query("DELETE FROM imports WHERE id = ?1")
             .bind(id)
             .execute(&self.pool)
@@ -224,6 +308,7 @@ impl Store for SqliteStore {
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<OwnedImport>, StoreError> {
+        let _writing = self.writes.lock().await;
         let now = millis(Utc::now());
         let until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
         let rows = sqlx::query(
@@ -248,6 +333,7 @@ impl Store for SqliteStore {
     }
 
     async fn renew_leases(&self, node: &str, lease: Duration) -> Result<Vec<String>, StoreError> {
+        let _writing = self.writes.lock().await;
         let until = millis(Utc::now()) + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
         let rows = sqlx::query(
             "UPDATE imports SET lease_until = ?1 WHERE lease_owner = ?2 AND finished = 0 RETURNING id",
@@ -260,6 +346,7 @@ impl Store for SqliteStore {
     }
 
     async fn release_lease(&self, node: &str, id: &str) -> Result<(), StoreError> {
+        let _writing = self.writes.lock().await;
         sqlx::query(
             "UPDATE imports SET lease_owner = NULL, lease_until = NULL WHERE id = ?1 AND lease_owner = ?2",
         )
@@ -271,6 +358,7 @@ impl Store for SqliteStore {
     }
 
     async fn release_leases(&self, node: Option<&str>) -> Result<(), StoreError> {
+        let _writing = self.writes.lock().await;
         sqlx::query(
             "UPDATE imports SET lease_owner = NULL, lease_until = NULL
              WHERE lease_owner IS NOT NULL AND (?1 IS NULL OR lease_owner = ?1)",

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use reeltime_protocol::{Import, ImportStatus};
 
-use super::{OwnedImport, PostgresStore, SqliteStore, Store};
+use super::{GroupCommit, ImportWrite, OwnedImport, PostgresStore, SqliteStore, Store};
 
 fn import(id: &str, status: ImportStatus, version: u64) -> Import {
     Import {
@@ -83,6 +83,111 @@ async fn racing_writers_have_one_winner(store: Arc<dyn Store>) {
     assert_eq!(wins, 1, "exactly one compare-and-set from version 1 wins");
     let back = store.get_import("race").await.unwrap().unwrap();
     assert_eq!(back.import.version, 2);
+}
+
+/// A batch writes exactly the changes whose expected version and owner
+/// match, and says which, in order.
+async fn batched_writes_compare_and_set_each(store: &dyn Store) {
+    for id in ["b1", "b2", "b3"] {
+        store
+            .insert_import(&owned("alice", id, ImportStatus::Queued, 1))
+            .await
+            .unwrap();
+    }
+    let mut first = owned("alice", "b1", ImportStatus::Completed, 2);
+    first.import.progress = Some(1.0);
+    let writes = [
+        ImportWrite {
+            owned: first,
+            expected_version: 1,
+        },
+        // stale: b2 is at version 1
+        ImportWrite {
+            owned: owned("alice", "b2", ImportStatus::Downloading, 6),
+            expected_version: 5,
+        },
+        // not the owner
+        ImportWrite {
+            owned: owned("mallory", "b3", ImportStatus::Downloading, 2),
+            expected_version: 1,
+        },
+        // no such import
+        ImportWrite {
+            owned: owned("alice", "nope", ImportStatus::Downloading, 2),
+            expected_version: 1,
+        },
+    ];
+    assert_eq!(
+        store.update_imports(&writes).await.unwrap(),
+        [true, false, false, false]
+    );
+    let b1 = store.get_import("b1").await.unwrap().unwrap();
+    assert_eq!(b1.import.version, 2);
+    assert_eq!(b1.import.status, ImportStatus::Completed);
+    assert_eq!(b1.import.progress, Some(1.0));
+    assert!(
+        store
+            .snapshot("alice")
+            .await
+            .unwrap()
+            .iter()
+            .any(|i| i.id == "b1" && i.status == ImportStatus::Completed),
+        "the finished flag is written with the status"
+    );
+    for id in ["b2", "b3"] {
+        let untouched = store.get_import(id).await.unwrap().unwrap();
+        assert_eq!(untouched.import.version, 1, "{id}");
+        assert_eq!(untouched.user_id, "alice");
+    }
+    assert_eq!(store.update_imports(&[]).await.unwrap(), Vec::<bool>::new());
+}
+
+/// Through the group commit: many imports changing at once, each change
+/// awaited before the next, all land in order; racing writers of one
+/// import still have exactly one winner.
+async fn group_commit_keeps_order_and_one_winner(store: Arc<dyn Store>) {
+    let commits = Arc::new(GroupCommit::start(Arc::clone(&store)));
+    let mut jobs = Vec::new();
+    for n in 0..40 {
+        let store = Arc::clone(&store);
+        let commits = Arc::clone(&commits);
+        jobs.push(tokio::spawn(async move {
+            let id = format!("g{n:02}");
+            let mut next = owned("alice", &id, ImportStatus::Queued, 1);
+            store.insert_import(&next).await.unwrap();
+            for version in 2..=20 {
+                next.import.version = version;
+                next.import.bytes_done = version;
+                assert!(commits.update_import(&next, version - 1).await.unwrap());
+            }
+        }));
+    }
+    for job in jobs {
+        job.await.unwrap();
+    }
+    for n in 0..40 {
+        let back = store
+            .get_import(&format!("g{n:02}"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(back.import.version, 20);
+        assert_eq!(back.import.bytes_done, 20);
+    }
+    let mut racers = Vec::new();
+    for n in 0..8u64 {
+        let commits = Arc::clone(&commits);
+        racers.push(tokio::spawn(async move {
+            let mut next = owned("alice", "g00", ImportStatus::Downloading, 21);
+            next.import.bytes_done = 100 + n;
+            commits.update_import(&next, 20).await.unwrap()
+        }));
+    }
+    let mut wins = 0;
+    for racer in racers {
+        wins += usize::from(racer.await.unwrap());
+    }
+    assert_eq!(wins, 1, "exactly one compare-and-set from version 20 wins");
 }
 
 async fn snapshot_has_unfinished_and_recent_finished_only(store: &dyn Store) {
@@ -232,6 +337,8 @@ where
 {
     compare_and_set_refuses_a_stale_version(&*fresh("cas").await).await;
     racing_writers_have_one_winner(fresh("race").await).await;
+    batched_writes_compare_and_set_each(&*fresh("batch").await).await;
+    group_commit_keeps_order_and_one_winner(fresh("group").await).await;
     snapshot_has_unfinished_and_recent_finished_only(&*fresh("snapshot").await).await;
     uuid_ids_order_by_creation(&*fresh("order").await).await;
     users_unfinished_counts_and_delete(&*fresh("users").await).await;
