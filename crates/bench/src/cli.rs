@@ -45,8 +45,16 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct Common {
     /// Server to load (the path defaults to /api/ws/progress; REST calls go to the same host).
-    #[arg(long, default_value = "ws://127.0.0.1:8080")]
-    pub url: String,
+    /// Repeat it, or give a comma list, to load several nodes of one cluster: sockets go to the
+    /// nodes round-robin (so the tabs of one user land on different nodes, and their updates
+    /// have to cross the bus), and REST calls go to the nodes round-robin too.
+    #[arg(
+        long = "url",
+        value_name = "URL",
+        default_value = "ws://127.0.0.1:8080",
+        value_delimiter = ','
+    )]
+    pub urls: Vec<String>,
 
     /// Mint tokens with the benchmark issuer whose `iss` is this URL (run `reeltime-bench issuer`
     /// and point the server at <URL>/.well-known/jwks.json).
@@ -77,9 +85,18 @@ pub struct Common {
     #[arg(long, default_value_t = 64)]
     pub connect_concurrency: usize,
 
-    /// Server process to read VmRSS and CPU time from (/proc/<pid>).
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// Server process to read VmRSS and CPU time from (/proc/<pid>). With several nodes, repeat
+    /// it (or give a comma list) in the order of --url: memory and CPU are then reported summed
+    /// over the nodes and per node.
+    #[arg(long = "server-pid", value_name = "PID", value_delimiter = ',')]
+    pub server_pids: Vec<u32>,
+
+    /// Another process whose memory to report, with its children, as LABEL=PID (repeatable):
+    /// e.g. `redis=1234 postgres=5678` (the postmaster: its backends are its children). Reported
+    /// as `<label>_rss_mib` (RSS summed over the processes) and `<label>_pss_mib` (shared pages
+    /// divided among the processes sharing them, the fair figure for PostgreSQL).
+    #[arg(long = "watch", value_name = "LABEL=PID", value_parser = parse_watch)]
+    pub watch: Vec<(String, u32)>,
 
     /// A name for the server in the report (e.g. reeltime or baseline).
     #[arg(long, default_value = "server")]
@@ -127,6 +144,43 @@ pub struct HoldArgs {
     /// Seconds to hold them after the last one connected (RSS is sampled meanwhile).
     #[arg(long, default_value_t = 10)]
     pub hold_secs: u64,
+    #[command(flatten)]
+    pub fanout: HoldFanoutArgs,
+}
+
+/// A fan-out run while the held sockets stay open (`hold --fanout-users N`).
+///
+/// It answers "does delivery still work, and how fast, with this many
+/// sockets connected": its users are additional to the held ones, opened by
+/// `--fanout-procs` more worker processes (each process has its own
+/// open-file limit), and every check of the `fanout` scenario applies. Its
+/// metrics join the hold report with a `fanout_` prefix.
+#[derive(Debug, Clone, Args)]
+pub struct HoldFanoutArgs {
+    /// Users of the fan-out run after the hold (0: no fan-out).
+    #[arg(long, default_value_t = 0)]
+    pub fanout_users: usize,
+    /// Sockets per fan-out user (spread over the nodes like the held ones).
+    #[arg(long, default_value_t = 4)]
+    pub fanout_tabs: usize,
+    /// Synthetic imports the fan-out creates in all.
+    #[arg(long, default_value_t = 300)]
+    pub fanout_imports: usize,
+    /// Fan-out imports created per second.
+    #[arg(long, default_value_t = 30.0)]
+    pub fanout_rate: f64,
+    /// Progress changes per fan-out import.
+    #[arg(long, default_value_t = 50)]
+    pub fanout_steps: u32,
+    /// How long each fan-out import runs.
+    #[arg(long, default_value_t = 5_000)]
+    pub fanout_duration_ms: u64,
+    /// Seconds to wait after the last fan-out import should have finished.
+    #[arg(long, default_value_t = 30)]
+    pub fanout_grace_secs: u64,
+    /// Worker processes of the fan-out (besides the --procs holding the sockets).
+    #[arg(long, default_value_t = 2)]
+    pub fanout_procs: usize,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -170,4 +224,66 @@ pub struct ChurnArgs {
     /// turn off for servers without in-band refresh.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub churn_refresh: bool,
+}
+
+/// `redis=1234` → ("redis", 1234).
+fn parse_watch(text: &str) -> Result<(String, u32), String> {
+    let (label, pid) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected LABEL=PID, got {text:?}"))?;
+    let label = label.trim();
+    if label.is_empty()
+        || !label
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(format!(
+            "the label of {text:?} must be letters, digits, - and _"
+        ));
+    }
+    let pid = pid
+        .trim()
+        .parse()
+        .map_err(|err| format!("bad pid in {text:?}: {err}"))?;
+    Ok((label.to_string(), pid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn several_urls_and_pids() {
+        let cli = Cli::try_parse_from([
+            "reeltime-bench",
+            "hold",
+            "--url",
+            "ws://127.0.0.1:1,ws://127.0.0.1:2",
+            "--url",
+            "ws://127.0.0.1:3",
+            "--server-pid",
+            "10",
+            "--server-pid",
+            "11,12",
+            "--watch",
+            "redis=7",
+        ])
+        .unwrap();
+        let Command::Hold(hold) = cli.command else {
+            panic!("not hold");
+        };
+        assert_eq!(hold.common.urls.len(), 3);
+        assert_eq!(hold.common.server_pids, vec![10, 11, 12]);
+        assert_eq!(hold.common.watch, vec![("redis".to_string(), 7)]);
+        assert_eq!(hold.fanout.fanout_users, 0);
+
+        let cli = Cli::try_parse_from(["reeltime-bench", "connect"]).unwrap();
+        let Command::Connect(connect) = cli.command else {
+            panic!("not connect");
+        };
+        assert_eq!(connect.common.urls, vec!["ws://127.0.0.1:8080".to_string()]);
+        assert!(connect.common.server_pids.is_empty());
+        assert!(parse_watch("x").is_err());
+        assert!(parse_watch("a b=1").is_err());
+    }
 }

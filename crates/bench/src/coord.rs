@@ -10,11 +10,11 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 
-use crate::cli::{ChurnArgs, Command, Common, FanoutArgs};
+use crate::cli::{ChurnArgs, Command, Common, FanoutArgs, HoldFanoutArgs};
 use crate::conn::{self, Target};
 use crate::hist::Hist;
 use crate::job::{self, ChurnJob, DoneReport, Event, FanoutJob, Job, PhaseReport, Scenario};
-use crate::procfs::{self, ProcSample};
+use crate::procfs::{self, ProcSample, TreeSample};
 use crate::report::{self, Report};
 use crate::tokens::TokenConfig;
 use crate::worker::BIN_MICROS;
@@ -27,44 +27,73 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Churn(args) => args.fanout.common.clone(),
         _ => unreachable!("dispatched in main"),
     };
-    let mut report =
-        match command {
-            Command::Connect(args) => {
-                sockets_scenario(
-                    "connect",
-                    &args.common,
-                    args.sockets,
-                    args.tabs,
-                    0,
-                    json!({"sockets": args.sockets, "tabs": args.tabs}),
-                )
-                .await?
+    let mut report = match command {
+        Command::Connect(args) => {
+            sockets_scenario(
+                "connect",
+                &args.common,
+                args.sockets,
+                args.tabs,
+                0,
+                json!({"sockets": args.sockets, "tabs": args.tabs}),
+                None,
+            )
+            .await?
+        }
+        Command::Hold(args) => {
+            let mut params = json!({
+                "sockets": args.sockets,
+                "tabs": args.tabs,
+                "hold_secs": args.hold_secs,
+            });
+            let fanout = (args.fanout.fanout_users > 0).then_some(&args.fanout);
+            if let (Some(fanout), Some(params)) = (fanout, params.as_object_mut()) {
+                params.insert(
+                    "fanout".into(),
+                    json!({
+                        "users": fanout.fanout_users,
+                        "tabs": fanout.fanout_tabs,
+                        "imports": fanout.fanout_imports,
+                        "rate": fanout.fanout_rate,
+                        "steps": fanout.fanout_steps,
+                        "duration_ms": fanout.fanout_duration_ms,
+                        "procs": fanout.fanout_procs,
+                    }),
+                );
             }
-            Command::Hold(args) => sockets_scenario(
+            let mut report = sockets_scenario(
                 "hold",
                 &args.common,
                 args.sockets,
                 args.tabs,
                 args.hold_secs,
-                json!({"sockets": args.sockets, "tabs": args.tabs, "hold_secs": args.hold_secs}),
-            )
-            .await?,
-            Command::Fanout(args) => fanout_scenario("fanout", &args, None).await?,
-            Command::Churn(ChurnArgs {
+                params,
                 fanout,
-                churn_fraction,
-                churn_interval_ms,
-                churn_refresh,
-            }) => {
-                let churn = ChurnJob {
-                    fraction: churn_fraction.clamp(0.0, 1.0),
-                    interval_ms: churn_interval_ms,
-                    refresh: churn_refresh,
-                };
-                fanout_scenario("churn", &fanout, Some(churn)).await?
+            )
+            .await?;
+            if args.common.urls.len() > 1
+                && let Some(params) = report.params.as_object_mut()
+            {
+                params.insert("nodes".into(), json!(args.common.urls.len()));
             }
-            _ => unreachable!("dispatched in main"),
-        };
+            report
+        }
+        Command::Fanout(args) => fanout_scenario("fanout", &args, None).await?,
+        Command::Churn(ChurnArgs {
+            fanout,
+            churn_fraction,
+            churn_interval_ms,
+            churn_refresh,
+        }) => {
+            let churn = ChurnJob {
+                fraction: churn_fraction.clamp(0.0, 1.0),
+                interval_ms: churn_interval_ms,
+                refresh: churn_refresh,
+            };
+            fanout_scenario("churn", &fanout, Some(churn)).await?
+        }
+        _ => unreachable!("dispatched in main"),
+    };
     if let Some(params) = report.params.as_object_mut() {
         params.insert(
             "case".into(),
@@ -76,7 +105,13 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             ),
         );
     }
-    report::emit(&report, common.json, common.out.as_deref())
+    report::emit(&report, common.json, common.out.as_deref())?;
+    // The hold figures are written either way; a failed fan-out still fails
+    // the command.
+    if let Some(error) = report.details.get("fanout_error").and_then(Value::as_str) {
+        bail!("the fan-out while holding failed: {error}");
+    }
+    Ok(())
 }
 
 /// A started worker process.
@@ -168,14 +203,14 @@ impl Pool {
 }
 
 fn base_jobs(common: &Common, make: impl Fn(usize) -> Scenario) -> anyhow::Result<Vec<Job>> {
-    let target = Target::parse(&common.url)?;
+    let targets = targets(common)?;
     let tokens = match (&common.jwks_issuer, common.dev_token) {
         (Some(issuer), false) => TokenConfig::Key {
             key_file: common.issuer_key.display().to_string(),
             issuer: issuer.trim_end_matches('/').to_string(),
         },
         (None, true) => TokenConfig::Dev {
-            http_base: target.http_base.clone(),
+            http_base: targets[0].http_base.clone(),
         },
         _ => bail!("choose a token source: --jwks-issuer <ISS_URL> or --dev-token"),
     };
@@ -193,7 +228,7 @@ fn base_jobs(common: &Common, make: impl Fn(usize) -> Scenario) -> anyhow::Resul
             Job {
                 worker,
                 procs,
-                target: target.clone(),
+                targets: targets.clone(),
                 tokens: tokens.clone(),
                 token_ttl: common.token_ttl,
                 source_ips,
@@ -209,8 +244,134 @@ fn share(total: usize, procs: usize, worker: usize) -> (usize, usize) {
     (total * worker / procs, total * (worker + 1) / procs)
 }
 
-fn server_sample(common: &Common) -> anyhow::Result<Option<ProcSample>> {
-    common.server_pid.map(procfs::sample).transpose()
+/// Every `--url`, parsed; never empty.
+fn targets(common: &Common) -> anyhow::Result<Vec<Target>> {
+    let targets = common
+        .urls
+        .iter()
+        .map(|url| Target::parse(url))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if targets.is_empty() {
+        bail!("give at least one --url");
+    }
+    Ok(targets)
+}
+
+/// One look at every server node (`--server-pid`, in `--url` order).
+#[derive(Debug, Clone)]
+struct NodesSample {
+    /// The nodes added up; with one server, that server's own sample, so
+    /// single-node reports read exactly as before.
+    total: ProcSample,
+    nodes: Vec<ProcSample>,
+}
+
+fn server_sample(common: &Common) -> anyhow::Result<Option<NodesSample>> {
+    if common.server_pids.is_empty() {
+        return Ok(None);
+    }
+    let nodes = common
+        .server_pids
+        .iter()
+        .map(|pid| procfs::sample(*pid))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Some(NodesSample {
+        total: ProcSample::sum(&nodes),
+        nodes,
+    }))
+}
+
+fn total(sample: &Option<NodesSample>) -> Option<ProcSample> {
+    sample.as_ref().map(|sample| sample.total)
+}
+
+/// The `--watch` processes (with their children), by label.
+fn watched(common: &Common) -> anyhow::Result<BTreeMap<String, TreeSample>> {
+    common
+        .watch
+        .iter()
+        .map(|(label, pid)| Ok((label.clone(), procfs::tree_sample(*pid)?)))
+        .collect()
+}
+
+/// `<label>_rss_mib`, `<label>_pss_mib` (with `suffix` before `_mib`).
+fn watched_metrics(
+    metrics: &mut BTreeMap<String, f64>,
+    samples: &BTreeMap<String, TreeSample>,
+    suffix: &str,
+) {
+    for (label, sample) in samples {
+        metrics.insert(
+            format!("{label}_rss{suffix}_mib"),
+            sample.rss_kib as f64 / 1024.0,
+        );
+        metrics.insert(
+            format!("{label}_pss{suffix}_mib"),
+            sample.pss_kib as f64 / 1024.0,
+        );
+    }
+}
+
+/// Per-node figures when there are several nodes (none for one: its figures
+/// are the report's own). `connected` and `dropped` are per `--url`; they
+/// are matched to the pids only when both lists have the same length.
+struct PerNode<'a> {
+    common: &'a Common,
+    /// Before the first connect.
+    before: &'a NodesSample,
+    /// End of the window CPU time is measured over.
+    cpu_end: &'a NodesSample,
+    /// When memory is read (after the hold, or after the fan-out).
+    mem_end: &'a NodesSample,
+    /// Highest RSS seen per node, KiB (empty: not sampled).
+    peaks: &'a [u64],
+    connected: &'a [usize],
+    dropped: &'a [usize],
+}
+
+impl PerNode<'_> {
+    fn json(&self) -> Vec<Value> {
+        if self.common.server_pids.len() < 2 {
+            return Vec::new();
+        }
+        let matched = self.common.server_pids.len() == self.common.urls.len();
+        self.common
+            .server_pids
+            .iter()
+            .enumerate()
+            .map(|(i, pid)| {
+                let before = self.before.nodes[i];
+                let mem = self.mem_end.nodes[i];
+                let grown_kib = mem.rss_kib as f64 - before.rss_kib as f64;
+                let mut node = json!({
+                    "node": i + 1,
+                    "pid": pid,
+                    "rss_before_mib": before.rss_kib as f64 / 1024.0,
+                    "rss_after_mib": mem.rss_kib as f64 / 1024.0,
+                    "rss_grown_mib": grown_kib / 1024.0,
+                    "cpu_secs": self.cpu_end.nodes[i].cpu_secs - before.cpu_secs,
+                    "fds": mem.fds,
+                    "threads": mem.threads,
+                });
+                if let Some(peak) = self.peaks.get(i) {
+                    node["rss_peak_mib"] = json!(*peak as f64 / 1024.0);
+                }
+                if matched {
+                    node["url"] = json!(self.common.urls[i]);
+                    if let Some(sockets) = self.connected.get(i) {
+                        node["sockets"] = json!(sockets);
+                        if *sockets > 0 {
+                            node["rss_per_socket_kib"] = json!(grown_kib / *sockets as f64);
+                        }
+                    }
+                    if let Some(dropped) = self.dropped.get(i) {
+                        node["dropped"] = json!(dropped);
+                    }
+                }
+                node
+            })
+            .collect()
+    }
 }
 
 fn phases(events: Vec<Event>) -> anyhow::Result<Vec<PhaseReport>> {
@@ -258,7 +419,9 @@ fn server_json(before: Option<ProcSample>, after: Option<ProcSample>) -> Value {
     json!({"before": before, "after": after})
 }
 
-/// `connect` and `hold`.
+/// `connect` and `hold`; with `fanout`, a fan-out run (fresh users, more
+/// worker processes) while the held sockets stay open, before they are
+/// released.
 async fn sockets_scenario(
     name: &str,
     common: &Common,
@@ -266,6 +429,7 @@ async fn sockets_scenario(
     tabs: usize,
     hold_secs: u64,
     params: Value,
+    fanout: Option<&HoldFanoutArgs>,
 ) -> anyhow::Result<Report> {
     let procs = common.procs.max(1);
     let jobs = base_jobs(common, |worker| {
@@ -281,6 +445,7 @@ async fn sockets_scenario(
     let setup = setup_secs(&pool.gather().await?)?;
 
     let before = server_sample(common)?;
+    let watched_before = watched(common)?;
     let t0 = now_micros() + 200_000;
     pool.broadcast(&job::Command::Go { t0_micros: t0 }).await?;
     let phase = phases(pool.gather().await?)?;
@@ -288,16 +453,53 @@ async fn sockets_scenario(
 
     // Hold: sample the server while everything stays open.
     let mut samples = Vec::new();
+    let mut peaks: Vec<u64> = Vec::new();
     let held_from = Instant::now();
     if hold_secs > 0 {
         while held_from.elapsed() < Duration::from_secs(hold_secs) {
             tokio::time::sleep(Duration::from_millis(500)).await;
             if let Some(sample) = server_sample(common)? {
-                samples.push(sample);
+                if peaks.len() < sample.nodes.len() {
+                    peaks.resize(sample.nodes.len(), 0);
+                }
+                for (peak, node) in peaks.iter_mut().zip(&sample.nodes) {
+                    *peak = (*peak).max(node.rss_kib);
+                }
+                samples.push(sample.total);
             }
         }
     }
     let after_hold = server_sample(common)?;
+    let watched_held = watched(common)?;
+
+    // The fan-out, while every held socket is still open.
+    let mut fanout_outcome = None;
+    if let Some(fanout) = fanout {
+        let args = FanoutArgs {
+            common: Common {
+                procs: fanout.fanout_procs,
+                json: false,
+                out: None,
+                case: None,
+                watch: Vec::new(),
+                ..common.clone()
+            },
+            users: fanout.fanout_users,
+            tabs: fanout.fanout_tabs,
+            imports: fanout.fanout_imports,
+            rate: fanout.fanout_rate,
+            steps: fanout.fanout_steps,
+            duration_ms: fanout.fanout_duration_ms,
+            grace_secs: fanout.fanout_grace_secs,
+        };
+        eprintln!(
+            "reeltime-bench: holding; fan-out over {} users x {} tabs",
+            args.users, args.tabs
+        );
+        let result = fanout_scenario("fanout", &args, None).await;
+        fanout_outcome = Some((result, server_sample(common)?, watched(common)?));
+    }
+
     pool.broadcast(&job::Command::Release).await?;
     let done = dones(pool.gather().await?)?;
     pool.finish().await;
@@ -305,6 +507,7 @@ async fn sockets_scenario(
     let mut hist = Hist::default();
     let mut errors = BTreeMap::new();
     let mut connected = 0;
+    let mut connected_per_node = Vec::new();
     let mut failed = 0;
     let mut end = t0;
     let mut client_cpu = 0.0;
@@ -312,14 +515,17 @@ async fn sockets_scenario(
         hist.merge(&Hist::from_wire(&report.connect_hist));
         merge_errors(&mut errors, &report.errors);
         connected += report.connected;
+        job::add_per_node(&mut connected_per_node, &report.connected_per_node);
         failed += report.failed;
         end = end.max(report.end_micros);
         client_cpu += report.cpu_secs;
     }
     let mut dropped = 0;
+    let mut dropped_per_node = Vec::new();
     let mut closes = BTreeMap::new();
     for report in &done {
         dropped += report.dropped;
+        job::add_per_node(&mut dropped_per_node, &report.dropped_per_node);
         merge_errors(&mut closes, &report.closes);
     }
     let secs = (end - t0) as f64 / 1e6;
@@ -333,7 +539,7 @@ async fn sockets_scenario(
     metrics.insert("connect_p99_ms".into(), latency.p99_ms);
     metrics.insert("connect_max_ms".into(), latency.max_ms);
     metrics.insert("client_cpu_secs".into(), client_cpu);
-    if let (Some(before), Some(after)) = (before, after_connect) {
+    if let (Some(before), Some(after)) = (total(&before), total(&after_connect)) {
         let cpu = after.cpu_secs - before.cpu_secs;
         metrics.insert("server_cpu_secs".into(), cpu);
         metrics.insert(
@@ -343,7 +549,7 @@ async fn sockets_scenario(
     }
     if name == "hold" {
         metrics.insert("sockets_dropped".into(), dropped as f64);
-        if let (Some(before), Some(after)) = (before, after_hold) {
+        if let (Some(before), Some(after)) = (total(&before), total(&after_hold)) {
             let grown = after.rss_kib as f64 - before.rss_kib as f64;
             metrics.insert(
                 "server_rss_before_mib".into(),
@@ -359,6 +565,84 @@ async fn sockets_scenario(
                 .unwrap_or(after.rss_kib);
             metrics.insert("server_rss_peak_mib".into(), peak as f64 / 1024.0);
         }
+        watched_metrics(&mut metrics, &watched_held, "");
+    } else {
+        watched_metrics(&mut metrics, &watched(common)?, "");
+    }
+
+    let mut nodes = Vec::new();
+    if let (Some(before), Some(cpu_end)) = (&before, &after_connect) {
+        let mem_end = after_hold.as_ref().unwrap_or(cpu_end);
+        nodes = PerNode {
+            common,
+            before,
+            cpu_end,
+            mem_end,
+            peaks: &peaks,
+            connected: &connected_per_node,
+            dropped: if name == "hold" {
+                &dropped_per_node
+            } else {
+                &[]
+            },
+        }
+        .json();
+    }
+    if !nodes.is_empty() {
+        metrics.insert("nodes".into(), nodes.len() as f64);
+        let per_socket: Vec<f64> = nodes
+            .iter()
+            .filter_map(|node| node.get("rss_per_socket_kib").and_then(Value::as_f64))
+            .collect();
+        if name == "hold" && per_socket.len() == nodes.len() {
+            let min = per_socket.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = per_socket.iter().copied().fold(0.0, f64::max);
+            metrics.insert("rss_per_socket_kib_node_min".into(), min);
+            metrics.insert("rss_per_socket_kib_node_max".into(), max);
+        }
+    }
+
+    let mut details = json!({
+        "connect_latency": latency,
+        "errors": errors,
+        "closes_while_held": closes,
+        "server": server_json(total(&before), total(&after_hold).or(total(&after_connect))),
+        "server_samples": samples,
+    });
+    if !nodes.is_empty() {
+        details["nodes"] = json!(nodes);
+        details["connected_per_url"] = json!(connected_per_node);
+    }
+    if !common.watch.is_empty() {
+        details["watched"] = json!({"before": watched_before, "held": watched_held});
+    }
+    if let Some((result, after_fanout, watched_fanout)) = fanout_outcome {
+        match result {
+            Ok(fanout) => {
+                for (key, value) in &fanout.metrics {
+                    metrics.insert(format!("fanout_{key}"), *value);
+                }
+                details["fanout"] = json!({
+                    "params": fanout.params,
+                    "metrics": fanout.metrics,
+                    "details": fanout.details,
+                });
+            }
+            Err(err) => {
+                metrics.insert("fanout_failed".into(), 1.0);
+                details["fanout_error"] = json!(format!("{err:#}"));
+            }
+        }
+        if let Some(after) = total(&after_fanout) {
+            metrics.insert(
+                "server_rss_after_fanout_mib".into(),
+                after.rss_kib as f64 / 1024.0,
+            );
+        }
+        watched_metrics(&mut metrics, &watched_fanout, "_after_fanout");
+        if !common.watch.is_empty() {
+            details["watched"]["after_fanout"] = json!(watched_fanout);
+        }
     }
     Ok(Report {
         scenario: name.to_string(),
@@ -371,13 +655,7 @@ async fn sockets_scenario(
             "setup_secs": setup,
         }),
         metrics,
-        details: json!({
-            "connect_latency": latency,
-            "errors": errors,
-            "closes_while_held": closes,
-            "server": server_json(before, after_hold.or(after_connect)),
-            "server_samples": samples,
-        }),
+        details,
     })
 }
 
@@ -399,6 +677,7 @@ async fn fanout_scenario(
             end_user,
             tabs: args.tabs.max(1),
             imports,
+            first_import,
             rate: args.rate * imports as f64 / args.imports.max(1) as f64,
             steps: args.steps,
             duration_ms: args.duration_ms,
@@ -413,11 +692,14 @@ async fn fanout_scenario(
     let mut pool = Pool::start(jobs, timeout).await?;
     let setup = setup_secs(&pool.gather().await?)?;
 
-    let before = server_sample(common)?;
+    let before_nodes = server_sample(common)?;
+    let before = total(&before_nodes);
     let t0 = now_micros() + 300_000;
     pool.broadcast(&job::Command::Go { t0_micros: t0 }).await?;
     let phase = phases(pool.gather().await?)?;
-    let after = server_sample(common)?;
+    let after_nodes = server_sample(common)?;
+    let after = total(&after_nodes);
+    let watched_after = watched(common)?;
     pool.broadcast(&job::Command::Release).await?;
     let _ = dones(pool.gather().await?)?;
     pool.finish().await;
@@ -432,10 +714,12 @@ async fn fanout_scenario(
     let mut last_post = t0;
     let mut end = t0;
     let mut client_cpu = 0.0;
+    let mut connected_per_node = Vec::new();
     for report in &phase {
         let Some(fanout) = &report.fanout else {
             bail!("a worker sent no fanout report");
         };
+        job::add_per_node(&mut connected_per_node, &report.connected_per_node);
         latency.merge(&Hist::from_wire(&fanout.latency));
         for (i, count) in fanout.bins.iter().enumerate() {
             if bins.len() <= i {
@@ -574,6 +858,33 @@ async fn fanout_scenario(
             metrics.insert("refresh_p99_ms".into(), refresh.p99_ms);
         }
     }
+    watched_metrics(&mut metrics, &watched_after, "");
+    let mut details = json!({
+        "latency": summary,
+        "errors": errors,
+        "churn_errors": churn_errors,
+        "msgs_per_100ms": bins,
+        "server": server_json(before, after),
+    });
+    if let (Some(before), Some(after)) = (&before_nodes, &after_nodes) {
+        let nodes = PerNode {
+            common,
+            before,
+            cpu_end: after,
+            mem_end: after,
+            peaks: &[],
+            connected: &connected_per_node,
+            dropped: &[],
+        }
+        .json();
+        if !nodes.is_empty() {
+            metrics.insert("nodes".into(), nodes.len() as f64);
+            details["nodes"] = json!(nodes);
+        }
+    }
+    if !common.watch.is_empty() {
+        details["watched"] = json!(watched_after);
+    }
     Ok(Report {
         scenario: name.to_string(),
         label: common.label.clone(),
@@ -589,12 +900,6 @@ async fn fanout_scenario(
             "setup_secs": setup,
         }),
         metrics,
-        details: json!({
-            "latency": summary,
-            "errors": errors,
-            "churn_errors": churn_errors,
-            "msgs_per_100ms": bins,
-            "server": server_json(before, after),
-        }),
+        details,
     })
 }

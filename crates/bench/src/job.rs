@@ -16,7 +16,9 @@ use crate::tokens::TokenConfig;
 pub struct Job {
     pub worker: usize,
     pub procs: usize,
-    pub target: Target,
+    /// The nodes under test, never empty: one server, or every node of a
+    /// cluster in `--url` order. Socket `s` goes to `targets[s % len]`.
+    pub targets: Vec<Target>,
     pub tokens: TokenConfig,
     pub token_ttl: u64,
     pub source_ips: Vec<IpAddr>,
@@ -24,6 +26,20 @@ pub struct Job {
     pub run_id: String,
     pub connect_concurrency: usize,
     pub scenario: Scenario,
+}
+
+impl Job {
+    /// The node for socket (or request) number `n`: round-robin, so that
+    /// consecutive sockets (the tabs of one user) land on different nodes
+    /// and a user's updates have to cross the bus to reach all of them.
+    pub fn target(&self, n: usize) -> &Target {
+        &self.targets[n % self.targets.len()]
+    }
+
+    /// Index of the node [`Job::target`] picks for `n`.
+    pub fn node(&self, n: usize) -> usize {
+        n % self.targets.len()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -47,6 +63,10 @@ pub struct FanoutJob {
     pub tabs: usize,
     /// Imports this worker creates, at `rate` per second.
     pub imports: usize,
+    /// Number of this worker's first import in the whole run: REST calls go
+    /// to the nodes round-robin by that number.
+    #[serde(default)]
+    pub first_import: usize,
     pub rate: f64,
     pub steps: u32,
     pub duration_ms: u64,
@@ -104,6 +124,10 @@ pub struct PhaseReport {
     /// TCP connect start to `ready` (connect/hold).
     pub connect_hist: WireHist,
     pub fanout: Option<FanoutReport>,
+    /// Sockets connected per node (`Job::targets` order), so the coordinator
+    /// can divide each node's memory by its own sockets.
+    #[serde(default)]
+    pub connected_per_node: Vec<usize>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -157,6 +181,19 @@ pub struct DoneReport {
     /// Sockets the server closed or dropped while held.
     pub dropped: usize,
     pub closes: BTreeMap<String, u64>,
+    /// `dropped` per node (`Job::targets` order).
+    #[serde(default)]
+    pub dropped_per_node: Vec<usize>,
+}
+
+/// Adds `from` into `into` element-wise, growing `into` as needed.
+pub fn add_per_node(into: &mut Vec<usize>, from: &[usize]) {
+    if into.len() < from.len() {
+        into.resize(from.len(), 0);
+    }
+    for (slot, count) in into.iter_mut().zip(from) {
+        *slot += count;
+    }
 }
 
 /// Counts an error under a short key (the message up to its first digits

@@ -61,7 +61,65 @@ fn table(report: &Report) -> String {
             out.push_str(&format!("    {count} x {message}\n"));
         }
     }
+    if let Some(nodes) = report.details.get("nodes").and_then(Value::as_array)
+        && !nodes.is_empty()
+    {
+        out.push_str("  per node:\n");
+        for node in nodes {
+            out.push_str(&format!("    {}\n", node_line(node)));
+        }
+    }
+    if let Some(errors) = report
+        .details
+        .pointer("/fanout/details/errors")
+        .and_then(Value::as_object)
+        && !errors.is_empty()
+    {
+        out.push_str("  fan-out errors:\n");
+        for (message, count) in errors {
+            out.push_str(&format!("    {count} x {message}\n"));
+        }
+    }
+    if let Some(error) = report.details.get("fanout_error").and_then(Value::as_str) {
+        out.push_str(&format!("  fan-out failed: {error}\n"));
+    }
     out
+}
+
+/// One node of a cluster run on one line, from the fields present
+/// (`sockets` and the per-socket figure only when `--server-pid` was given
+/// in `--url` order).
+fn node_line(node: &Value) -> String {
+    let num = |key: &str| node.get(key).and_then(Value::as_f64);
+    let mut line = format!(
+        "node {} (pid {})",
+        num("node").map(number).unwrap_or_default(),
+        num("pid").map(number).unwrap_or_default()
+    );
+    if let Some(url) = node.get("url").and_then(Value::as_str) {
+        line.push_str(&format!(" {url}"));
+    }
+    line.push(':');
+    let mut parts = Vec::new();
+    if let Some(sockets) = num("sockets") {
+        parts.push(format!("{} sockets", number(sockets)));
+    }
+    if let Some(dropped) = num("dropped") {
+        parts.push(format!("{} dropped", number(dropped)));
+    }
+    if let (Some(before), Some(after)) = (num("rss_before_mib"), num("rss_after_mib")) {
+        parts.push(format!("RSS {} -> {} MiB", number(before), number(after)));
+    }
+    if let Some(per_socket) = num("rss_per_socket_kib") {
+        parts.push(format!("{} KiB/socket", number(per_socket)));
+    }
+    if let Some(cpu) = num("cpu_secs") {
+        parts.push(format!("CPU {} s", number(cpu)));
+    }
+    if let Some(fds) = num("fds") {
+        parts.push(format!("{} fds", number(fds)));
+    }
+    format!("{line} {}", parts.join(", "))
 }
 
 fn number(value: f64) -> String {
@@ -155,6 +213,35 @@ fn shown(scenario: &str) -> &'static [&'static str] {
             "lost",
             "drained",
             "churn_failures",
+        ],
+        // `hold` over several nodes with a fan-out while held
+        // (`scripts/bench cluster`).
+        "cluster" => &[
+            "nodes",
+            "sockets_connected",
+            "sockets_dropped",
+            "connect_failures",
+            "connects_per_sec",
+            "connect_p99_ms",
+            "rss_per_socket_kib",
+            "rss_per_socket_kib_node_min",
+            "rss_per_socket_kib_node_max",
+            "server_rss_after_mib",
+            "redis_rss_mib",
+            "postgres_rss_mib",
+            "postgres_pss_mib",
+            "fanout_msgs_per_sec",
+            "fanout_msgs_per_sec_steady",
+            "fanout_latency_p50_ms",
+            "fanout_latency_p99_ms",
+            "fanout_latency_max_ms",
+            "fanout_messages",
+            "fanout_wrong_user",
+            "fanout_lost",
+            "fanout_out_of_order",
+            "fanout_drained",
+            "fanout_unfinished",
+            "fanout_failed",
         ],
         _ => &[],
     }

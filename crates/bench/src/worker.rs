@@ -193,19 +193,24 @@ async fn sockets(
     let mut hist = Hist::default();
     let mut errors = BTreeMap::new();
     let mut failed = 0;
-    let mut held: Vec<JoinHandle<Option<String>>> = Vec::with_capacity(end - first);
+    let mut connected_per_node = vec![0; job.targets.len()];
+    // (node, task) per held socket.
+    let mut held: Vec<(usize, JoinHandle<Option<String>>)> = Vec::with_capacity(end - first);
     let attempts = (first..end).map(|s| {
         let token = minted[s / tabs - first_user][0].as_str();
         let source = source_ip(job, s);
-        connect_one(&job.target, source, token)
+        let node = job.node(s);
+        let target = job.target(s);
+        async move { (node, connect_one(target, source, token).await) }
     });
     let mut results =
         futures_util::stream::iter(attempts).buffer_unordered(job.connect_concurrency);
-    while let Some(result) = results.next().await {
+    while let Some((node, result)) = results.next().await {
         match result {
             Ok((ws, took, _)) => {
                 hist.record(took.as_micros() as u64);
-                held.push(tokio::task::spawn_local(hold(ws, stop.clone())));
+                connected_per_node[node] += 1;
+                held.push((node, tokio::task::spawn_local(hold(ws, stop.clone()))));
             }
             Err(err) => {
                 failed += 1;
@@ -222,16 +227,21 @@ async fn sockets(
         errors,
         connect_hist: hist.to_wire(),
         fanout: None,
+        connected_per_node,
     })));
 
     let Command::Release = control.next().await? else {
         bail!("expected release");
     };
     stop.cancel();
-    let mut done = DoneReport::default();
-    for task in held {
+    let mut done = DoneReport {
+        dropped_per_node: vec![0; job.targets.len()],
+        ..DoneReport::default()
+    };
+    for (node, task) in held {
         if let Ok(Some(close)) = task.await {
             done.dropped += 1;
+            done.dropped_per_node[node] += 1;
             count_error(&mut done.closes, &close);
         }
     }
@@ -570,22 +580,33 @@ impl FanoutRun {
         let go = CancellationToken::new();
         let mut stable_tabs = vec![0usize; users.len()];
         let mut tasks: Vec<JoinHandle<SocketEnd>> = Vec::with_capacity(total);
+        let mut connected_per_node = vec![0; job.targets.len()];
+        // Socket n of this worker is socket `first_socket + n` of the run:
+        // the node is picked from that, so the tabs of a user go round the
+        // nodes whatever worker holds them.
+        let first_socket = fanout.first_user * tabs;
         {
             let attempts = (0..total).map(|n| {
                 let user = n / tabs;
                 let token = minted[user][0].clone();
                 let source = source_ip(job, job.worker + n * job.procs);
-                let target = job.target.clone();
+                let target = job.target(first_socket + n).clone();
                 async move { (n, connect_one(&target, source, &token).await) }
             });
             let mut results =
                 futures_util::stream::iter(attempts).buffer_unordered(job.connect_concurrency);
             while let Some((n, result)) = results.next().await {
-                let (ws, _, _) = result.with_context(|| format!("opening socket {n}"))?;
+                let (ws, _, _) = result.with_context(|| {
+                    format!(
+                        "opening socket {n} to {}",
+                        job.target(first_socket + n).ws_url
+                    )
+                })?;
                 let user = n / tabs;
+                connected_per_node[job.node(first_socket + n)] += 1;
                 if is_churner(n) {
                     let churner = Churner {
-                        target: job.target.clone(),
+                        target: job.target(first_socket + n).clone(),
                         source: source_ip(job, job.worker + n * job.procs),
                         user,
                         tokens: minted[user].clone(),
@@ -644,8 +665,12 @@ impl FanoutRun {
                 .context("post limiter")?;
             let user = i % users.len();
             let token = minted[user][0].clone();
+            // Any node may take the request: round-robin over the run's imports.
             let request = http
-                .post(format!("{}/api/imports", job.target.http_base))
+                .post(format!(
+                    "{}/api/imports",
+                    job.target(fanout.first_import + i).http_base
+                ))
                 .bearer_auth(token)
                 .json(&serde_json::json!({"url": source_url, "title": format!("bench {i}")}));
             let created = Rc::clone(&created);
@@ -703,7 +728,7 @@ impl FanoutRun {
         // REST API. A user's imports are the ones created for them plus the
         // ones the server lists for them (a POST that timed out at the
         // client may still have created one).
-        let listed = final_versions(job, http, &minted, users.len()).await?;
+        let listed = final_versions(job, http, &minted, fanout.first_user, users.len()).await?;
         let mut finals: HashMap<String, (u64, bool)> = HashMap::new();
         let mut created = created.borrow().clone();
         for (user, imports) in listed.into_iter().enumerate() {
@@ -771,6 +796,7 @@ impl FanoutRun {
             errors,
             connect_hist: Default::default(),
             fanout: Some(report),
+            connected_per_node,
         })));
 
         let Command::Release = control.next().await? else {
@@ -782,19 +808,23 @@ impl FanoutRun {
 }
 
 /// `GET /api/imports` for every user: per user, import id to (version, final?).
+/// Users `first_user..first_user + users` of the run; each asks a node of its
+/// own (round-robin), since every node reads the same database.
 async fn final_versions(
     job: &Job,
     http: &reqwest::Client,
     minted: &[Vec<String>],
+    first_user: usize,
     users: usize,
 ) -> anyhow::Result<Vec<HashMap<String, (u64, bool)>>> {
     let lists = (0..users).map(|user| {
         let token = minted[user][0].clone();
+        let http_base = job.target(first_user + user).http_base.clone();
         async move {
             let mut all = Vec::new();
             let mut before: Option<String> = None;
             loop {
-                let mut url = format!("{}/api/imports?limit=200", job.target.http_base);
+                let mut url = format!("{http_base}/api/imports?limit=200");
                 if let Some(cursor) = &before {
                     url.push_str(&format!("&before={cursor}"));
                 }
