@@ -85,7 +85,11 @@ pub async fn progress_socket(
         .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_message_size(MAX_CLIENT_MESSAGE_BYTES)
         .max_frame_size(MAX_CLIENT_MESSAGE_BYTES)
-        .on_upgrade(move |mut socket| {
+        .on_upgrade(move |socket| {
+            // Boxed: every `async` layer a value moves through keeps a slot
+            // for it, so the socket inline cost its 368 bytes three times
+            // over in each session's task (docs/benchmarks.md).
+            let mut socket = Box::new(socket);
             tracker.track_future(async move {
                 if gateway.shutdown.is_cancelled() {
                     let _ = socket

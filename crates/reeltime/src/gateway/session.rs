@@ -30,7 +30,7 @@ enum End {
 }
 
 /// Runs a connection to its end. `query_token` is the `?token=` value.
-pub async fn run(mut socket: WebSocket, gateway: Arc<Gateway>, query_token: Option<String>) {
+pub async fn run(mut socket: Box<WebSocket>, gateway: Arc<Gateway>, query_token: Option<String>) {
     let end = match authenticate(&mut socket, &gateway, query_token).await {
         Ok(claims) => serve(&mut socket, &gateway, claims).await,
         Err(end) => end,
@@ -284,17 +284,21 @@ impl Session<'_> {
     }
 
     async fn handle(&mut self, message: Message) -> Result<(), End> {
-        let text = match message {
-            Message::Text(text) => text,
-            Message::Binary(_) => {
-                return Err(End::Close(
-                    close::UNSUPPORTED_DATA,
-                    "binary messages not supported",
-                ));
-            }
-            Message::Close(_) => return Err(End::Gone),
-            Message::Ping(_) | Message::Pong(_) => return Ok(()),
-        };
+        match message {
+            // Boxed: a token refresh may fetch keys, and that future inline
+            // would make every idle session's task as big as its largest
+            // moment. Client messages are rare; a box each costs nothing.
+            Message::Text(text) => Box::pin(self.handle_text(text)).await,
+            Message::Binary(_) => Err(End::Close(
+                close::UNSUPPORTED_DATA,
+                "binary messages not supported",
+            )),
+            Message::Close(_) => Err(End::Gone),
+            Message::Ping(_) | Message::Pong(_) => Ok(()),
+        }
+    }
+
+    async fn handle_text(&mut self, text: Utf8Bytes) -> Result<(), End> {
         match serde_json::from_str::<ClientMessage>(&text) {
             Ok(ClientMessage::Ping) => self.send_message(&ServerMessage::Pong).await,
             Ok(ClientMessage::Auth { token }) => self.refresh(&token).await,
