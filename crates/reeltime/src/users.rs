@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use reeltime_protocol::User;
+use tokio::sync::OnceCell;
 
 use crate::store::{Store, StoreError};
 
@@ -14,10 +15,15 @@ use crate::store::{Store, StoreError};
 /// without bookkeeping.
 const MAX_REMEMBERED: usize = 200_000;
 
+/// The email written for a user, once the write is done. Shared by every
+/// connect of that user meanwhile: the tabs of a browser connect at the
+/// same moment, and one write serves them all (docs/benchmarks.md).
+type Written = Arc<OnceCell<Option<String>>>;
+
 pub struct Users {
     store: Arc<dyn Store>,
-    /// `sub` to the email last written.
-    known: Mutex<HashMap<String, Option<String>>>,
+    /// `sub` to the email last written (or being written).
+    known: Mutex<HashMap<String, Written>>,
 }
 
 impl Users {
@@ -30,26 +36,37 @@ impl Users {
 
     /// Makes sure the user row exists and carries the token's email.
     pub async fn ensure(&self, sub: &str, email: Option<&str>) -> Result<(), StoreError> {
-        let already = self
-            .known
-            .lock()
-            .map(|known| {
-                known
-                    .get(sub)
-                    .is_some_and(|stored| email.is_none() || stored.as_deref() == email)
+        let written = self.written(sub);
+        let stored = written
+            .get_or_try_init(|| async {
+                let user = self.store.upsert_user(sub, email).await?;
+                Ok::<_, StoreError>(user.email)
             })
-            .unwrap_or(false);
-        if already {
+            .await?;
+        if email.is_none() || stored.as_deref() == email {
             return Ok(());
         }
+        // A new email (or another tab's write won with an older one).
         let user = self.store.upsert_user(sub, email).await?;
         if let Ok(mut known) = self.known.lock() {
-            if known.len() >= MAX_REMEMBERED {
-                known.clear();
-            }
-            known.insert(user.id, user.email);
+            known.insert(user.id, Arc::new(OnceCell::new_with(Some(user.email))));
         }
         Ok(())
+    }
+
+    fn written(&self, sub: &str) -> Written {
+        let Ok(mut known) = self.known.lock() else {
+            return Written::default();
+        };
+        if let Some(written) = known.get(sub) {
+            return Arc::clone(written);
+        }
+        if known.len() >= MAX_REMEMBERED {
+            known.clear();
+        }
+        let written = Written::default();
+        known.insert(sub.to_string(), Arc::clone(&written));
+        written
     }
 
     /// The stored user, creating it when missing.

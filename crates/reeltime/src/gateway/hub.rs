@@ -1,11 +1,21 @@
 //! Which sockets belong to which user on this node. The hub is the only
 //! place a change meets a socket, so "only that user's imports" is enforced
 //! here and nowhere else has to think about it.
+//!
+//! It also shares snapshot reads between the connects of one user: the
+//! tabs of a browser connect at the same moment (and all of them again
+//! after a restart), and one store read serves those that arrive while it
+//! is under way. Every change of the user passes through [`Hub::deliver`],
+//! which drops the shared read, so a connect never gets a snapshot older
+//! than a change it was not registered for.
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use reeltime_protocol::Import;
+use tokio::sync::OnceCell;
 
 use super::Outbox;
 use crate::bus::ImportEvent;
@@ -14,7 +24,39 @@ use crate::bus::ImportEvent;
 /// contending on one lock.
 const SHARDS: usize = 64;
 
-type Shard = HashMap<String, Vec<(u64, Arc<Outbox>)>>;
+type Shard = HashMap<String, UserEntry>;
+
+/// One user's connections on this node, and their shared snapshot read.
+#[derive(Default)]
+struct UserEntry {
+    connections: Vec<(u64, Arc<Outbox>)>,
+    /// Weak: the read lives only while a connect is reading or sending it,
+    /// so an idle user keeps no copy of their imports here.
+    snapshot: Weak<SnapshotRead>,
+}
+
+/// One store read of a user's snapshot, shared by the connects that ask
+/// for it while it is under way and before a change of that user arrives.
+/// The first to ask reads; the others wait for its result.
+#[derive(Default)]
+pub struct SnapshotRead {
+    imports: OnceCell<Arc<Vec<Import>>>,
+}
+
+impl SnapshotRead {
+    /// The snapshot, read by `read` unless someone sharing this read
+    /// already did (a failed read is tried again by the next one).
+    pub async fn get_or_read<F, Fut, E>(&self, read: F) -> Result<Arc<Vec<Import>>, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<Import>, E>>,
+    {
+        self.imports
+            .get_or_try_init(|| async { read().await.map(Arc::new) })
+            .await
+            .cloned()
+    }
+}
 
 /// User to connections, for this node.
 pub struct Hub {
@@ -81,20 +123,20 @@ impl Hub {
         outbox: Arc<Outbox>,
     ) -> Result<Registration, LimitError> {
         let mut shard = self.shard(user_id);
-        let connections = shard.entry(user_id.to_string()).or_default();
-        if connections.len() >= self.max_per_user {
+        let entry = shard.entry(user_id.to_string()).or_default();
+        if entry.connections.len() >= self.max_per_user {
             return Err(LimitError::PerUser);
         }
         let reserved = self.total.fetch_add(1, Ordering::SeqCst);
         if self.max_total.is_some_and(|max| reserved >= max) {
             self.total.fetch_sub(1, Ordering::SeqCst);
-            if connections.is_empty() {
+            if entry.connections.is_empty() {
                 shard.remove(user_id);
             }
             return Err(LimitError::Total);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        connections.push((id, outbox));
+        entry.connections.push((id, outbox));
         Ok(Registration {
             hub: Arc::clone(self),
             user_id: user_id.to_string(),
@@ -104,13 +146,13 @@ impl Hub {
 
     fn unregister(&self, user_id: &str, id: u64) {
         let mut shard = self.shard(user_id);
-        if let Some(connections) = shard.get_mut(user_id) {
-            let before = connections.len();
-            connections.retain(|(other, _)| *other != id);
-            if connections.len() < before {
+        if let Some(entry) = shard.get_mut(user_id) {
+            let before = entry.connections.len();
+            entry.connections.retain(|(other, _)| *other != id);
+            if entry.connections.len() < before {
                 self.total.fetch_sub(1, Ordering::SeqCst);
             }
-            if connections.is_empty() {
+            if entry.connections.is_empty() {
                 shard.remove(user_id);
             }
         }
@@ -118,11 +160,37 @@ impl Hub {
 
     /// Queues `event` on every connection of its user on this node.
     pub fn deliver(&self, event: &Arc<ImportEvent>) {
-        let shard = self.shard(&event.user_id);
-        if let Some(connections) = shard.get(&event.user_id) {
-            for (_, outbox) in connections {
+        let mut shard = self.shard(&event.user_id);
+        if let Some(entry) = shard.get_mut(&event.user_id) {
+            entry.snapshot = Weak::new();
+            for (_, outbox) in &entry.connections {
                 outbox.push(event);
             }
+        }
+    }
+
+    /// The snapshot read a connection of `user_id` should use: the one
+    /// under way or done for its user, if no change arrived since it
+    /// started, else a new one. Call after registering the connection, as
+    /// for a store read: a change the shared read missed arrived after it
+    /// started, and so after this call, and is queued for the connection.
+    pub fn snapshot_read(&self, user_id: &str) -> Arc<SnapshotRead> {
+        let mut shard = self.shard(user_id);
+        let Some(entry) = shard.get_mut(user_id) else {
+            return Arc::default();
+        };
+        entry.snapshot.upgrade().unwrap_or_else(|| {
+            let read = Arc::new(SnapshotRead::default());
+            entry.snapshot = Arc::downgrade(&read);
+            read
+        })
+    }
+
+    /// Drops `user_id`'s shared snapshot read: something changed that no
+    /// event carries (an import was deleted).
+    pub fn forget_snapshot(&self, user_id: &str) {
+        if let Some(entry) = self.shard(user_id).get_mut(user_id) {
+            entry.snapshot = Weak::new();
         }
     }
 
@@ -133,13 +201,17 @@ impl Hub {
     pub fn resync_all(&self) -> usize {
         let mut asked = 0;
         for shard in &self.shards {
-            let shard = match shard.lock() {
+            let mut shard = match shard.lock() {
                 Ok(guard) => guard,
                 Err(poisoned) => poisoned.into_inner(),
             };
-            for (_, outbox) in shard.values().flatten() {
-                outbox.request_resync();
-                asked += 1;
+            for entry in shard.values_mut() {
+                // A shared read may miss the same changes.
+                entry.snapshot = Weak::new();
+                for (_, outbox) in &entry.connections {
+                    outbox.request_resync();
+                    asked += 1;
+                }
             }
         }
         asked
@@ -163,6 +235,7 @@ impl Hub {
 mod tests {
     use super::*;
     use axum::extract::ws::Utf8Bytes;
+    use std::sync::atomic::AtomicUsize;
 
     fn event(user: &str) -> Arc<ImportEvent> {
         Arc::new(ImportEvent {
@@ -199,6 +272,90 @@ mod tests {
             assert!(outbox.take_resync(), "asked, once however often requested");
             assert!(!outbox.take_resync());
         }
+    }
+
+    fn imports(ids: &[&str]) -> Vec<Import> {
+        ids.iter()
+            .map(|id| crate::store::tests::import(id, reeltime_protocol::ImportStatus::Queued, 1))
+            .collect()
+    }
+
+    /// Reads through `hub` for `user`, counting the store reads in `reads`.
+    async fn read(hub: &Hub, user: &str, reads: &AtomicUsize, ids: &[&str]) -> Vec<String> {
+        let snapshot = hub
+            .snapshot_read(user)
+            .get_or_read(|| async {
+                reads.fetch_add(1, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+                Ok::<_, std::convert::Infallible>(imports(ids))
+            })
+            .await
+            .unwrap();
+        snapshot.iter().map(|import| import.id.clone()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_read_is_shared_only_while_someone_holds_it() {
+        let hub = Hub::new(8, None);
+        let _tab = hub.register("alice", Outbox::new()).unwrap();
+        let reads = AtomicUsize::new(0);
+        read(&hub, "alice", &reads, &["a1"]).await;
+        read(&hub, "alice", &reads, &["a1"]).await;
+        assert_eq!(reads.load(Ordering::SeqCst), 2, "nothing kept once sent");
+        let held = hub.snapshot_read("alice");
+        assert!(Arc::ptr_eq(&held, &hub.snapshot_read("alice")));
+        hub.deliver(&event("alice"));
+        assert!(
+            !Arc::ptr_eq(&held, &hub.snapshot_read("alice")),
+            "a change starts another"
+        );
+    }
+
+    #[tokio::test]
+    async fn connects_together_share_one_read_until_a_change() {
+        let hub = Hub::new(8, None);
+        let _tabs: Vec<_> = (0..4)
+            .map(|_| hub.register("alice", Outbox::new()).unwrap())
+            .collect();
+        let _bob = hub.register("bob", Outbox::new()).unwrap();
+        let reads = AtomicUsize::new(0);
+        let together =
+            futures_util::future::join_all((0..4).map(|_| read(&hub, "alice", &reads, &["a1"])))
+                .await;
+        assert!(together.iter().all(|ids| ids == &["a1"]));
+        assert_eq!(reads.load(Ordering::SeqCst), 1, "one read for four tabs");
+
+        let alices = hub.snapshot_read("alice");
+        assert!(
+            !Arc::ptr_eq(&alices, &hub.snapshot_read("bob")),
+            "never shared across users"
+        );
+        assert!(Arc::ptr_eq(&alices, &hub.snapshot_read("alice")));
+        hub.forget_snapshot("alice");
+        let after_delete = hub.snapshot_read("alice");
+        assert!(
+            !Arc::ptr_eq(&alices, &after_delete),
+            "a delete starts another"
+        );
+        hub.resync_all();
+        assert!(
+            !Arc::ptr_eq(&after_delete, &hub.snapshot_read("alice")),
+            "a resync starts another"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_read_is_tried_again() {
+        let hub = Hub::new(8, None);
+        let _tab = hub.register("alice", Outbox::new()).unwrap();
+        let failed = hub
+            .snapshot_read("alice")
+            .get_or_read(|| async { Err::<Vec<Import>, &str>("database away") })
+            .await;
+        assert_eq!(failed.err(), Some("database away"));
+        let reads = AtomicUsize::new(0);
+        assert_eq!(read(&hub, "alice", &reads, &["a1"]).await, ["a1"]);
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
     }
 
     #[test]

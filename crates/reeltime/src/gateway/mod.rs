@@ -13,17 +13,18 @@ use axum::extract::ws::{WebSocketUpgrade, close_code};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use reeltime_protocol::MAX_CLIENT_MESSAGE_BYTES;
+use reeltime_protocol::{Import, MAX_CLIENT_MESSAGE_BYTES};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use hub::{Hub, LimitError, Registration};
+pub use hub::{Hub, LimitError, Registration, SnapshotRead};
 pub use outbox::Outbox;
 
 use crate::auth::Verifier;
 use crate::imports::Imports;
 use crate::metrics::Metrics;
+use crate::store::StoreError;
 use crate::users::Users;
 
 /// How many bytes of queued messages a socket collects before writing
@@ -48,6 +49,20 @@ pub struct Gateway {
     pub shutdown: CancellationToken,
     /// Every session task, so shutdown can wait for their close frames.
     pub sessions: TaskTracker,
+}
+
+impl Gateway {
+    /// What a socket of `user_id` gets on connect, with fresh media links:
+    /// the store's snapshot, read once for the connects of that user that
+    /// arrive together (see [`Hub::snapshot_read`]).
+    pub async fn snapshot(&self, user_id: &str) -> Result<Vec<Import>, StoreError> {
+        let imports = self
+            .hub
+            .snapshot_read(user_id)
+            .get_or_read(|| self.imports.store().snapshot(user_id))
+            .await?;
+        Ok(self.imports.present_all(user_id, imports.to_vec()))
+    }
 }
 
 /// `?token=` on the upgrade request; the only query parameter we read.

@@ -242,7 +242,7 @@ impl Session<'_> {
     /// versions stay strictly increasing on the connection. Also used for a
     /// resync after the bus came back (see [`Outbox::request_resync`]).
     async fn snapshot_message(&mut self) -> Result<Message, End> {
-        let mut imports = match self.gateway.imports.snapshot(&self.user_id).await {
+        let mut imports = match self.gateway.snapshot(&self.user_id).await {
             Ok(imports) => imports,
             Err(err) => {
                 tracing::error!(error = %err, "snapshot failed");

@@ -137,12 +137,6 @@ impl Imports {
             .collect()
     }
 
-    /// What a new socket gets: unfinished imports and the recent finished ones.
-    pub async fn snapshot(&self, user_id: &str) -> Result<Vec<Import>, StoreError> {
-        let imports = self.store.snapshot(user_id).await?;
-        Ok(self.present_all(user_id, imports))
-    }
-
     /// Where finished media is kept and served from.
     pub fn storage(&self) -> &Arc<dyn MediaStorage> {
         &self.storage

@@ -10,7 +10,8 @@ use reeltime_protocol::{Import, ImportStatus};
 
 use super::{GroupCommit, ImportWrite, OwnedImport, PostgresStore, SqliteStore, Store};
 
-fn import(id: &str, status: ImportStatus, version: u64) -> Import {
+/// An import with made-up fields; also used by other modules' tests.
+pub(crate) fn import(id: &str, status: ImportStatus, version: u64) -> Import {
     Import {
         id: id.into(),
         status,
