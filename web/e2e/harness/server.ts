@@ -3,25 +3,12 @@ import { EventEmitter } from 'node:events';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import type { Import } from '../../src/client/types';
 import { poll, waitForEvent, WAIT_MS, WEB_DIR } from './util';
 
 /** The server binary: `REELTIME_BIN`, else `../target/debug/reeltime` relative to `web/`. */
 export function reeltimeBin(): string {
   return path.resolve(WEB_DIR, process.env.REELTIME_BIN ?? '../target/debug/reeltime');
-}
-
-/** The import object as the server sends it (only what the tests read). */
-export interface ServerImport {
-  id: string;
-  status: string;
-  progress: number | null;
-  bytes_done: number;
-  bytes_total: number | null;
-  version: number;
-  attempt: number;
-  source_url: string;
-  title: string | null;
-  error: { code: string; message: string } | null;
 }
 
 /** How one run of the process ended. */
@@ -176,16 +163,16 @@ export class ReeltimeServer extends EventEmitter {
   }
 
   /** `GET /api/imports/{id}` as `sub`. */
-  async getImport(sub: string, id: string): Promise<ServerImport> {
+  async getImport(sub: string, id: string): Promise<Import> {
     const response = await fetch(`${this.url}/api/imports/${encodeURIComponent(id)}`, {
       headers: { Authorization: `Bearer ${await this.token(sub)}` },
     });
     if (!response.ok) throw new Error(`GET /api/imports/${id} answered ${response.status}`);
-    return (await response.json()) as ServerImport;
+    return (await response.json()) as Import;
   }
 
   /** Polls the REST API until the import satisfies `accept` (state only reachable by asking). */
-  waitForImport(sub: string, id: string, accept: (item: ServerImport) => boolean, what: string): Promise<ServerImport> {
+  waitForImport(sub: string, id: string, accept: (item: Import) => boolean, what: string): Promise<Import> {
     return poll(() => this.getImport(sub, id), accept, `import ${id} ${what}`, { timeoutMs: WAIT_MS });
   }
 

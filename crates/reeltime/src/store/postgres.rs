@@ -18,7 +18,7 @@ use reeltime_protocol::{Import, User};
 use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 
-use super::{ImportWrite, OwnedImport, SNAPSHOT_FINISHED, Store, StoreError};
+use super::{ImportWrite, OwnedImport, SNAPSHOT_FINISHED, Store, StoreError, rows};
 
 /// Connections per node. Every socket's snapshot and every job's commit
 /// borrows one briefly; a few per node keep PostgreSQL's own per-connection
@@ -52,20 +52,6 @@ impl PostgresStore {
 
 fn version_param(version: u64) -> i64 {
     i64::try_from(version).unwrap_or(i64::MAX)
-}
-
-/// The import object is read as text (`data::text`) and parsed straight
-/// into [`Import`]: no intermediate `serde_json::Value`.
-fn decode_import(row: &PgRow) -> Result<Import, StoreError> {
-    let data: String = row.try_get("data")?;
-    Ok(serde_json::from_str(&data)?)
-}
-
-fn decode_owned(row: &PgRow) -> Result<OwnedImport, StoreError> {
-    Ok(OwnedImport {
-        user_id: row.try_get("user_id")?,
-        import: decode_import(row)?,
-    })
 }
 
 fn decode_user(row: &PgRow) -> Result<User, StoreError> {
@@ -127,7 +113,7 @@ impl Store for PostgresStore {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(decode_owned).transpose()
+        row.as_ref().map(rows::owned).transpose()
     }
 
     async fn list_imports(
@@ -146,7 +132,7 @@ impl Store for PostgresStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(decode_import).collect()
+        rows.iter().map(rows::import).collect()
     }
 
     async fn snapshot(&self, user_id: &str) -> Result<Vec<Import>, StoreError> {
@@ -162,7 +148,7 @@ impl Store for PostgresStore {
         .bind(SNAPSHOT_FINISHED)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(decode_import).collect()
+        rows.iter().map(rows::import).collect()
     }
 
     async fn update_import(
@@ -235,7 +221,7 @@ impl Store for PostgresStore {
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(decode_owned).collect()
+        rows.iter().map(rows::owned).collect()
     }
 
     async fn delete_import(&self, id: &str) -> Result<bool, StoreError> {
@@ -250,12 +236,7 @@ impl Store for PostgresStore {
         let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM imports GROUP BY status")
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|row| {
-                let n: i64 = row.try_get("n")?;
-                Ok((row.try_get("status")?, u64::try_from(n).unwrap_or(0)))
-            })
-            .collect()
+        rows.iter().map(rows::status_count).collect()
     }
 
     fn shared(&self) -> bool {
@@ -282,7 +263,7 @@ impl Store for PostgresStore {
         .await?;
         let mut claimed = rows
             .iter()
-            .map(decode_owned)
+            .map(rows::owned)
             .collect::<Result<Vec<_>, _>>()?;
         claimed.sort_by(|a, b| a.import.id.cmp(&b.import.id));
         Ok(claimed)
@@ -331,6 +312,6 @@ impl Store for PostgresStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(decode_owned).collect()
+        rows.iter().map(rows::owned).collect()
     }
 }

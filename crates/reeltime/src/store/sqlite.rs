@@ -11,7 +11,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::{ImportWrite, OwnedImport, SNAPSHOT_FINISHED, Store, StoreError};
+use super::{ImportWrite, OwnedImport, SNAPSHOT_FINISHED, Store, StoreError, rows};
 
 /// SQLite behind the [`Store`] trait.
 pub struct SqliteStore {
@@ -94,18 +94,6 @@ fn from_millis(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
 
-fn decode_import(row: &sqlx::sqlite::SqliteRow) -> Result<Import, StoreError> {
-    let data: String = row.try_get("data")?;
-    Ok(serde_json::from_str(&data)?)
-}
-
-fn decode_owned(row: &sqlx::sqlite::SqliteRow) -> Result<OwnedImport, StoreError> {
-    Ok(OwnedImport {
-        user_id: row.try_get("user_id")?,
-        import: decode_import(row)?,
-    })
-}
-
 fn decode_user(row: &sqlx::sqlite::SqliteRow) -> Result<User, StoreError> {
     Ok(User {
         id: row.try_get("id")?,
@@ -164,13 +152,7 @@ impl Store for SqliteStore {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        match row {
-            Some(row) => Ok(Some(OwnedImport {
-                user_id: row.try_get("user_id")?,
-                import: decode_import(&row)?,
-            })),
-            None => Ok(None),
-        }
+        row.as_ref().map(rows::owned).transpose()
     }
 
     async fn list_imports(
@@ -188,7 +170,7 @@ impl Store for SqliteStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(decode_import).collect()
+        rows.iter().map(rows::import).collect()
     }
 
     async fn snapshot(&self, user_id: &str) -> Result<Vec<Import>, StoreError> {
@@ -204,7 +186,7 @@ impl Store for SqliteStore {
         .bind(SNAPSHOT_FINISHED)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(decode_import).collect()
+        rows.iter().map(rows::import).collect()
     }
 
     async fn update_import(
@@ -270,14 +252,7 @@ impl Store for SqliteStore {
         let rows = sqlx::query("SELECT user_id, data FROM imports WHERE finished = 0 ORDER BY id")
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(OwnedImport {
-                    user_id: row.try_get("user_id")?,
-                    import: decode_import(row)?,
-                })
-            })
-            .collect()
+        rows.iter().map(rows::owned).collect()
     }
 
     async fn delete_import(&self, id: &str) -> Result<bool, StoreError> {
@@ -293,12 +268,7 @@ impl Store for SqliteStore {
         let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM imports GROUP BY status")
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|row| {
-                let n: i64 = row.try_get("n")?;
-                Ok((row.try_get("status")?, u64::try_from(n).unwrap_or(0)))
-            })
-            .collect()
+        rows.iter().map(rows::status_count).collect()
     }
 
     fn shared(&self) -> bool {
@@ -329,7 +299,7 @@ impl Store for SqliteStore {
         .await?;
         let mut claimed = rows
             .iter()
-            .map(decode_owned)
+            .map(rows::owned)
             .collect::<Result<Vec<_>, _>>()?;
         claimed.sort_by(|a, b| a.import.id.cmp(&b.import.id));
         Ok(claimed)
@@ -382,7 +352,7 @@ impl Store for SqliteStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(decode_owned).collect()
+        rows.iter().map(rows::owned).collect()
     }
 }
 

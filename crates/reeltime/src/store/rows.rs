@@ -1,0 +1,42 @@
+//! Row decoding both stores share. The import object is kept whole as JSON
+//! text in `data` (PostgreSQL selects `data::text AS data`), and the columns
+//! beside it have the same names in both schemas, so one decoder per shape
+//! serves both row types.
+
+use reeltime_protocol::Import;
+use sqlx::{ColumnIndex, Decode, Row, Type};
+
+use super::{OwnedImport, StoreError};
+
+/// A row with a text column `data` holding an import.
+pub(super) fn import<R: Row>(row: &R) -> Result<Import, StoreError>
+where
+    for<'r> &'r str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let data: String = row.try_get("data")?;
+    Ok(serde_json::from_str(&data)?)
+}
+
+/// A row with `user_id` and `data`.
+pub(super) fn owned<R: Row>(row: &R) -> Result<OwnedImport, StoreError>
+where
+    for<'r> &'r str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+{
+    Ok(OwnedImport {
+        user_id: row.try_get("user_id")?,
+        import: import(row)?,
+    })
+}
+
+/// A row of `SELECT status, COUNT(*) AS n ... GROUP BY status`.
+pub(super) fn status_count<R: Row>(row: &R) -> Result<(String, u64), StoreError>
+where
+    for<'r> &'r str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let n: i64 = row.try_get("n")?;
+    Ok((row.try_get("status")?, u64::try_from(n).unwrap_or(0)))
+}
