@@ -114,6 +114,40 @@ impl Cluster {
         self.node_index(id)
     }
 
+    /// Waits until the download of `name` (see [`held_url`]) has sent its
+    /// first `hold_after` bytes and stalls; returns the node fetching it.
+    async fn stalled_mid_file(&self, name: &str, hold_after: usize) -> usize {
+        let fetches = self
+            .content
+            .wait_for_fetches("a download stalled mid-file", WAIT, |fetches| {
+                fetches
+                    .iter()
+                    .any(|f| f.name == name && f.bytes_sent >= hold_after)
+            })
+            .await;
+        let stalled = fetches
+            .iter()
+            .find(|f| f.name == name && f.bytes_sent >= hold_after)
+            .expect("the fetch waited for");
+        self.node_of(stalled)
+    }
+
+    /// Waits until another node fetches `name` again (the job moved); returns
+    /// that second fetch.
+    async fn taken_over(&self, name: &str, within: Duration) -> Fetch {
+        let fetches = self
+            .content
+            .wait_for_fetches("the download taken over by another node", within, |f| {
+                f.iter().filter(|f| f.name == name).count() >= 2
+            })
+            .await;
+        fetches
+            .into_iter()
+            .filter(|f| f.name == name)
+            .nth(1)
+            .expect("the second fetch waited for")
+    }
+
     /// The node a socket is connected to (its connection id starts with
     /// the node id).
     fn node_of_connection(&self, connection_id: &str) -> usize {
@@ -549,6 +583,13 @@ fn job_settings<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     settings
 }
 
+/// [`Tab::until`] for every tab.
+async fn all_until(tabs: &mut [Tab], what: &str, mut done: impl FnMut(&Tab) -> bool) {
+    for tab in tabs {
+        tab.until(what, &mut done).await;
+    }
+}
+
 /// A download of `name` that sends its first `hold_after` bytes and then
 /// waits until the content server releases `name`.
 fn held_url(c: &Cluster, name: &str, hold_after: usize) -> String {
@@ -573,23 +614,13 @@ async fn a_node_killed_mid_import_is_replaced_and_every_client_ends_at_the_final
     let id = created.id.clone();
 
     // Mid-import: the first bytes are in, the rest is held.
-    let fetches = c
-        .content
-        .wait_for_fetches("a download stalled mid-file", WAIT, |fetches| {
-            fetches
-                .iter()
-                .any(|f| f.name == "crash" && f.bytes_sent >= hold_after)
+    let victim = c.stalled_mid_file("crash", hold_after).await;
+    all_until(&mut tabs, "the download's first bytes", |t| {
+        t.latest.get(&id).is_some_and(|i| {
+            i.status == ImportStatus::Downloading && i.bytes_done > 0 && i.attempt == 1
         })
-        .await;
-    let victim = c.node_of(&fetches[0]);
-    for tab in &mut tabs {
-        tab.until("the download's first bytes", |t| {
-            t.latest.get(&id).is_some_and(|i| {
-                i.status == ImportStatus::Downloading && i.bytes_done > 0 && i.attempt == 1
-            })
-        })
-        .await;
-    }
+    })
+    .await;
 
     let killed_at = Instant::now();
     c.nodes[victim].kill().await;
@@ -609,24 +640,17 @@ async fn a_node_killed_mid_import_is_replaced_and_every_client_ends_at_the_final
 
     // Once the lease runs out, another node claims the import and fetches
     // it again (attempt 2).
-    let fetches = c
-        .content
-        .wait_for_fetches("the download taken over by another node", WAIT * 2, |f| {
-            f.iter().filter(|f| f.name == "crash").count() >= 2
-        })
-        .await;
-    let taker = c.node_of(&fetches[1]);
+    let second = c.taken_over("crash", WAIT * 2).await;
+    let taker = c.node_of(&second);
     assert_ne!(taker, victim, "a live node took the import over");
-    let takeover = fetches[1].started.duration_since(killed_at);
+    let takeover = second.started.duration_since(killed_at);
     assert!(
         takeover < lease + Duration::from_secs(20),
         "taken over {takeover:?} after the kill"
     );
     c.content.release("crash");
 
-    for tab in &mut tabs {
-        tab.until("the final state", |t| t.is_final(&id)).await;
-    }
+    all_until(&mut tabs, "the final state", |t| t.is_final(&id)).await;
     let stored = c.rest("alice", &id).await;
     assert_eq!(stored.status, ImportStatus::Completed, "{stored:?}");
     assert_eq!(stored.attempt, 2, "resumed once, on another node");
@@ -668,15 +692,7 @@ async fn draining_a_node_behind_nginx_moves_its_clients_and_its_job_at_once() {
     let url = held_url(&c, "drain", hold_after);
     let created = balanced.create_ok(&c.token("alice"), &url).await;
     let id = created.id.clone();
-    let fetches = c
-        .content
-        .wait_for_fetches("a download stalled mid-file", WAIT, |fetches| {
-            fetches
-                .iter()
-                .any(|f| f.name == "drain" && f.bytes_sent >= hold_after)
-        })
-        .await;
-    let drained = c.node_of(&fetches[0]);
+    let drained = c.stalled_mid_file("drain", hold_after).await;
     // The drained node must hold some of the clients.
     while !tabs.iter().any(|tab| tab.node == drained) {
         assert!(
@@ -685,14 +701,12 @@ async fn draining_a_node_behind_nginx_moves_its_clients_and_its_job_at_once() {
         );
         tabs.push(c.tab_via(&nginx.ws(), "alice").await);
     }
-    for tab in &mut tabs {
-        tab.until("the download's first bytes", |t| {
-            t.latest
-                .get(&id)
-                .is_some_and(|i| i.status == ImportStatus::Downloading && i.bytes_done > 0)
-        })
-        .await;
-    }
+    all_until(&mut tabs, "the download's first bytes", |t| {
+        t.latest
+            .get(&id)
+            .is_some_and(|i| i.status == ImportStatus::Downloading && i.bytes_done > 0)
+    })
+    .await;
     let moved = tabs.iter().filter(|tab| tab.node == drained).count();
 
     let drained_at = Instant::now();
@@ -706,20 +720,13 @@ async fn draining_a_node_behind_nginx_moves_its_clients_and_its_job_at_once() {
     }
     // The job is handed back at once: another node fetches it again, long
     // before the 60 s lease would have run out.
-    let fetches = c
-        .content
-        .wait_for_fetches("the download taken over by another node", WAIT, |f| {
-            f.iter().filter(|f| f.name == "drain").count() >= 2
-        })
-        .await;
-    let taker = c.node_of(&fetches[1]);
+    let second = c.taken_over("drain", WAIT).await;
+    let taker = c.node_of(&second);
     assert_ne!(taker, drained);
-    let takeover = fetches[1].started.duration_since(drained_at);
+    let takeover = second.started.duration_since(drained_at);
     c.content.release("drain");
 
-    for tab in &mut tabs {
-        tab.until("the final state", |t| t.is_final(&id)).await;
-    }
+    all_until(&mut tabs, "the final state", |t| t.is_final(&id)).await;
     let completed_in = drained_at.elapsed();
     assert!(
         completed_in < Duration::from_secs(20),
@@ -910,32 +917,17 @@ async fn a_node_paused_past_its_lease_loses_the_import_and_stops_its_copy() {
     let hold_after = 64 * KIB;
     let url = held_url(&c, "pause", hold_after);
     let id = c.create(0, "alice", &url).await.id;
-    let fetches = c
-        .content
-        .wait_for_fetches("a download stalled mid-file", WAIT, |fetches| {
-            fetches
-                .iter()
-                .any(|f| f.name == "pause" && f.bytes_sent >= hold_after)
-        })
-        .await;
-    let paused = c.node_of(&fetches[0]);
-    for tab in &mut tabs {
-        tab.until("the download's first bytes", |t| {
-            t.latest.get(&id).is_some_and(|i| i.bytes_done > 0)
-        })
-        .await;
-    }
+    let paused = c.stalled_mid_file("pause", hold_after).await;
+    all_until(&mut tabs, "the download's first bytes", |t| {
+        t.latest.get(&id).is_some_and(|i| i.bytes_done > 0)
+    })
+    .await;
 
     // The node stops dead (a long pause, an overloaded VM): its lease runs
     // out and another node takes the import over.
     c.nodes[paused].signal("STOP");
-    let fetches = c
-        .content
-        .wait_for_fetches("the download taken over by another node", WAIT * 2, |f| {
-            f.iter().filter(|f| f.name == "pause").count() >= 2
-        })
-        .await;
-    let taker = c.node_of(&fetches[1]);
+    let second = c.taken_over("pause", WAIT * 2).await;
+    let taker = c.node_of(&second);
     assert_ne!(taker, paused);
     tabs[taker]
         .until("attempt 2 on the node that took over", |t| {
@@ -965,9 +957,7 @@ async fn a_node_paused_past_its_lease_loses_the_import_and_stops_its_copy() {
     );
     c.content.release("pause");
 
-    for tab in &mut tabs {
-        tab.until("the final state", |t| t.is_final(&id)).await;
-    }
+    all_until(&mut tabs, "the final state", |t| t.is_final(&id)).await;
     let stored = c.rest("alice", &id).await;
     assert_eq!(stored.status, ImportStatus::Completed, "{stored:?}");
     assert_eq!(stored.attempt, 2);
@@ -990,11 +980,7 @@ async fn a_node_paused_past_its_lease_with_no_one_to_take_over_runs_the_import_o
     let hold_after = 64 * KIB;
     let url = held_url(&c, "alone", hold_after);
     let id = c.create(0, "alice", &url).await.id;
-    c.content
-        .wait_for_fetches("a download stalled mid-file", WAIT, |fetches| {
-            fetches.iter().any(|f| f.bytes_sent >= hold_after)
-        })
-        .await;
+    c.stalled_mid_file("alone", hold_after).await;
     tab.until("the download's first bytes", |t| {
         t.latest.get(&id).is_some_and(|i| i.bytes_done > 0)
     })
