@@ -106,6 +106,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             ttl: config.media_link_ttl,
         },
         Arc::clone(&media_storage),
+        Arc::clone(&metrics),
     );
     let runner = Runner::new(
         Arc::clone(&imports),

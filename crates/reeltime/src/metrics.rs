@@ -17,6 +17,10 @@ pub struct Metrics {
     pub slow_client_closes: AtomicU64,
     pub jwks_fetch_ok: AtomicU64,
     pub jwks_fetch_error: AtomicU64,
+    /// Import changes stored, and the database writes that stored them:
+    /// their ratio is how much the group commit batches.
+    pub import_changes_stored: AtomicU64,
+    pub import_writes: AtomicU64,
     auth_failures: Mutex<BTreeMap<&'static str, u64>>,
 }
 
@@ -60,6 +64,20 @@ impl Metrics {
             "Connections closed because the client could not keep up.",
             "counter",
             self.slow_client_closes.load(Ordering::Relaxed).to_string(),
+        );
+        gauge(
+            "reeltime_import_changes_stored_total",
+            "Import changes written to the store.",
+            "counter",
+            self.import_changes_stored
+                .load(Ordering::Relaxed)
+                .to_string(),
+        );
+        gauge(
+            "reeltime_import_writes_total",
+            "Database writes that stored them (a write carries a batch).",
+            "counter",
+            self.import_writes.load(Ordering::Relaxed).to_string(),
         );
         let _ = writeln!(
             out,

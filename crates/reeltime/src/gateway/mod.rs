@@ -61,7 +61,7 @@ impl Gateway {
             .snapshot_read(user_id)
             .get_or_read(|| self.imports.store().snapshot(user_id))
             .await?;
-        Ok(self.imports.present_all(user_id, imports.to_vec()))
+        Ok(self.imports.present_all(user_id, imports.iter().cloned()))
     }
 }
 

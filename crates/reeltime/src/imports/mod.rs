@@ -29,6 +29,7 @@ pub use runner::{JobSettings, MediaWork, Runner};
 use crate::bus::{Bus, ImportEvent};
 use crate::media::MediaSigner;
 use crate::media::storage::MediaStorage;
+use crate::metrics::Metrics;
 use crate::store::{GroupCommit, OwnedImport, Store, StoreError};
 
 /// Attempts an import gets across restarts before failing `interrupted`.
@@ -85,9 +86,10 @@ impl Imports {
         downloads_dir: PathBuf,
         links: MediaLinks,
         storage: Arc<dyn MediaStorage>,
+        metrics: Arc<Metrics>,
     ) -> Arc<Imports> {
         Arc::new(Imports {
-            commits: GroupCommit::start(Arc::clone(&store)),
+            commits: GroupCommit::start(Arc::clone(&store), metrics),
             store,
             bus,
             policy,
@@ -106,35 +108,37 @@ impl Imports {
     /// The import as its owner sees it: with fresh signed links to its
     /// video and poster once it has them.
     pub fn present(&self, owned: &OwnedImport) -> Import {
-        let mut import = owned.import.clone();
+        self.sign_links(&owned.user_id, owned.import.clone())
+    }
+
+    /// Presents a list of `user_id`'s imports.
+    pub fn present_all(
+        &self,
+        user_id: &str,
+        imports: impl IntoIterator<Item = Import>,
+    ) -> Vec<Import> {
+        imports
+            .into_iter()
+            .map(|import| self.sign_links(user_id, import))
+            .collect()
+    }
+
+    fn sign_links(&self, user_id: &str, mut import: Import) -> Import {
         if let Some(serde_json::Value::Object(result)) = import.result.as_mut() {
             for (file_key, url_key) in [
                 ("video_file", "video_url"),
                 ("thumbnail_file", "thumbnail_url"),
             ] {
                 if let Some(file) = result.get(file_key).and_then(|f| f.as_str()) {
-                    let url =
-                        self.links
-                            .signer
-                            .sign(&import.id, file, &owned.user_id, self.links.ttl);
+                    let url = self
+                        .links
+                        .signer
+                        .sign(&import.id, file, user_id, self.links.ttl);
                     result.insert(url_key.to_string(), serde_json::Value::String(url));
                 }
             }
         }
         import
-    }
-
-    /// Presents a list of `user_id`'s imports.
-    pub fn present_all(&self, user_id: &str, imports: Vec<Import>) -> Vec<Import> {
-        imports
-            .into_iter()
-            .map(|import| {
-                self.present(&OwnedImport {
-                    user_id: user_id.to_string(),
-                    import,
-                })
-            })
-            .collect()
     }
 
     /// Where finished media is kept and served from.

@@ -11,10 +11,12 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::{ImportWrite, OwnedImport, Store, StoreError};
+use crate::metrics::Metrics;
 
 /// Most changes written in one statement.
 const MAX_BATCH: usize = 512;
@@ -32,9 +34,10 @@ pub struct GroupCommit {
 
 impl GroupCommit {
     /// Starts the writer task. It runs until the last `GroupCommit` is gone.
-    pub fn start(store: Arc<dyn Store>) -> GroupCommit {
+    /// It counts changes and writes in `metrics`.
+    pub fn start(store: Arc<dyn Store>, metrics: Arc<Metrics>) -> GroupCommit {
         let (queue, incoming) = mpsc::unbounded_channel();
-        tokio::spawn(write_batches(store, incoming));
+        tokio::spawn(write_batches(store, metrics, incoming));
         GroupCommit { queue }
     }
 
@@ -60,7 +63,11 @@ impl GroupCommit {
     }
 }
 
-async fn write_batches(store: Arc<dyn Store>, mut incoming: mpsc::UnboundedReceiver<Pending>) {
+async fn write_batches(
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    mut incoming: mpsc::UnboundedReceiver<Pending>,
+) {
     // Changes held back because their import already had one in the batch:
     // they go first next time, so the changes of one import keep their order.
     let mut held: VecDeque<Pending> = VecDeque::new();
@@ -78,7 +85,12 @@ async fn write_batches(store: Arc<dyn Store>, mut incoming: mpsc::UnboundedRecei
             }
         }
         let batch = take_batch(&mut held);
-        write_batch(store.as_ref(), batch).await;
+        let changes = batch.len() as u64;
+        let writes = write_batch(store.as_ref(), batch).await;
+        metrics
+            .import_changes_stored
+            .fetch_add(changes, Ordering::Relaxed);
+        metrics.import_writes.fetch_add(writes, Ordering::Relaxed);
     }
 }
 
@@ -98,7 +110,8 @@ fn take_batch(held: &mut VecDeque<Pending>) -> Vec<Pending> {
     batch
 }
 
-async fn write_batch(store: &dyn Store, batch: Vec<Pending>) {
+/// Writes `batch`; returns how many database writes that took.
+async fn write_batch(store: &dyn Store, batch: Vec<Pending>) -> u64 {
     let (writes, outcomes): (Vec<ImportWrite>, Vec<_>) =
         batch.into_iter().map(|p| (p.write, p.outcome)).unzip();
     let written = if writes.len() == 1 {
@@ -117,6 +130,7 @@ async fn write_batch(store: &dyn Store, batch: Vec<Pending>) {
             for (outcome, written) in outcomes.into_iter().zip(written) {
                 let _ = outcome.send(Ok(written));
             }
+            1
         }
         // A single change, or a failed batch: one by one, so that each
         // caller gets its own outcome and error.
@@ -127,6 +141,7 @@ async fn write_batch(store: &dyn Store, batch: Vec<Pending>) {
                     .await;
                 let _ = outcome.send(result);
             }
+            writes.len() as u64
         }
     }
 }

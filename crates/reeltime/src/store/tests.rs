@@ -4,6 +4,7 @@
 //! of them.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use chrono::Utc;
 use reeltime_protocol::{Import, ImportStatus};
@@ -147,7 +148,8 @@ async fn batched_writes_compare_and_set_each(store: &dyn Store) {
 /// awaited before the next, all land in order; racing writers of one
 /// import still have exactly one winner.
 async fn group_commit_keeps_order_and_one_winner(store: Arc<dyn Store>) {
-    let commits = Arc::new(GroupCommit::start(Arc::clone(&store)));
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let commits = Arc::new(GroupCommit::start(Arc::clone(&store), Arc::clone(&metrics)));
     let mut jobs = Vec::new();
     for n in 0..40 {
         let store = Arc::clone(&store);
@@ -175,6 +177,13 @@ async fn group_commit_keeps_order_and_one_winner(store: Arc<dyn Store>) {
         assert_eq!(back.import.version, 20);
         assert_eq!(back.import.bytes_done, 20);
     }
+    let stored = metrics.import_changes_stored.load(Ordering::Relaxed);
+    let writes = metrics.import_writes.load(Ordering::Relaxed);
+    assert_eq!(stored, 40 * 19);
+    assert!(
+        writes < stored,
+        "40 jobs at once share writes: {writes} writes for {stored} changes"
+    );
     let mut racers = Vec::new();
     for n in 0..8u64 {
         let commits = Arc::clone(&commits);
