@@ -12,7 +12,6 @@
 //! Both refuse the same names ([`is_safe_component`]): an import id or a
 //! file name is one plain path segment, so no request can reach outside an
 //! import's own files, on disk or in the bucket.
-
 //!
 //! This module holds the trait and what both share; [`local`] and [`s3`]
 //! hold one implementation each.
