@@ -256,7 +256,8 @@ async fn assert_valid_jpeg(path: &Path, width: u64, height: u64) {
 async fn audio_only_is_not_a_video() {
     let tools = tools().await;
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("song.m4a");
+    // Named as the sniff would name it: AAC in MP4 starts with `ftyp`.
+    let path = dir.path().join("song.mp4");
     make(
         &[
             "-f",
