@@ -9,23 +9,19 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::media::{H264_AAC, make_video, processes_mentioning};
+use common::media::{
+    H264_AAC, make_long_video, make_video, partial_files, processes_mentioning, tools,
+};
 use common::{World, follow_to_final, world};
 use reeltime::media::ffmpeg::transcode_with_limit;
 use reeltime::media::sandbox::{Limits, MEMORY_LIMIT_BYTES, Sandbox, out_of_cpu_time};
-use reeltime::media::{MediaError, MediaSigner, MediaTools, probe};
+use reeltime::media::{MediaError, MediaSigner, probe};
 use reeltime_protocol::{Import, ImportStatus};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// Upper bound for any wait, so a broken build fails instead of hanging.
 const PATIENCE: Duration = Duration::from_secs(180);
-
-async fn tools() -> MediaTools {
-    MediaTools::detect()
-        .await
-        .expect("ffmpeg and ffprobe must be on PATH for these tests: apt-get install ffmpeg")
-}
 
 /// The sandbox, or `None` (and a line saying the test skipped) without
 /// Landlock.
@@ -253,6 +249,8 @@ async fn probe_opens_a_manifest_only_as_the_container_it_is_named() {
     // Even a download that skipped the sniff is read only with the demuxer
     // of its name: a DASH manifest saved as `source.mp4` is no MP4.
     let tools = tools().await;
+    // ffprobe/ffmpeg start inside the sandbox wherever the kernel has one.
+    assert_eq!(tools.sandbox, Sandbox::detect());
     let dir = tempfile::tempdir().unwrap();
     let victim = dir.path().join("victim");
     std::fs::create_dir(&victim).unwrap();
@@ -475,14 +473,7 @@ async fn a_transcode_past_its_time_limit_is_stopped() {
     let tools = tools().await;
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("source.avi");
-    make_video(
-        &source,
-        "1280x720",
-        30,
-        false,
-        &["-c:v", "mpeg4", "-q:v", "20"],
-    )
-    .await;
+    make_long_video(&source).await;
     let probe = probe(&tools, &source).await.expect("probe");
     let output = dir.path().join("video.mp4");
     let (tx, _rx) = watch::channel(0.0);
@@ -507,13 +498,11 @@ async fn a_transcode_past_its_time_limit_is_stopped() {
     assert!(started.elapsed() >= limit);
     assert!(!err.message.contains('/'), "{}", err.message);
     assert!(!output.exists());
-    let parts: Vec<PathBuf> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .flatten()
-        .map(|entry| entry.path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "part"))
-        .collect();
-    assert_eq!(parts, Vec::<PathBuf>::new(), "no partial file left");
+    assert_eq!(
+        partial_files(dir.path()),
+        Vec::<PathBuf>::new(),
+        "no partial file left"
+    );
     assert_eq!(
         processes_mentioning(output.to_str().unwrap()),
         Vec::<u32>::new(),

@@ -64,9 +64,9 @@ const SYSTEM_READ: &[&str] = &[
 /// server opened before the sandbox applies).
 const DEVICES: &[&str] = &["/dev/null", "/dev/urandom"];
 
-/// Address space for one ffmpeg: decoding an 8K H.264 frame and encoding
-/// 720p with x264 peaks under 1 GiB here; the rest is headroom for thread
-/// stacks on machines with many cores.
+/// Address space for one ffmpeg: the 720p copy of a 4K H.264 source ran
+/// within 1 GiB here, of an 8K one within 2 GiB; the rest is headroom for
+/// thread stacks on machines with many cores.
 pub const MEMORY_LIMIT_BYTES: u64 = 4 << 30;
 
 /// Seconds between the soft CPU limit (SIGXCPU) and the hard one (SIGKILL).
