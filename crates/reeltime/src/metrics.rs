@@ -22,12 +22,20 @@ pub struct Metrics {
     pub import_changes_stored: AtomicU64,
     pub import_writes: AtomicU64,
     auth_failures: Mutex<BTreeMap<&'static str, u64>>,
+    connection_refusals: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
     /// Counts one rejected token or handshake, by its reason.
     pub fn auth_failure(&self, reason: &'static str) {
         if let Ok(mut map) = self.auth_failures.lock() {
+            *map.entry(reason).or_default() += 1;
+        }
+    }
+
+    /// Counts one socket closed 1013 at its upgrade, by the cap it hit.
+    pub fn connection_refused(&self, reason: &'static str) {
+        if let Ok(mut map) = self.connection_refusals.lock() {
             *map.entry(reason).or_default() += 1;
         }
     }
@@ -102,6 +110,18 @@ impl Metrics {
                 let _ = writeln!(
                     out,
                     "reeltime_auth_failures_total{{reason=\"{reason}\"}} {count}"
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP reeltime_connections_refused_total Sockets closed 1013 at their upgrade, by the cap they hit.\n# TYPE reeltime_connections_refused_total counter"
+        );
+        if let Ok(map) = self.connection_refusals.lock() {
+            for (reason, count) in map.iter() {
+                let _ = writeln!(
+                    out,
+                    "reeltime_connections_refused_total{{reason=\"{reason}\"}} {count}"
                 );
             }
         }

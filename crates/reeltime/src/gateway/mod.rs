@@ -2,28 +2,32 @@
 //! the hub that maps users to their connections and the per-connection
 //! outbox.
 
+mod admission;
 mod hub;
 mod outbox;
 mod session;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{WebSocketUpgrade, close_code};
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use reeltime_protocol::{Import, MAX_CLIENT_MESSAGE_BYTES};
+use reeltime_protocol::{Import, MAX_CLIENT_MESSAGE_BYTES, close};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use hub::{Hub, LimitError, Registration, SnapshotRead};
+pub use admission::{Admission, WaitRefused, Waiting};
+pub use hub::{Hub, LimitError, Registration, Reservation, SnapshotRead};
 pub use outbox::Outbox;
 
 use crate::auth::Verifier;
 use crate::imports::Imports;
 use crate::metrics::Metrics;
+use crate::net::TrustedProxies;
 use crate::store::StoreError;
 use crate::users::Users;
 
@@ -38,6 +42,10 @@ pub struct Gateway {
     pub verifier: Arc<Verifier>,
     pub users: Arc<Users>,
     pub hub: Arc<Hub>,
+    /// Caps on sockets still waiting for their token.
+    pub admission: Arc<Admission>,
+    /// Whose `X-Forwarded-For` names the client, for the per-address cap.
+    pub trusted_proxies: TrustedProxies,
     pub imports: Arc<Imports>,
     pub metrics: Arc<Metrics>,
     pub allowed_origins: Vec<String>,
@@ -65,6 +73,39 @@ impl Gateway {
     }
 }
 
+/// A socket let in: its place in the connection count and, until its
+/// token arrives, its place among the waiting sockets.
+pub struct Admitted {
+    pub reservation: Reservation,
+    pub waiting: Option<Waiting>,
+}
+
+impl Gateway {
+    /// Lets a socket of `client` in, or says why not. A socket that brought
+    /// its token in the query is verified at once and does not wait.
+    fn admit(&self, client: std::net::IpAddr, has_token: bool) -> Result<Admitted, &'static str> {
+        let waiting = if has_token {
+            None
+        } else {
+            Some(
+                self.admission
+                    .wait(client)
+                    .map_err(|refused| match refused {
+                        WaitRefused::Total => "too many sockets waiting for a token",
+                        WaitRefused::PerAddress => {
+                            "too many sockets waiting for a token from this address"
+                        }
+                    })?,
+            )
+        };
+        let reservation = self.hub.reserve().map_err(|_| "too many connections")?;
+        Ok(Admitted {
+            reservation,
+            waiting,
+        })
+    }
+}
+
 /// `?token=` on the upgrade request; the only query parameter we read.
 #[derive(Deserialize)]
 pub struct ProgressQuery {
@@ -76,6 +117,7 @@ pub struct ProgressQuery {
 /// not tell an auth failure from a network failure.
 pub async fn progress_socket(
     State(gateway): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(query): Query<ProgressQuery>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
@@ -91,6 +133,9 @@ pub async fn progress_socket(
                     .any(|allowed| allowed == origin)
             });
     let token = query.token.filter(|token| !token.is_empty());
+    // Taken before the upgrade, refused after it, like every refusal.
+    let client = gateway.trusted_proxies.client_ip(peer.ip(), &headers);
+    let admitted = gateway.admit(client, token.is_some());
     let tracker = gateway.sessions.clone();
     upgrade
         // Grows as needed; idle sockets then cost ~4 KiB less (docs/benchmarks.md).
@@ -119,7 +164,18 @@ pub async fn progress_socket(
                         .await;
                     return;
                 }
-                session::run(socket, gateway, token).await
+                let admitted = match admitted {
+                    Ok(admitted) => admitted,
+                    Err(reason) => {
+                        gateway.metrics.connection_refused(reason);
+                        tracing::debug!(%client, reason, "websocket refused");
+                        let _ = socket
+                            .send(close_message(close::TRY_AGAIN_LATER, reason))
+                            .await;
+                        return;
+                    }
+                };
+                session::run(socket, gateway, token, admitted).await
             })
         })
 }
