@@ -159,7 +159,7 @@ impl Hub {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         entry.connections.push((id, outbox));
         Ok(Registration {
-            reservation: reservation,
+            reservation,
             user_id: user_id.to_string(),
             id,
         })
