@@ -131,6 +131,34 @@ async fn time_to_close(addr: SocketAddr, prefix: Vec<u8>, trickle: Option<Durati
     started.elapsed()
 }
 
+/// `held` shows the connection was closed by a timeout of `timeout`: not
+/// before it, and not long after.
+fn assert_closed_by(held: Duration, timeout: Duration, what: &str) {
+    assert!(
+        held >= timeout - Duration::from_millis(300),
+        "{what}: closed after {held:?}, before the {timeout:?} timeout"
+    );
+    assert!(
+        held <= timeout + MARGIN,
+        "{what}: held {held:?}, timeout {timeout:?}"
+    );
+}
+
+/// `GET /healthz` on a connection of its own (not a pooled one), waiting
+/// up to a minute for the server to accept it.
+async fn healthz_on_a_new_connection(base: &str) -> reqwest::StatusCode {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client")
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .expect("healthz answered")
+        .status()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_requests_are_closed_after_the_header_timeout() {
     let timeout = Duration::from_secs(2);
@@ -155,15 +183,7 @@ async fn slow_requests_are_closed_after_the_header_timeout() {
         .map(|(name, prefix, trickle)| (name, tokio::spawn(time_to_close(addr, prefix, trickle))))
         .collect();
     for (name, run) in runs {
-        let held = run.await.expect("pattern ran");
-        assert!(
-            held >= timeout - Duration::from_millis(300),
-            "{name}: closed after {held:?}, before the header timeout"
-        );
-        assert!(
-            held <= timeout + MARGIN,
-            "{name}: held {held:?}, header timeout {timeout:?}"
-        );
+        assert_closed_by(run.await.expect("pattern ran"), timeout, name);
     }
     // The server still serves.
     let health = reqwest::get(format!("{}/healthz", w.server.http()))
@@ -187,14 +207,7 @@ async fn a_stalled_request_body_is_closed_after_the_idle_timeout() {
     );
     let held = time_to_close(addr_of(&w.server), head.into_bytes(), None).await;
     // Past the header timeout (the head was complete), closed by the idle one.
-    assert!(
-        held >= idle - Duration::from_millis(300),
-        "closed after {held:?}, before the idle timeout"
-    );
-    assert!(
-        held <= idle + MARGIN,
-        "held {held:?}, idle timeout {idle:?}"
-    );
+    assert_closed_by(held, idle, "a stalled body");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -370,23 +383,47 @@ async fn the_accept_loop_survives_running_out_of_descriptors() {
         .unwrap_or_else(|| panic!("no EMFILE back-off logged:\n{}", w.server.log()));
     // Silent connections are closed at the header timeout, giving their
     // descriptors back: /healthz gets through while we still hold all 300.
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .timeout(Duration::from_secs(60))
-        .build()
-        .expect("client");
-    let health = client
-        .get(format!("{}/healthz", w.server.http()))
-        .send()
-        .await
-        .expect("healthz answered while descriptors ran out");
-    assert_eq!(health.status(), 200);
+    assert_eq!(healthz_on_a_new_connection(&w.server.http()).await, 200);
     let logged = w.server.log().matches("accept failed; backing off").count();
     let intervals = started.elapsed().as_secs() / 10 + 2;
     assert!(
         logged as u64 <= intervals,
         "logged {logged} times in {:?}: once per 10 s expected",
         started.elapsed()
+    );
+    drop(silent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_connection_cap_accept_waits_instead_of_failing() {
+    let issuer = TestIssuer::start().await;
+    let mut env = issuer.env();
+    env.extend(pairs(&[("REELTIME_HTTP_HEADER_TIMEOUT_SECS", "2")]));
+    let server = ServerProcess::start_under(&["prlimit", "--nofile=400:400"], binary(), &env).await;
+    let log = server.log();
+    assert!(
+        log.contains("max_open_connections=272") && log.contains("max_waiting_for_token=16"),
+        "budget from 400 open files: 400 - 128, and 272 - 256 waiting:\n{log}"
+    );
+    assert!(
+        log.contains("REELTIME_MAX_PENDING_AUTH lowered"),
+        "the lowered cap is announced:\n{log}"
+    );
+    let addr = addr_of(&server);
+    let mut silent = Vec::new();
+    for _ in 0..300 {
+        silent.push(TcpStream::connect(addr).await.expect("connect"));
+    }
+    server
+        .wait_for_log("connection cap reached", WAIT)
+        .await
+        .unwrap_or_else(|| panic!("the cap was not reached:\n{}", server.log()));
+    // Answered once the header timeout frees places.
+    assert_eq!(healthz_on_a_new_connection(&server.http()).await, 200);
+    assert!(
+        !server.log().contains("accept failed"),
+        "the cap kept accept() off EMFILE:\n{}",
+        server.log()
     );
     drop(silent);
 }
