@@ -193,6 +193,24 @@ async fn slow_requests_are_closed_after_the_header_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_request_head_is_refused_with_431() {
+    let w = world(&[]).await;
+    let mut stream = TcpStream::connect(addr_of(&w.server))
+        .await
+        .expect("connect");
+    // Exactly the 32 KiB the server buffers, never finished: it reads all
+    // of it (so closing sends no reset that could eat the answer) and
+    // refuses.
+    let prefix = "GET /healthz HTTP/1.1\r\nHost: x\r\nCookie: ";
+    let head = format!("{prefix}{}", "a".repeat(32 * 1024 - prefix.len()));
+    stream.write_all(head.as_bytes()).await.expect("send");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_request_body_is_closed_after_the_idle_timeout() {
     let idle = Duration::from_secs(4);
     let w = world(&[
