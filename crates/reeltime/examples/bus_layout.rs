@@ -58,8 +58,12 @@ fn nodes() -> Vec<Node> {
             for n in (0..USERS).filter(|n| n % NODES == node) {
                 let outbox = Outbox::new();
                 registrations.push(
-                    hub.register(&user(n), Arc::clone(&outbox))
-                        .expect("register"),
+                    hub.register(
+                        hub.reserve().expect("a place"),
+                        &user(n),
+                        Arc::clone(&outbox),
+                    )
+                    .expect("register"),
                 );
                 outboxes.insert(user(n), outbox);
             }

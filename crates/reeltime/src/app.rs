@@ -10,13 +10,14 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{DevIssuer, JwksCache, KeyProvider, KeySet, Verifier};
 use crate::bus::{Bus, LocalBus, RedisBus};
 use crate::config::{Config, KeySource};
-use crate::gateway::{Gateway, Hub};
-use crate::http::{self, AppState};
+use crate::gateway::{Admission, Gateway, Hub};
+use crate::http::{self, Admin, AppState};
 use crate::imports::fetch::Fetcher;
 use crate::imports::guard::Policy;
 use crate::imports::{Imports, JobSettings, MediaLinks, MediaWork, Runner};
 use crate::media::{self, MediaSigner, MediaState, MediaTools};
 use crate::metrics::Metrics;
+use crate::net::{self, ADMIN_CONNECTIONS, Budget, BudgetInputs, HttpLimits};
 use crate::store::{self, Store};
 use crate::users::Users;
 
@@ -128,10 +129,32 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     let runner_loop = tokio::spawn(Arc::clone(&runner).run());
 
+    let budget = Budget::for_this_process(|open_files| BudgetInputs {
+        open_files,
+        fd_reserve: config.fd_reserve,
+        max_pending_auth: config.max_pending_auth,
+        max_connections: config.max_connections,
+        admin_listener: config.admin_listen.is_some(),
+    });
+    tracing::info!(
+        open_files = budget.open_files,
+        max_open_connections = budget.connections,
+        max_waiting_for_token = budget.waiting,
+        max_waiting_per_address = config.max_pending_auth_per_ip,
+        "connection budget (docs/security.md)"
+    );
+    if budget.waiting < config.max_pending_auth {
+        tracing::warn!(
+            max_waiting_for_token = budget.waiting,
+            "REELTIME_MAX_PENDING_AUTH lowered by the open-file limit or REELTIME_MAX_CONNECTIONS"
+        );
+    }
     let gateway = Arc::new(Gateway {
         verifier: Arc::clone(&verifier),
         users: Arc::clone(&users),
         hub,
+        admission: Admission::new(budget.waiting, config.max_pending_auth_per_ip),
+        trusted_proxies: config.trusted_proxies.clone(),
         imports: Arc::clone(&imports),
         metrics: Arc::clone(&metrics),
         allowed_origins: config.allowed_origins.clone(),
@@ -145,6 +168,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {} (REELTIME_LISTEN)", config.listen))?;
     let address = listener.local_addr()?;
+    let admin_listener = match config.admin_listen {
+        Some(admin) => Some(
+            TcpListener::bind(admin)
+                .await
+                .with_context(|| format!("listening on {admin} (REELTIME_ADMIN_LISTEN)"))?,
+        ),
+        None => None,
+    };
     let base_url = format!("http://{address}");
     if dev.is_some() {
         // The development page imports the server's own samples: allowed by
@@ -179,13 +210,35 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         clerk_publishable_key: config.clerk_publishable_key.clone(),
         base_url,
     };
+    let limits = HttpLimits {
+        header_timeout: config.http_header_timeout,
+        idle_timeout: config.http_idle_timeout,
+        max_connections: budget.connections,
+    };
+    let admin = match admin_listener {
+        Some(admin_listener) => {
+            let admin_address = admin_listener.local_addr()?;
+            tracing::info!("admin endpoints (/metrics, /readyz) on http://{admin_address}");
+            tokio::spawn(net::serve(
+                admin_listener,
+                http::admin_router(state.clone()),
+                HttpLimits {
+                    max_connections: ADMIN_CONNECTIONS,
+                    ..limits
+                },
+                shutdown.clone(),
+            ));
+            Admin::Separate
+        }
+        None => Admin::Public,
+    };
     tracing::info!("listening on http://{address}");
-
-    let server = axum::serve(listener, http::router(state, media)).with_graceful_shutdown({
-        let shutdown = shutdown.clone();
-        async move { shutdown.cancelled().await }
-    });
-    let server = tokio::spawn(async move { server.await });
+    let server = tokio::spawn(net::serve(
+        listener,
+        http::router(state, media, admin),
+        limits,
+        shutdown.clone(),
+    ));
 
     wait_for_signal().await;
     tracing::info!(

@@ -80,6 +80,34 @@ pub struct Settings {
     #[arg(long, env = "REELTIME_MAX_CONNECTIONS", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections: Option<u64>,
 
+    /// Sockets that have not yet sent their token (first-message auth) on this node; over it a new one is closed 1013.
+    #[arg(long, env = "REELTIME_MAX_PENDING_AUTH", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_pending_auth: u64,
+
+    /// Sockets one client address (IPv6: one /64) may have waiting for their token; over it a new one is closed 1013.
+    #[arg(long, env = "REELTIME_MAX_PENDING_AUTH_PER_IP", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_pending_auth_per_ip: u64,
+
+    /// Open files kept free of sockets waiting for their token, for /healthz, /readyz and authenticated connects.
+    #[arg(long, env = "REELTIME_FD_RESERVE", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    pub fd_reserve: u64,
+
+    /// Comma-separated proxy IPs or CIDRs whose X-Forwarded-For names the client (unset: the peer address is the client).
+    #[arg(long, env = "REELTIME_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
+
+    /// Seconds a client has to send a request's headers (also the keep-alive wait for the next request).
+    #[arg(long, env = "REELTIME_HTTP_HEADER_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_header_timeout_secs: u64,
+
+    /// Seconds an HTTP connection may go with no byte moving either way before it is closed (not WebSockets: they have heartbeats).
+    #[arg(long, env = "REELTIME_HTTP_IDLE_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_idle_timeout_secs: u64,
+
+    /// Address for /metrics and /readyz (and /healthz); when set they are not served on REELTIME_LISTEN.
+    #[arg(long, env = "REELTIME_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+
     /// Seconds to finish closing sockets and saving jobs on SIGTERM/SIGINT.
     #[arg(long, env = "REELTIME_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
@@ -262,6 +290,16 @@ pub struct Config {
     pub heartbeat: Duration,
     pub max_connections_per_user: usize,
     pub max_connections: Option<usize>,
+    pub max_pending_auth: usize,
+    pub max_pending_auth_per_ip: usize,
+    /// Descriptors that sockets waiting for their token never take.
+    pub fd_reserve: usize,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: crate::net::TrustedProxies,
+    pub http_header_timeout: Duration,
+    pub http_idle_timeout: Duration,
+    /// `Some`: /metrics and /readyz move to this address.
+    pub admin_listen: Option<SocketAddr>,
     pub shutdown_grace: Duration,
     pub import_allow_private: bool,
     pub import_allow_hosts: Vec<String>,
@@ -382,6 +420,15 @@ impl Config {
             }
         }
 
+        let trusted_proxies = crate::net::TrustedProxies::parse(&clean(s.trusted_proxies))
+            .context("bad setting REELTIME_TRUSTED_PROXIES")?;
+        if s.admin_listen
+            .is_some_and(|admin| admin == s.listen && admin.port() != 0)
+        {
+            bail!("bad setting REELTIME_ADMIN_LISTEN: must differ from REELTIME_LISTEN");
+        }
+        let to_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+
         Ok(Config {
             listen: s.listen,
             data_dir: s.data_dir,
@@ -398,6 +445,13 @@ impl Config {
             max_connections: s
                 .max_connections
                 .map(|max| usize::try_from(max).unwrap_or(usize::MAX)),
+            max_pending_auth: to_usize(s.max_pending_auth),
+            max_pending_auth_per_ip: to_usize(s.max_pending_auth_per_ip),
+            fd_reserve: to_usize(s.fd_reserve),
+            trusted_proxies,
+            http_header_timeout: Duration::from_secs(s.http_header_timeout_secs),
+            http_idle_timeout: Duration::from_secs(s.http_idle_timeout_secs),
+            admin_listen: s.admin_listen,
             shutdown_grace: Duration::from_secs(s.shutdown_grace_secs),
             import_allow_private: s.import_allow_private,
             import_allow_hosts: clean(s.import_allow_hosts)
@@ -562,6 +616,25 @@ mod tests {
             let err = Config::from_settings(settings(&["--media-url", bad])).unwrap_err();
             assert!(format!("{err:#}").contains("REELTIME_MEDIA_URL"), "{err:#}");
         }
+    }
+
+    #[test]
+    fn connection_settings_have_defaults_and_checks() {
+        let config = Config::from_settings(settings(&[])).unwrap();
+        assert_eq!(config.http_header_timeout, Duration::from_secs(10));
+        assert_eq!(config.http_idle_timeout, Duration::from_secs(60));
+        assert_eq!(config.max_pending_auth, 2000);
+        assert_eq!(config.max_pending_auth_per_ip, 64);
+        assert_eq!(config.admin_listen, None);
+        let err =
+            Config::from_settings(settings(&["--trusted-proxies", "10.0.0.0/33"])).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("REELTIME_TRUSTED_PROXIES"),
+            "{err:#}"
+        );
+        let err =
+            Config::from_settings(settings(&["--admin-listen", "127.0.0.1:8080"])).unwrap_err();
+        assert!(err.to_string().contains("REELTIME_ADMIN_LISTEN"), "{err}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod http;
 pub mod imports;
 pub mod media;
 pub mod metrics;
+pub mod net;
 pub mod private_file;
 pub mod store;
 pub mod users;

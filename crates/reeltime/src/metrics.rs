@@ -22,14 +22,18 @@ pub struct Metrics {
     pub import_changes_stored: AtomicU64,
     pub import_writes: AtomicU64,
     auth_failures: Mutex<BTreeMap<&'static str, u64>>,
+    connection_refusals: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
     /// Counts one rejected token or handshake, by its reason.
     pub fn auth_failure(&self, reason: &'static str) {
-        if let Ok(mut map) = self.auth_failures.lock() {
-            *map.entry(reason).or_default() += 1;
-        }
+        count(&self.auth_failures, reason);
+    }
+
+    /// Counts one socket closed 1013 at its upgrade, by the cap it hit.
+    pub fn connection_refused(&self, reason: &'static str) {
+        count(&self.connection_refusals, reason);
     }
 
     /// Renders everything, with the import counts the store reported.
@@ -93,18 +97,18 @@ impl Metrics {
             "reeltime_jwks_fetches_total{{outcome=\"error\"}} {}",
             self.jwks_fetch_error.load(Ordering::Relaxed)
         );
-        let _ = writeln!(
-            out,
-            "# HELP reeltime_auth_failures_total Rejected tokens and handshakes by reason.\n# TYPE reeltime_auth_failures_total counter"
+        render_by_reason(
+            &mut out,
+            "reeltime_auth_failures_total",
+            "Rejected tokens and handshakes by reason.",
+            &self.auth_failures,
         );
-        if let Ok(map) = self.auth_failures.lock() {
-            for (reason, count) in map.iter() {
-                let _ = writeln!(
-                    out,
-                    "reeltime_auth_failures_total{{reason=\"{reason}\"}} {count}"
-                );
-            }
-        }
+        render_by_reason(
+            &mut out,
+            "reeltime_connections_refused_total",
+            "Sockets closed 1013 at their upgrade, by the cap they hit.",
+            &self.connection_refusals,
+        );
         let _ = writeln!(
             out,
             "# HELP reeltime_imports Imports in the store by status.\n# TYPE reeltime_imports gauge"
@@ -113,5 +117,26 @@ impl Metrics {
             let _ = writeln!(out, "reeltime_imports{{status=\"{status}\"}} {count}");
         }
         out
+    }
+}
+
+fn count(map: &Mutex<BTreeMap<&'static str, u64>>, reason: &'static str) {
+    if let Ok(mut map) = map.lock() {
+        *map.entry(reason).or_default() += 1;
+    }
+}
+
+/// A counter with a `reason` label, one line per reason seen.
+fn render_by_reason(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    map: &Mutex<BTreeMap<&'static str, u64>>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    if let Ok(map) = map.lock() {
+        for (reason, count) in map.iter() {
+            let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {count}");
+        }
     }
 }

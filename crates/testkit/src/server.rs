@@ -16,6 +16,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// A running reeltime process.
 pub struct ServerProcess {
     binary: PathBuf,
+    /// A command the binary runs under (e.g. `prlimit --nofile=4096:4096`).
+    wrapper: Vec<String>,
     env: Vec<(String, String)>,
     data_dir: PathBuf,
     _temp: Option<Arc<tempfile::TempDir>>,
@@ -35,6 +37,21 @@ impl ServerProcess {
         ServerProcess::start_in(binary, env, &data_dir, Some(temp)).await
     }
 
+    /// Starts `binary` under `wrapper`, a command that takes the program
+    /// and execs it (`prlimit --nofile=4096:4096`), so the pid is the
+    /// server's.
+    pub async fn start_under(
+        wrapper: &[&str],
+        binary: &Path,
+        env: &[(String, String)],
+    ) -> ServerProcess {
+        let temp = Arc::new(tempfile::tempdir().expect("temp dir"));
+        let mut server = ServerProcess::unstarted(binary, env, temp.path(), Some(temp.clone()));
+        server.wrapper = wrapper.iter().map(|part| part.to_string()).collect();
+        server.spawn().await;
+        server
+    }
+
     /// Starts with a given data dir (to share state between processes).
     pub async fn start_in(
         binary: &Path,
@@ -42,8 +59,20 @@ impl ServerProcess {
         data_dir: &Path,
         temp: Option<Arc<tempfile::TempDir>>,
     ) -> ServerProcess {
-        let mut server = ServerProcess {
+        let mut server = ServerProcess::unstarted(binary, env, data_dir, temp);
+        server.spawn().await;
+        server
+    }
+
+    fn unstarted(
+        binary: &Path,
+        env: &[(String, String)],
+        data_dir: &Path,
+        temp: Option<Arc<tempfile::TempDir>>,
+    ) -> ServerProcess {
+        ServerProcess {
             binary: binary.to_path_buf(),
+            wrapper: Vec::new(),
             env: env.to_vec(),
             data_dir: data_dir.to_path_buf(),
             _temp: temp,
@@ -51,13 +80,18 @@ impl ServerProcess {
             addr: "127.0.0.1:0".into(),
             log: Arc::new(Mutex::new(String::new())),
             log_grew: Arc::new(Notify::new()),
-        };
-        server.spawn().await;
-        server
+        }
     }
 
     async fn spawn(&mut self) {
-        let mut command = Command::new(&self.binary);
+        let mut command = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(&self.binary);
+                command
+            }
+            None => Command::new(&self.binary),
+        };
         for (key, _) in std::env::vars() {
             if key.starts_with("REELTIME_") || key.starts_with("CLERK_") {
                 command.env_remove(key);

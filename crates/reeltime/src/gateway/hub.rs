@@ -76,9 +76,24 @@ pub enum LimitError {
     Total,
 }
 
-/// A live registration; dropping it removes the connection from the hub.
-pub struct Registration {
+/// A socket's place in the node's connection count
+/// (`REELTIME_MAX_CONNECTIONS`), from its upgrade until it closes: taken
+/// before the socket authenticates, so sockets still waiting for their
+/// token count too.
+pub struct Reservation {
     hub: Arc<Hub>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.hub.total.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A live registration; dropping it removes the connection from the hub
+/// and gives back its place in the count.
+pub struct Registration {
+    reservation: Reservation,
     user_id: String,
     id: u64,
 }
@@ -91,7 +106,7 @@ impl Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.hub.unregister(&self.user_id, self.id);
+        self.reservation.hub.unregister(&self.user_id, self.id);
     }
 }
 
@@ -116,9 +131,23 @@ impl Hub {
         }
     }
 
-    /// Adds a connection of `user_id`, enforcing both connection limits.
+    /// A place in the node's connection count, if one is free.
+    pub fn reserve(self: &Arc<Self>) -> Result<Reservation, LimitError> {
+        let reserved = self.total.fetch_add(1, Ordering::SeqCst);
+        let reservation = Reservation {
+            hub: Arc::clone(self),
+        };
+        if self.max_total.is_some_and(|max| reserved >= max) {
+            return Err(LimitError::Total);
+        }
+        Ok(reservation)
+    }
+
+    /// Adds a connection of `user_id` in the place `reservation` holds,
+    /// enforcing the per-user limit.
     pub fn register(
-        self: &Arc<Self>,
+        &self,
+        reservation: Reservation,
         user_id: &str,
         outbox: Arc<Outbox>,
     ) -> Result<Registration, LimitError> {
@@ -127,18 +156,10 @@ impl Hub {
         if entry.connections.len() >= self.max_per_user {
             return Err(LimitError::PerUser);
         }
-        let reserved = self.total.fetch_add(1, Ordering::SeqCst);
-        if self.max_total.is_some_and(|max| reserved >= max) {
-            self.total.fetch_sub(1, Ordering::SeqCst);
-            if entry.connections.is_empty() {
-                shard.remove(user_id);
-            }
-            return Err(LimitError::Total);
-        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         entry.connections.push((id, outbox));
         Ok(Registration {
-            hub: Arc::clone(self),
+            reservation,
             user_id: user_id.to_string(),
             id,
         })
@@ -147,11 +168,7 @@ impl Hub {
     fn unregister(&self, user_id: &str, id: u64) {
         let mut shard = self.shard(user_id);
         if let Some(entry) = shard.get_mut(user_id) {
-            let before = entry.connections.len();
             entry.connections.retain(|(other, _)| *other != id);
-            if entry.connections.len() < before {
-                self.total.fetch_sub(1, Ordering::SeqCst);
-            }
             if entry.connections.is_empty() {
                 shard.remove(user_id);
             }
@@ -217,7 +234,7 @@ impl Hub {
         asked
     }
 
-    /// Connections open on this node.
+    /// Connections open on this node, those still authenticating included.
     pub fn connection_count(&self) -> usize {
         self.total.load(Ordering::SeqCst)
     }
@@ -252,8 +269,12 @@ mod tests {
         let hub = Hub::new(4, None);
         let alice = Outbox::new();
         let bob = Outbox::new();
-        let _a = hub.register("alice", Arc::clone(&alice)).unwrap();
-        let _b = hub.register("bob", Arc::clone(&bob)).unwrap();
+        let _a = hub
+            .register(hub.reserve().unwrap(), "alice", Arc::clone(&alice))
+            .unwrap();
+        let _b = hub
+            .register(hub.reserve().unwrap(), "bob", Arc::clone(&bob))
+            .unwrap();
         hub.deliver(&event("alice"));
         assert_eq!(alice.len(), 1);
         assert_eq!(bob.len(), 0);
@@ -263,9 +284,15 @@ mod tests {
     fn resync_reaches_every_connection() {
         let hub = Hub::new(4, None);
         let outboxes: Vec<_> = (0..3).map(|_| Outbox::new()).collect();
-        let _a = hub.register("alice", Arc::clone(&outboxes[0])).unwrap();
-        let _b = hub.register("alice", Arc::clone(&outboxes[1])).unwrap();
-        let _c = hub.register("bob", Arc::clone(&outboxes[2])).unwrap();
+        let _a = hub
+            .register(hub.reserve().unwrap(), "alice", Arc::clone(&outboxes[0]))
+            .unwrap();
+        let _b = hub
+            .register(hub.reserve().unwrap(), "alice", Arc::clone(&outboxes[1]))
+            .unwrap();
+        let _c = hub
+            .register(hub.reserve().unwrap(), "bob", Arc::clone(&outboxes[2]))
+            .unwrap();
         assert_eq!(hub.resync_all(), 3);
         assert_eq!(hub.resync_all(), 3);
         for outbox in &outboxes {
@@ -297,7 +324,9 @@ mod tests {
     #[tokio::test]
     async fn a_read_is_shared_only_while_someone_holds_it() {
         let hub = Hub::new(8, None);
-        let _tab = hub.register("alice", Outbox::new()).unwrap();
+        let _tab = hub
+            .register(hub.reserve().unwrap(), "alice", Outbox::new())
+            .unwrap();
         let reads = AtomicUsize::new(0);
         read(&hub, "alice", &reads, &["a1"]).await;
         read(&hub, "alice", &reads, &["a1"]).await;
@@ -315,9 +344,14 @@ mod tests {
     async fn connects_together_share_one_read_until_a_change() {
         let hub = Hub::new(8, None);
         let _tabs: Vec<_> = (0..4)
-            .map(|_| hub.register("alice", Outbox::new()).unwrap())
+            .map(|_| {
+                hub.register(hub.reserve().unwrap(), "alice", Outbox::new())
+                    .unwrap()
+            })
             .collect();
-        let _bob = hub.register("bob", Outbox::new()).unwrap();
+        let _bob = hub
+            .register(hub.reserve().unwrap(), "bob", Outbox::new())
+            .unwrap();
         let reads = AtomicUsize::new(0);
         let together =
             futures_util::future::join_all((0..4).map(|_| read(&hub, "alice", &reads, &["a1"])))
@@ -347,7 +381,9 @@ mod tests {
     #[tokio::test]
     async fn a_failed_read_is_tried_again() {
         let hub = Hub::new(8, None);
-        let _tab = hub.register("alice", Outbox::new()).unwrap();
+        let _tab = hub
+            .register(hub.reserve().unwrap(), "alice", Outbox::new())
+            .unwrap();
         let failed = hub
             .snapshot_read("alice")
             .get_or_read(|| async { Err::<Vec<Import>, &str>("database away") })
@@ -361,20 +397,39 @@ mod tests {
     #[test]
     fn limits_and_unregister_on_drop() {
         let hub = Hub::new(2, Some(3));
-        let a1 = hub.register("alice", Outbox::new()).unwrap();
-        let _a2 = hub.register("alice", Outbox::new()).unwrap();
+        let a1 = hub
+            .register(hub.reserve().unwrap(), "alice", Outbox::new())
+            .unwrap();
+        let _a2 = hub
+            .register(hub.reserve().unwrap(), "alice", Outbox::new())
+            .unwrap();
         assert_eq!(
-            hub.register("alice", Outbox::new()).err(),
+            hub.register(hub.reserve().unwrap(), "alice", Outbox::new())
+                .err(),
             Some(LimitError::PerUser)
         );
-        let _b1 = hub.register("bob", Outbox::new()).unwrap();
         assert_eq!(
-            hub.register("carol", Outbox::new()).err(),
-            Some(LimitError::Total)
+            hub.connection_count(),
+            2,
+            "a refused socket gives its place back"
         );
-        assert_eq!(hub.user_count(), 2, "a refused user leaves no entry");
+        let authenticating = hub.reserve().unwrap();
+        assert_eq!(
+            hub.reserve().err(),
+            Some(LimitError::Total),
+            "a socket still authenticating counts"
+        );
+        assert_eq!(hub.connection_count(), 3);
+        assert_eq!(hub.user_count(), 1, "a refused user leaves no entry");
+        drop(authenticating);
+        let _b1 = hub
+            .register(hub.reserve().unwrap(), "bob", Outbox::new())
+            .unwrap();
         drop(a1);
         assert_eq!(hub.connection_count(), 2);
-        assert!(hub.register("carol", Outbox::new()).is_ok());
+        assert!(
+            hub.register(hub.reserve().unwrap(), "carol", Outbox::new())
+                .is_ok()
+        );
     }
 }

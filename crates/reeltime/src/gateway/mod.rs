@@ -2,27 +2,31 @@
 //! the hub that maps users to their connections and the per-connection
 //! outbox.
 
+mod admission;
 mod hub;
 mod outbox;
 mod session;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{WebSocketUpgrade, close_code};
-use axum::extract::{RawQuery, State};
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use reeltime_protocol::{Import, MAX_CLIENT_MESSAGE_BYTES};
+use reeltime_protocol::{Import, MAX_CLIENT_MESSAGE_BYTES, close};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use hub::{Hub, LimitError, Registration, SnapshotRead};
+pub use admission::{Admission, WaitRefused, Waiting};
+pub use hub::{Hub, LimitError, Registration, Reservation, SnapshotRead};
 pub use outbox::Outbox;
 
 use crate::auth::Verifier;
 use crate::imports::Imports;
 use crate::metrics::Metrics;
+use crate::net::TrustedProxies;
 use crate::store::StoreError;
 use crate::users::Users;
 
@@ -37,6 +41,10 @@ pub struct Gateway {
     pub verifier: Arc<Verifier>,
     pub users: Arc<Users>,
     pub hub: Arc<Hub>,
+    /// Caps on sockets still waiting for their token.
+    pub admission: Arc<Admission>,
+    /// Whose `X-Forwarded-For` names the client, for the per-address cap.
+    pub trusted_proxies: TrustedProxies,
     pub imports: Arc<Imports>,
     pub metrics: Arc<Metrics>,
     pub allowed_origins: Vec<String>,
@@ -61,6 +69,39 @@ impl Gateway {
             .get_or_read(|| self.imports.store().snapshot(user_id))
             .await?;
         Ok(self.imports.present_all(user_id, imports.iter().cloned()))
+    }
+}
+
+/// A socket let in: its place in the connection count and, until its
+/// token arrives, its place among the waiting sockets.
+pub struct Admitted {
+    pub reservation: Reservation,
+    pub waiting: Option<Waiting>,
+}
+
+impl Gateway {
+    /// Lets a socket of `client` in, or says why not. A socket that brought
+    /// its token in the query is verified at once and does not wait.
+    fn admit(&self, client: std::net::IpAddr, has_token: bool) -> Result<Admitted, &'static str> {
+        let waiting = if has_token {
+            None
+        } else {
+            Some(
+                self.admission
+                    .wait(client)
+                    .map_err(|refused| match refused {
+                        WaitRefused::Total => "too many sockets waiting for a token",
+                        WaitRefused::PerAddress => {
+                            "too many sockets waiting for a token from this address"
+                        }
+                    })?,
+            )
+        };
+        let reservation = self.hub.reserve().map_err(|_| "too many connections")?;
+        Ok(Admitted {
+            reservation,
+            waiting,
+        })
     }
 }
 
@@ -94,6 +135,7 @@ impl QueryToken {
 /// not tell an auth failure from a network failure.
 pub async fn progress_socket(
     State(gateway): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
@@ -109,6 +151,9 @@ pub async fn progress_socket(
                     .any(|allowed| allowed == origin)
             });
     let token = QueryToken::parse(query.as_deref());
+    // Taken before the upgrade, refused after it, like every refusal.
+    let client = gateway.trusted_proxies.client_ip(peer.ip(), &headers);
+    let admitted = gateway.admit(client, token != QueryToken::Absent);
     let tracker = gateway.sessions.clone();
     upgrade
         // Grows as needed; idle sockets then cost ~4 KiB less (docs/benchmarks.md).
@@ -148,7 +193,18 @@ pub async fn progress_socket(
                         return;
                     }
                 };
-                session::run(socket, gateway, token).await
+                let admitted = match admitted {
+                    Ok(admitted) => admitted,
+                    Err(reason) => {
+                        gateway.metrics.connection_refused(reason);
+                        tracing::debug!(%client, reason, "websocket refused");
+                        let _ = socket
+                            .send(close_message(close::TRY_AGAIN_LATER, reason))
+                            .await;
+                        return;
+                    }
+                };
+                session::run(socket, gateway, token, admitted).await
             })
         })
 }

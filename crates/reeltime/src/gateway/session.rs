@@ -12,8 +12,9 @@ use futures_util::SinkExt;
 use reeltime_protocol::{ClientMessage, PROTOCOL_VERSION, ServerMessage, close};
 use tokio::time::{Instant, sleep_until, timeout};
 
-use super::{Gateway, Outbox};
+use super::{Admitted, Gateway, Outbox};
 use crate::auth::{AuthError, Claims};
+use crate::gateway::Reservation;
 
 /// A client that cannot take a message for this long is dropped (1013).
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,9 +31,17 @@ enum End {
 }
 
 /// Runs a connection to its end. `query_token` is the `?token=` value.
-pub async fn run(mut socket: Box<WebSocket>, gateway: Arc<Gateway>, query_token: Option<String>) {
+pub async fn run(
+    mut socket: Box<WebSocket>,
+    gateway: Arc<Gateway>,
+    query_token: Option<String>,
+    admitted: Admitted,
+) {
     let end = match authenticate(&mut socket, &gateway, query_token).await {
-        Ok(claims) => serve(&mut socket, &gateway, claims).await,
+        Ok(claims) => {
+            drop(admitted.waiting);
+            serve(&mut socket, &gateway, claims, admitted.reservation).await
+        }
         Err(end) => end,
     };
     match end {
@@ -100,7 +109,12 @@ async fn timeout_at<F: std::future::Future>(deadline: Instant, future: F) -> Opt
 }
 
 /// The authenticated part of a connection.
-async fn serve(socket: &mut WebSocket, gateway: &Arc<Gateway>, claims: Claims) -> End {
+async fn serve(
+    socket: &mut WebSocket,
+    gateway: &Arc<Gateway>,
+    claims: Claims,
+    reservation: Reservation,
+) -> End {
     if let Err(err) = gateway
         .users
         .ensure(&claims.sub, claims.email.as_deref())
@@ -113,7 +127,10 @@ async fn serve(socket: &mut WebSocket, gateway: &Arc<Gateway>, claims: Claims) -
     let outbox = Outbox::new();
     // Register before reading the snapshot: a change made in between is then
     // queued, and the version filter below drops it if the snapshot had it.
-    let registration = match gateway.hub.register(&user_id, Arc::clone(&outbox)) {
+    let registration = match gateway
+        .hub
+        .register(reservation, &user_id, Arc::clone(&outbox))
+    {
         Ok(registration) => registration,
         Err(limit) => {
             tracing::info!(user_id = %user_id, %limit, "connection refused");

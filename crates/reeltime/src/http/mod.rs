@@ -54,8 +54,17 @@ impl FromRef<AppState> for Arc<Gateway> {
     }
 }
 
-/// All routes of the server.
-pub fn router(state: AppState, media: MediaState) -> Router {
+/// Where `/metrics` and `/readyz` are served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admin {
+    /// On the public listener too (no REELTIME_ADMIN_LISTEN).
+    Public,
+    /// Only on the admin listener: see [`admin_router`].
+    Separate,
+}
+
+/// The routes of the public listener.
+pub fn router(state: AppState, media: MediaState, admin: Admin) -> Router {
     let mut router = Router::new()
         .route("/api/ws/progress", get(crate::gateway::progress_socket))
         .route("/api/imports", post(api::create).get(api::list))
@@ -63,9 +72,10 @@ pub fn router(state: AppState, media: MediaState) -> Router {
         .route("/api/imports/{id}/cancel", post(api::cancel))
         .route("/api/me", get(me))
         .route("/api/config", get(page_config))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(ready))
-        .route("/metrics", get(metrics));
+        .route("/healthz", get(|| async { "ok" }));
+    if admin == Admin::Public {
+        router = router.merge(admin_routes());
+    }
     if state.dev.is_some() {
         let dev_routes = Router::new()
             .route("/dev/token", post(dev_token))
@@ -87,6 +97,23 @@ pub fn router(state: AppState, media: MediaState) -> Router {
         .fallback(not_found)
         .layer(middleware::from_fn(log_request))
         .with_state(state)
+}
+
+/// The routes of the admin listener (REELTIME_ADMIN_LISTEN): what tells an
+/// operator about the node, kept off the public address.
+pub fn admin_router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .merge(admin_routes())
+        .fallback(not_found)
+        .layer(middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+fn admin_routes() -> Router<AppState> {
+    Router::new()
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
 }
 
 async fn not_found() -> ApiError {
@@ -135,6 +162,7 @@ async fn ready(State(state): State<AppState>) -> Response {
             "media_processing": state.media_processing,
             "media_sandbox": state.media_sandbox,
             "connections": state.gateway.hub.connection_count(),
+            "waiting_for_token": state.gateway.admission.waiting(),
         }))
         .into_response(),
         Err(err) => {

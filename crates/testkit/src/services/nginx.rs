@@ -159,6 +159,14 @@ http {{
             return 204;
         }}
 
+        # Operator endpoints stay off the public side (docs/deploy.md).
+        location = /metrics {{
+            return 404;
+        }}
+        location = /readyz {{
+            return 404;
+        }}
+
         location / {{
             proxy_pass http://reeltime;
             proxy_http_version 1.1;
