@@ -107,10 +107,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         },
         Arc::clone(&media_storage),
         Arc::clone(&metrics),
+        config.import_limits.clone(),
     );
     let runner = Runner::new(
         Arc::clone(&imports),
-        Fetcher::new(Arc::clone(&policy), config.import_max_bytes, &node_id)?,
+        Fetcher::new(
+            Arc::clone(&policy),
+            config.import_max_bytes,
+            config.download_pace.clone(),
+            &node_id,
+        )?,
         tools.map(|tools| MediaWork {
             tools,
             mode: config.transcode,
@@ -121,6 +127,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             lease: config.job_lease,
             download_slots: config.download_concurrency,
             process_slots: config.process_concurrency,
+            max_duration: config.max_duration,
         },
         shutdown.clone(),
     );

@@ -29,6 +29,10 @@ const MAX_CONNECTIONS: u32 = 16;
 /// caller answering 500/1011) instead of piling up behind a stuck database.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// First key of the advisory locks that serialize one user's creates
+/// (the second is a hash of the user id); any constant no other lock uses.
+const USER_CREATE_LOCKS: i32 = 0x7265_656c; // "reel"
+
 /// PostgreSQL behind the [`Store`] trait.
 pub struct PostgresStore {
     pool: PgPool,
@@ -106,6 +110,50 @@ impl Store for PostgresStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn insert_import_within(
+        &self,
+        owned: &OwnedImport,
+        max_unfinished: u64,
+    ) -> Result<bool, StoreError> {
+        // A transaction-scoped advisory lock per user serializes that
+        // user's creates on every node: under READ COMMITTED two inserts
+        // would otherwise both count the same rows.
+        let import = &owned.import;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+            .bind(USER_CREATE_LOCKS)
+            .bind(&owned.user_id)
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query(
+            "INSERT INTO imports (id, user_id, status, version, finished, data)
+             SELECT $1, $2, $3, $4, $5, $6::jsonb
+             WHERE (SELECT COUNT(*) FROM imports WHERE user_id = $2 AND NOT finished) < $7",
+        )
+        .bind(&import.id)
+        .bind(&owned.user_id)
+        .bind(import.status.as_str())
+        .bind(version_param(import.version))
+        .bind(import.status.is_final())
+        .bind(serde_json::to_string(import)?)
+        .bind(i64::try_from(max_unfinished).unwrap_or(i64::MAX))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn stored_bytes(&self, user_id: &str) -> Result<u64, StoreError> {
+        let bytes: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM((data->'result'->>'size_bytes')::bigint), 0)::bigint FROM imports
+             WHERE user_id = $1 AND status = 'completed'",
+        )
+        .bind(user_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(bytes).unwrap_or(0))
     }
 
     async fn get_import(&self, id: &str) -> Result<Option<OwnedImport>, StoreError> {
@@ -251,9 +299,12 @@ impl Store for PostgresStore {
     ) -> Result<Vec<OwnedImport>, StoreError> {
         let rows = sqlx::query(
             "UPDATE imports SET lease_owner = $1, lease_until = now() + make_interval(secs => $2)
-             WHERE id IN (SELECT id FROM imports
-                          WHERE NOT finished AND (lease_until IS NULL OR lease_until < now())
-                          ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)
+             WHERE id IN (SELECT i.id FROM imports i
+                          JOIN (SELECT id, ROW_NUMBER() OVER (
+                                           PARTITION BY user_id ORDER BY id) AS turn
+                                FROM imports WHERE NOT finished) ranked ON ranked.id = i.id
+                          WHERE NOT i.finished AND (i.lease_until IS NULL OR i.lease_until < now())
+                          ORDER BY ranked.turn, i.id LIMIT $3 FOR UPDATE OF i SKIP LOCKED)
              RETURNING user_id, data::text AS data",
         )
         .bind(node)
@@ -305,9 +356,12 @@ impl Store for PostgresStore {
 
     async fn waiting_imports(&self, limit: i64) -> Result<Vec<OwnedImport>, StoreError> {
         let rows = sqlx::query(
-            "SELECT user_id, data::text AS data FROM imports
+            "SELECT user_id, data::text AS data FROM (
+                 SELECT user_id, data, id, status, lease_until, ROW_NUMBER() OVER (
+                     PARTITION BY user_id ORDER BY id) AS turn
+                 FROM imports WHERE NOT finished) ranked
              WHERE status = 'queued' AND (lease_until IS NULL OR lease_until < now())
-             ORDER BY id LIMIT $1",
+             ORDER BY turn, id LIMIT $1",
         )
         .bind(limit)
         .fetch_all(&self.pool)

@@ -147,6 +147,43 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn insert_import_within(
+        &self,
+        owned: &OwnedImport,
+        max_unfinished: u64,
+    ) -> Result<bool, StoreError> {
+        // Under the write lock: nothing is inserted between the count and
+        // the insert.
+        let _writing = self.writes.lock().await;
+        let import = &owned.import;
+        let done = sqlx::query(
+            "INSERT INTO imports (id, user_id, status, version, finished, data)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6
+             WHERE (SELECT COUNT(*) FROM imports WHERE user_id = ?2 AND finished = 0) < ?7",
+        )
+        .bind(&import.id)
+        .bind(&owned.user_id)
+        .bind(import.status.as_str())
+        .bind(i64::try_from(import.version).unwrap_or(i64::MAX))
+        .bind(import.status.is_final())
+        .bind(serde_json::to_string(import)?)
+        .bind(i64::try_from(max_unfinished).unwrap_or(i64::MAX))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn stored_bytes(&self, user_id: &str) -> Result<u64, StoreError> {
+        let bytes: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(json_extract(data, '$.result.size_bytes')), 0) FROM imports
+             WHERE user_id = ?1 AND status = 'completed'",
+        )
+        .bind(user_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(bytes).unwrap_or(0))
+    }
+
     async fn get_import(&self, id: &str) -> Result<Option<OwnedImport>, StoreError> {
         let row = sqlx::query("SELECT user_id, data FROM imports WHERE id = ?1")
             .bind(id)
@@ -286,9 +323,11 @@ impl Store for SqliteStore {
         let until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
         let rows = sqlx::query(
             "UPDATE imports SET lease_owner = ?1, lease_until = ?2
-             WHERE id IN (SELECT id FROM imports
-                          WHERE finished = 0 AND (lease_until IS NULL OR lease_until < ?3)
-                          ORDER BY id LIMIT ?4)
+             WHERE id IN (SELECT id FROM (SELECT id, lease_until, ROW_NUMBER() OVER (
+                                              PARTITION BY user_id ORDER BY id) AS turn
+                                          FROM imports WHERE finished = 0)
+                          WHERE lease_until IS NULL OR lease_until < ?3
+                          ORDER BY turn, id LIMIT ?4)
              RETURNING user_id, data",
         )
         .bind(node)
@@ -344,9 +383,12 @@ impl Store for SqliteStore {
 
     async fn waiting_imports(&self, limit: i64) -> Result<Vec<OwnedImport>, StoreError> {
         let rows = sqlx::query(
-            "SELECT user_id, data FROM imports
+            "SELECT user_id, data FROM (
+                 SELECT user_id, data, id, status, lease_until, ROW_NUMBER() OVER (
+                     PARTITION BY user_id ORDER BY id) AS turn
+                 FROM imports WHERE finished = 0)
              WHERE status = 'queued' AND (lease_until IS NULL OR lease_until < ?1)
-             ORDER BY id LIMIT ?2",
+             ORDER BY turn, id LIMIT ?2",
         )
         .bind(millis(Utc::now()))
         .bind(limit)
