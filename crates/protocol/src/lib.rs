@@ -22,6 +22,8 @@ pub mod close {
     pub const GOING_AWAY: u16 = 1001;
     /// A binary frame was sent: the protocol is text only. Fix the client.
     pub const UNSUPPORTED_DATA: u16 = 1003;
+    /// A text frame was not valid UTF-8. Fix the client.
+    pub const INVALID_PAYLOAD: u16 = 1007;
     /// Authentication or policy failure (bad token, origin, abuse). Ask the
     /// token provider for a fresh token once; stop if it happens again.
     pub const POLICY_VIOLATION: u16 = 1008;

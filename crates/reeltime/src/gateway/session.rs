@@ -415,6 +415,7 @@ fn read_error(err: axum::Error) -> End {
     let inner = err.into_inner();
     match inner.downcast_ref::<WsError>() {
         Some(WsError::Capacity(_)) => End::Close(close::MESSAGE_TOO_BIG, "message too big"),
+        Some(WsError::Utf8(_)) => End::Close(close::INVALID_PAYLOAD, "invalid utf-8"),
         Some(WsError::Protocol(_)) => End::Close(1002, "protocol error"),
         _ => End::Gone,
     }
