@@ -14,7 +14,7 @@ use crate::gateway::{Gateway, Hub};
 use crate::http::{self, AppState};
 use crate::imports::fetch::Fetcher;
 use crate::imports::guard::Policy;
-use crate::imports::{Imports, JobSettings, MediaLinks, MediaWork, Runner};
+use crate::imports::{Admission, Imports, JobSettings, MediaLinks, MediaWork, Runner};
 use crate::media::{self, MediaSigner, MediaState, MediaTools};
 use crate::metrics::Metrics;
 use crate::store::{self, Store};
@@ -99,7 +99,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let imports = Imports::new(
         Arc::clone(&store),
         Arc::clone(&bus),
-        Arc::clone(&policy),
+        Admission {
+            policy: Arc::clone(&policy),
+            limits: config.import_limits.clone(),
+        },
         media_dir.clone(),
         MediaLinks {
             signer: Arc::clone(&signer),
@@ -107,7 +110,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         },
         Arc::clone(&media_storage),
         Arc::clone(&metrics),
-        config.import_limits.clone(),
     );
     let runner = Runner::new(
         Arc::clone(&imports),

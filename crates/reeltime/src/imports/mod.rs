@@ -68,6 +68,8 @@ pub struct Imports {
     commits: GroupCommit,
     bus: Arc<dyn Bus>,
     policy: Arc<guard::Policy>,
+    limits: limits::ImportLimits,
+    creation_rate: limits::CreationRate,
     downloads_dir: PathBuf,
     /// Wakes this node's runner: new work may be waiting in the store.
     work: Notify,
@@ -76,8 +78,12 @@ pub struct Imports {
     links: MediaLinks,
     /// Where finished media lives: the data dir, or S3-compatible storage.
     storage: Arc<dyn MediaStorage>,
-    limits: limits::ImportLimits,
-    creation_rate: limits::CreationRate,
+}
+
+/// What a new import must pass: the URL policy and the user's limits.
+pub struct Admission {
+    pub policy: Arc<guard::Policy>,
+    pub limits: limits::ImportLimits,
 }
 
 /// Signs the media links of completed imports each time they are shown.
@@ -90,25 +96,25 @@ impl Imports {
     pub fn new(
         store: Arc<dyn Store>,
         bus: Arc<dyn Bus>,
-        policy: Arc<guard::Policy>,
+        admission: Admission,
         downloads_dir: PathBuf,
         links: MediaLinks,
         storage: Arc<dyn MediaStorage>,
         metrics: Arc<Metrics>,
-        limits: limits::ImportLimits,
     ) -> Arc<Imports> {
+        let Admission { policy, limits } = admission;
         Arc::new(Imports {
             commits: GroupCommit::start(Arc::clone(&store), metrics),
             store,
             bus,
             policy,
+            creation_rate: limits::CreationRate::new(limits.rate_per_min, limits.rate_burst),
+            limits,
             downloads_dir,
             work: Notify::new(),
             running: Mutex::new(HashMap::new()),
             links,
             storage,
-            creation_rate: limits::CreationRate::new(limits.rate_per_min, limits.rate_burst),
-            limits,
         })
     }
 
