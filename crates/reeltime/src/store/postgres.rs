@@ -58,6 +58,28 @@ fn version_param(version: u64) -> i64 {
     i64::try_from(version).unwrap_or(i64::MAX)
 }
 
+/// The insert of `owned`; with `max_unfinished`, one that inserts nothing
+/// when its user already has that many unfinished imports.
+fn insert(
+    owned: &OwnedImport,
+    max_unfinished: Option<u64>,
+) -> Result<sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>, StoreError> {
+    let import = &owned.import;
+    Ok(sqlx::query(
+        "INSERT INTO imports (id, user_id, status, version, finished, data)
+         SELECT $1, $2, $3, $4, $5, $6::jsonb
+         WHERE $7::bigint IS NULL
+            OR (SELECT COUNT(*) FROM imports WHERE user_id = $2 AND NOT finished) < $7",
+    )
+    .bind(&import.id)
+    .bind(&owned.user_id)
+    .bind(import.status.as_str())
+    .bind(version_param(import.version))
+    .bind(import.status.is_final())
+    .bind(serde_json::to_string(import)?)
+    .bind(max_unfinished.map(|max| i64::try_from(max).unwrap_or(i64::MAX))))
+}
+
 fn decode_user(row: &PgRow) -> Result<User, StoreError> {
     let created_at: DateTime<Utc> = row.try_get("created_at")?;
     Ok(User {
@@ -96,19 +118,7 @@ impl Store for PostgresStore {
     }
 
     async fn insert_import(&self, owned: &OwnedImport) -> Result<(), StoreError> {
-        let import = &owned.import;
-        sqlx::query(
-            "INSERT INTO imports (id, user_id, status, version, finished, data)
-             VALUES ($1, $2, $3, $4, $5, $6::jsonb)",
-        )
-        .bind(&import.id)
-        .bind(&owned.user_id)
-        .bind(import.status.as_str())
-        .bind(version_param(import.version))
-        .bind(import.status.is_final())
-        .bind(serde_json::to_string(import)?)
-        .execute(&self.pool)
-        .await?;
+        insert(owned, None)?.execute(&self.pool).await?;
         Ok(())
     }
 
@@ -120,27 +130,15 @@ impl Store for PostgresStore {
         // A transaction-scoped advisory lock per user serializes that
         // user's creates on every node: under READ COMMITTED two inserts
         // would otherwise both count the same rows.
-        let import = &owned.import;
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
             .bind(USER_CREATE_LOCKS)
             .bind(&owned.user_id)
             .execute(&mut *tx)
             .await?;
-        let done = sqlx::query(
-            "INSERT INTO imports (id, user_id, status, version, finished, data)
-             SELECT $1, $2, $3, $4, $5, $6::jsonb
-             WHERE (SELECT COUNT(*) FROM imports WHERE user_id = $2 AND NOT finished) < $7",
-        )
-        .bind(&import.id)
-        .bind(&owned.user_id)
-        .bind(import.status.as_str())
-        .bind(version_param(import.version))
-        .bind(import.status.is_final())
-        .bind(serde_json::to_string(import)?)
-        .bind(i64::try_from(max_unfinished).unwrap_or(i64::MAX))
-        .execute(&mut *tx)
-        .await?;
+        let done = insert(owned, Some(max_unfinished))?
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }

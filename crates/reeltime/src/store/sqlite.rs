@@ -86,6 +86,36 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Inserts `owned`; with `max_unfinished`, only while its user has
+    /// fewer unfinished imports. Under the write lock, so nothing is
+    /// inserted between the count and the insert.
+    async fn insert(
+        &self,
+        owned: &OwnedImport,
+        max_unfinished: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        let _writing = self.writes.lock().await;
+        let import = &owned.import;
+        let done = sqlx::query(
+            "INSERT INTO imports (id, user_id, status, version, finished, data)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6
+             WHERE ?7 IS NULL
+                OR (SELECT COUNT(*) FROM imports WHERE user_id = ?2 AND finished = 0) < ?7",
+        )
+        .bind(&import.id)
+        .bind(&owned.user_id)
+        .bind(import.status.as_str())
+        .bind(i64::try_from(import.version).unwrap_or(i64::MAX))
+        .bind(import.status.is_final())
+        .bind(serde_json::to_string(import)?)
+        .bind(max_unfinished.map(|max| i64::try_from(max).unwrap_or(i64::MAX)))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
 fn millis(at: DateTime<Utc>) -> i64 {
     at.timestamp_millis()
 }
@@ -131,20 +161,7 @@ impl Store for SqliteStore {
     }
 
     async fn insert_import(&self, owned: &OwnedImport) -> Result<(), StoreError> {
-        let _writing = self.writes.lock().await;
-        let import = &owned.import;
-        sqlx::query(
-            "INSERT INTO imports (id, user_id, status, version, finished, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )
-        .bind(&import.id)
-        .bind(&owned.user_id)
-        .bind(import.status.as_str())
-        .bind(i64::try_from(import.version).unwrap_or(i64::MAX))
-        .bind(import.status.is_final())
-        .bind(serde_json::to_string(import)?)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.insert(owned, None).await.map(|_| ())
     }
 
     async fn insert_import_within(
@@ -152,25 +169,7 @@ impl Store for SqliteStore {
         owned: &OwnedImport,
         max_unfinished: u64,
     ) -> Result<bool, StoreError> {
-        // Under the write lock: nothing is inserted between the count and
-        // the insert.
-        let _writing = self.writes.lock().await;
-        let import = &owned.import;
-        let done = sqlx::query(
-            "INSERT INTO imports (id, user_id, status, version, finished, data)
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6
-             WHERE (SELECT COUNT(*) FROM imports WHERE user_id = ?2 AND finished = 0) < ?7",
-        )
-        .bind(&import.id)
-        .bind(&owned.user_id)
-        .bind(import.status.as_str())
-        .bind(i64::try_from(import.version).unwrap_or(i64::MAX))
-        .bind(import.status.is_final())
-        .bind(serde_json::to_string(import)?)
-        .bind(i64::try_from(max_unfinished).unwrap_or(i64::MAX))
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        self.insert(owned, Some(max_unfinished)).await
     }
 
     async fn stored_bytes(&self, user_id: &str) -> Result<u64, StoreError> {

@@ -339,6 +339,15 @@ async fn users_unfinished_counts_and_delete(store: &dyn Store) {
     assert!(store.get_import("c").await.unwrap().is_none());
 }
 
+/// Stores `owned` as completed with `result`, as a job would.
+async fn complete(store: &dyn Store, mut owned: OwnedImport, result: serde_json::Value) {
+    let version = owned.import.version;
+    owned.import.version += 1;
+    owned.import.status = ImportStatus::Completed;
+    owned.import.result = Some(result);
+    assert!(store.update_import(&owned, version).await.unwrap());
+}
+
 fn ids(imports: &[OwnedImport]) -> Vec<&str> {
     imports.iter().map(|o| o.import.id.as_str()).collect()
 }
@@ -375,11 +384,8 @@ async fn claims_and_the_line_serve_users_in_turn(store: &dyn Store) {
     // Finished imports no longer count against their user's turns: Alice
     // has none running now, and her next two are in turns 0 and 1.
     for id in ["a1", "a2"] {
-        let mut done = store.get_import(id).await.unwrap().unwrap();
-        let version = done.import.version;
-        done.import.version += 1;
-        done.import.status = ImportStatus::Completed;
-        assert!(store.update_import(&done, version).await.unwrap());
+        let done = store.get_import(id).await.unwrap().unwrap();
+        complete(store, done, serde_json::json!({})).await;
     }
     let line = store.waiting_imports(100).await.unwrap();
     assert_eq!(ids(&line), ["a3", "a4", "b2", "a5"]);
@@ -415,18 +421,15 @@ async fn unfinished_cap_and_stored_bytes(store: Arc<dyn Store>) {
             .unwrap(),
         "another user's cap is their own"
     );
-    let mut held = store
+    let held = store
         .unfinished_imports()
         .await
         .unwrap()
         .into_iter()
         .find(|o| o.user_id == "alice")
         .unwrap();
-    let version = held.import.version;
-    held.import.version += 1;
-    held.import.status = ImportStatus::Completed;
-    held.import.result = Some(serde_json::json!({"size_bytes": 1500, "video_file": "x.mp4"}));
-    assert!(store.update_import(&held, version).await.unwrap());
+    let result = serde_json::json!({"size_bytes": 1500, "video_file": "x.mp4"});
+    complete(&*store, held, result).await;
     assert!(
         store
             .insert_import_within(&owned("alice", "cap99", ImportStatus::Queued, 1), 5)
