@@ -11,8 +11,12 @@
 //! (n+1)-th, oldest first within a turn. A user with 300 imports waiting,
 //! or with every slot busy, goes behind every user with fewer in flight:
 //! round-robin by user, counted over what runs as well as what waits. In
-//! SQL, `ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY id)` over the
-//! unfinished imports, then `ORDER BY turn, id`.
+//! SQL, `ORDER BY (SELECT COUNT(*) ... older unfinished of the same user),
+//! id`: a correlated count per candidate on the `(user_id, finished, id)`
+//! index, cheap when few imports wait (the usual case), unlike a window
+//! over every unfinished import, which cost ~40 ms per claim at 10,000
+//! unfinished imports (measured on SQLite; the count: ~3.5 ms with 10
+//! waiting).
 
 mod group_commit;
 mod postgres;

@@ -297,12 +297,13 @@ impl Store for PostgresStore {
     ) -> Result<Vec<OwnedImport>, StoreError> {
         let rows = sqlx::query(
             "UPDATE imports SET lease_owner = $1, lease_until = now() + make_interval(secs => $2)
-             WHERE id IN (SELECT i.id FROM imports i
-                          JOIN (SELECT id, ROW_NUMBER() OVER (
-                                           PARTITION BY user_id ORDER BY id) AS turn
-                                FROM imports WHERE NOT finished) ranked ON ranked.id = i.id
-                          WHERE NOT i.finished AND (i.lease_until IS NULL OR i.lease_until < now())
-                          ORDER BY ranked.turn, i.id LIMIT $3 FOR UPDATE OF i SKIP LOCKED)
+             WHERE id IN (SELECT id FROM imports AS i
+                          WHERE NOT finished AND (lease_until IS NULL OR lease_until < now())
+                          ORDER BY (SELECT COUNT(*) FROM imports AS older
+                                    WHERE older.user_id = i.user_id AND NOT older.finished
+                                      AND older.id < i.id),
+                                   id
+                          LIMIT $3 FOR UPDATE SKIP LOCKED)
              RETURNING user_id, data::text AS data",
         )
         .bind(node)
@@ -354,12 +355,14 @@ impl Store for PostgresStore {
 
     async fn waiting_imports(&self, limit: i64) -> Result<Vec<OwnedImport>, StoreError> {
         let rows = sqlx::query(
-            "SELECT user_id, data::text AS data FROM (
-                 SELECT user_id, data, id, status, lease_until, ROW_NUMBER() OVER (
-                     PARTITION BY user_id ORDER BY id) AS turn
-                 FROM imports WHERE NOT finished) ranked
-             WHERE status = 'queued' AND (lease_until IS NULL OR lease_until < now())
-             ORDER BY turn, id LIMIT $1",
+            "SELECT user_id, data::text AS data FROM imports AS i
+             WHERE NOT finished AND status = 'queued'
+               AND (lease_until IS NULL OR lease_until < now())
+             ORDER BY (SELECT COUNT(*) FROM imports AS older
+                       WHERE older.user_id = i.user_id AND NOT older.finished
+                         AND older.id < i.id),
+                      id
+             LIMIT $1",
         )
         .bind(limit)
         .fetch_all(&self.pool)

@@ -322,11 +322,13 @@ impl Store for SqliteStore {
         let until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
         let rows = sqlx::query(
             "UPDATE imports SET lease_owner = ?1, lease_until = ?2
-             WHERE id IN (SELECT id FROM (SELECT id, lease_until, ROW_NUMBER() OVER (
-                                              PARTITION BY user_id ORDER BY id) AS turn
-                                          FROM imports WHERE finished = 0)
-                          WHERE lease_until IS NULL OR lease_until < ?3
-                          ORDER BY turn, id LIMIT ?4)
+             WHERE id IN (SELECT id FROM imports AS i
+                          WHERE finished = 0 AND (lease_until IS NULL OR lease_until < ?3)
+                          ORDER BY (SELECT COUNT(*) FROM imports AS older
+                                    WHERE older.user_id = i.user_id AND older.finished = 0
+                                      AND older.id < i.id),
+                                   id
+                          LIMIT ?4)
              RETURNING user_id, data",
         )
         .bind(node)
@@ -382,12 +384,14 @@ impl Store for SqliteStore {
 
     async fn waiting_imports(&self, limit: i64) -> Result<Vec<OwnedImport>, StoreError> {
         let rows = sqlx::query(
-            "SELECT user_id, data FROM (
-                 SELECT user_id, data, id, status, lease_until, ROW_NUMBER() OVER (
-                     PARTITION BY user_id ORDER BY id) AS turn
-                 FROM imports WHERE finished = 0)
-             WHERE status = 'queued' AND (lease_until IS NULL OR lease_until < ?1)
-             ORDER BY turn, id LIMIT ?2",
+            "SELECT user_id, data FROM imports AS i
+             WHERE finished = 0 AND status = 'queued'
+               AND (lease_until IS NULL OR lease_until < ?1)
+             ORDER BY (SELECT COUNT(*) FROM imports AS older
+                       WHERE older.user_id = i.user_id AND older.finished = 0
+                         AND older.id < i.id),
+                      id
+             LIMIT ?2",
         )
         .bind(millis(Utc::now()))
         .bind(limit)
