@@ -68,6 +68,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     } else {
         None
     };
+    // `/readyz` shows it; `MediaTools::detect` already logged it.
+    let media_sandbox = tools.as_ref().map(|tools| tools.sandbox.name());
     match &tools {
         Some(tools) => {
             tracing::info!(version = %tools.version, "media processing on (ffmpeg found)")
@@ -177,6 +179,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let state = AppState {
         gateway: Arc::clone(&gateway),
         media_processing: runner.media_processing(),
+        media_sandbox,
         imports,
         verifier,
         users,

@@ -13,7 +13,7 @@ use clap::Parser;
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "reeltime",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("REELTIME_GIT_COMMIT"), ")"),
     about = "Authenticated real-time progress of video imports over WebSocket",
     long_about = "Authenticated real-time progress of video imports over WebSocket.\n\n\
         With no key source (REELTIME_JWKS_URL, CLERK_PUBLISHABLE_KEY or CLERK_JWT_KEY) the \

@@ -8,11 +8,13 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::media::{H264_AAC, make, make_video, processes_mentioning};
+use common::media::{
+    H264_AAC, make, make_long_video, make_video, partial_files, processes_mentioning, tools,
+};
 use reeltime::media::ffmpeg::POSTER_MAX_WIDTH;
 use reeltime::media::probe::moov_before_mdat;
 use reeltime::media::{
-    MediaError, MediaTools, Probe, TranscodeMode, needs_transcode, poster, probe, transcode,
+    MediaError, Probe, TranscodeMode, needs_transcode, poster, probe, transcode,
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -21,12 +23,6 @@ use tokio_util::sync::CancellationToken;
 const NO_STALL: Duration = Duration::from_secs(120);
 /// Upper bound for any wait, so a broken build fails instead of hanging.
 const PATIENCE: Duration = Duration::from_secs(180);
-
-async fn tools() -> MediaTools {
-    MediaTools::detect()
-        .await
-        .expect("ffmpeg and ffprobe must be on PATH for these tests: apt-get install ffmpeg")
-}
 
 /// Stream facts read straight from ffprobe, to check outputs independently.
 async fn ffprobe_streams(path: &Path) -> serde_json::Value {
@@ -67,19 +63,6 @@ fn collect_progress(mut rx: watch::Receiver<f64>) -> tokio::task::JoinHandle<Vec
         }
         seen
     })
-}
-
-/// Partial files (`*.part`) in `dir`: ffmpeg's output while it runs.
-fn partial_files(dir: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|entry| entry.path())
-                .filter(|path| path.extension().is_some_and(|ext| ext == "part"))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[tokio::test]
@@ -256,7 +239,8 @@ async fn assert_valid_jpeg(path: &Path, width: u64, height: u64) {
 async fn audio_only_is_not_a_video() {
     let tools = tools().await;
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("song.m4a");
+    // Named as the sniff would name it: AAC in MP4 starts with `ftyp`.
+    let path = dir.path().join("song.mp4");
     make(
         &[
             "-f",
@@ -356,14 +340,7 @@ async fn cancel_kills_ffmpeg_at_once_and_removes_the_output() {
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("long.avi");
     // Long enough that the transcode is still running when cancelled.
-    make_video(
-        &source,
-        "1280x720",
-        30,
-        false,
-        &["-c:v", "mpeg4", "-q:v", "20"],
-    )
-    .await;
+    make_long_video(&source).await;
     let probe = probe(&tools, &source).await.expect("probe");
 
     let output = dir.path().join("video.mp4");

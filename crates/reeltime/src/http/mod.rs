@@ -41,6 +41,9 @@ pub struct AppState {
     pub clerk_publishable_key: Option<String>,
     /// Whether ffmpeg was found: imports get probed, a poster and a web-ready copy.
     pub media_processing: bool,
+    /// What confines each ffmpeg (`"landlock"` or `"unavailable"`); `None`
+    /// when media processing is off.
+    pub media_sandbox: Option<&'static str>,
     /// `http://<listen address>`, for links to the server's own samples.
     pub base_url: String,
 }
@@ -130,6 +133,7 @@ async fn ready(State(state): State<AppState>) -> Response {
         Ok(_) => Json(json!({
             "status": "ready",
             "media_processing": state.media_processing,
+            "media_sandbox": state.media_sandbox,
             "connections": state.gateway.hub.connection_count(),
         }))
         .into_response(),

@@ -10,6 +10,12 @@
 //!   renamed only when ffmpeg succeeds, so a half-written file never looks
 //!   finished.
 //!
+//! Each run also has a wall-clock limit, whatever its progress: fixed for
+//! the poster, 60 s plus four times the video's duration for the web-ready
+//! copy; past it ffmpeg is killed and the step fails `processing_timeout`.
+//! ffmpeg opens its input only with the sniffed demuxer ([`super::input`])
+//! and runs in the [`super::sandbox`].
+//!
 //! Cancel kills the child at once and removes the partial file. Dropping the
 //! future does the same (`kill_on_drop`, and the partial file is removed on
 //! drop), so a runner that simply drops the step cannot leak an ffmpeg.
@@ -22,13 +28,15 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use super::MediaError;
-use super::probe::{Probe, file_url, tool_detail};
+use super::input::{file_url, input_args};
+use super::probe::{Probe, cannot_start, stderr_summary};
+use super::sandbox::{Limits, out_of_cpu_time, work_dirs};
 use super::tools::MediaTools;
 
 /// Where in the video the poster is taken from (a tenth in: past any fade
@@ -37,6 +45,28 @@ pub const POSTER_AT: f64 = 0.1;
 
 /// The widest poster made; enough for a card or a player's first frame.
 pub const POSTER_MAX_WIDTH: u32 = 640;
+
+/// Wall-clock limit of one poster run: a seek and one frame.
+pub const POSTER_TIME_LIMIT: Duration = Duration::from_secs(90);
+
+/// The web-ready copy may take this long plus [`TRANSCODE_TIME_PER_SEC`]
+/// per second of video.
+pub const TRANSCODE_TIME_BASE: Duration = Duration::from_secs(60);
+/// Seconds of transcoding allowed per second of video (x264 `veryfast` at
+/// 720p runs faster than real time even on a busy small machine).
+pub const TRANSCODE_TIME_PER_SEC: f64 = 4.0;
+/// The duration assumed when the file does not say (four hours).
+const UNKNOWN_DURATION_SECS: f64 = 4.0 * 3600.0;
+
+/// How long the web-ready copy of a video of `duration_secs` may take.
+pub fn transcode_time_limit(duration_secs: f64) -> Duration {
+    let secs = if duration_secs.is_finite() && duration_secs > 0.0 {
+        duration_secs.min(UNKNOWN_DURATION_SECS * 4.0)
+    } else {
+        UNKNOWN_DURATION_SECS
+    };
+    TRANSCODE_TIME_BASE + Duration::from_secs_f64(secs * TRANSCODE_TIME_PER_SEC)
+}
 
 /// When to make a web-ready copy (`REELTIME_TRANSCODE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -98,32 +128,32 @@ pub async fn poster(
     let mut run = FfmpegRun {
         tools,
         input,
-        args: poster_args(input, probe, at_secs),
+        args: poster_args(input, probe, at_secs)?,
         output: output_jpg,
         duration_secs: 0.0,
         progress: None,
         cancel,
         stall_timeout,
+        time_limit: POSTER_TIME_LIMIT,
         what: "The poster image",
     };
     match run.run().await {
         Err(err) if err.code == MediaError::PROCESSING_FAILED && at_secs > 0.0 => {
-            run.args = poster_args(input, probe, 0.0);
+            run.args = poster_args(input, probe, 0.0)?;
             run.run().await
         }
         other => other,
     }
 }
 
-fn poster_args(input: &Path, probe: &Probe, at_secs: f64) -> Vec<OsString> {
+fn poster_args(input: &Path, probe: &Probe, at_secs: f64) -> Result<Vec<OsString>, MediaError> {
     let mut args = Vec::new();
     if at_secs > 0.0 {
         // Before `-i`: a fast seek to the nearest keyframe, not a decode of
         // everything up to it.
         args.extend(os(&["-ss", &format!("{at_secs:.3}")]));
     }
-    args.extend(os(&["-i"]));
-    args.push(file_url(input));
+    args.extend(input_args(input)?);
     args.extend(os(&[
         "-map",
         &format!("0:{}", probe.video_stream),
@@ -138,7 +168,7 @@ fn poster_args(input: &Path, probe: &Probe, at_secs: f64) -> Vec<OsString> {
         "-f",
         "image2",
     ]));
-    args
+    Ok(args)
 }
 
 /// Makes the web-ready copy: H.264 (yuv420p) and AAC in an MP4 with `moov`
@@ -147,8 +177,9 @@ fn poster_args(input: &Path, probe: &Probe, at_secs: f64) -> Vec<OsString> {
 /// `progress` receives the fraction done (output time over
 /// `probe.duration_secs`), only ever increasing, and exactly 1.0 once the
 /// file is in place. It fails `processing_stalled` when ffmpeg makes no
-/// progress for `stall_timeout`, and `cancelled` when `cancel` fires; the
-/// partial output is removed either way.
+/// progress for `stall_timeout`, `processing_timeout` past
+/// [`transcode_time_limit`] of the duration, and `cancelled` when `cancel`
+/// fires; the partial output is removed in every case.
 pub async fn transcode(
     tools: &MediaTools,
     input: &Path,
@@ -158,24 +189,50 @@ pub async fn transcode(
     cancel: &CancellationToken,
     stall_timeout: Duration,
 ) -> Result<(), MediaError> {
+    let limit = transcode_time_limit(probe.duration_secs);
+    transcode_with_limit(
+        tools,
+        input,
+        output_mp4,
+        probe,
+        progress,
+        cancel,
+        stall_timeout,
+        limit,
+    )
+    .await
+}
+
+/// [`transcode`] with an explicit wall-clock limit (tests use a short one).
+#[allow(clippy::too_many_arguments)]
+pub async fn transcode_with_limit(
+    tools: &MediaTools,
+    input: &Path,
+    output_mp4: &Path,
+    probe: &Probe,
+    progress: &watch::Sender<f64>,
+    cancel: &CancellationToken,
+    stall_timeout: Duration,
+    time_limit: Duration,
+) -> Result<(), MediaError> {
     FfmpegRun {
         tools,
         input,
-        args: transcode_args(input, probe),
+        args: transcode_args(input, probe)?,
         output: output_mp4,
         duration_secs: probe.duration_secs,
         progress: Some(progress),
         cancel,
         stall_timeout,
+        time_limit,
         what: "The web-ready copy",
     }
     .run()
     .await
 }
 
-fn transcode_args(input: &Path, probe: &Probe) -> Vec<OsString> {
-    let mut args = os(&["-i"]);
-    args.push(file_url(input));
+fn transcode_args(input: &Path, probe: &Probe) -> Result<Vec<OsString>, MediaError> {
+    let mut args = input_args(input)?;
     // Only the streams probed: a subtitle or data stream would make the MP4
     // muxer fail, and cover art is not the video.
     args.extend(os(&["-map", &format!("0:{}", probe.video_stream)]));
@@ -212,7 +269,7 @@ fn transcode_args(input: &Path, probe: &Probe) -> Vec<OsString> {
         "-f",
         "mp4",
     ]));
-    args
+    Ok(args)
 }
 
 fn os(args: &[&str]) -> Vec<OsString> {
@@ -233,6 +290,8 @@ struct FfmpegRun<'a> {
     progress: Option<&'a watch::Sender<f64>>,
     cancel: &'a CancellationToken,
     stall_timeout: Duration,
+    /// Wall-clock limit, whatever the progress.
+    time_limit: Duration,
     /// How the step is named in messages to a person.
     what: &'static str,
 }
@@ -255,8 +314,14 @@ impl FfmpegRun<'_> {
             Some(task) => task.await.unwrap_or_default(),
             None => Vec::new(),
         };
+        if out_of_cpu_time(&status) {
+            return Err(self.timed_out("CPU time"));
+        }
         if !status.success() {
-            return Err(self.failed(tool_detail(&stderr, &[self.input, part.path()])));
+            return Err(self.failed(format_args!(
+                "ffmpeg failed ({status}): {}",
+                stderr_summary(&stderr)
+            )));
         }
         part.finish(self.output)
             .await
@@ -268,17 +333,25 @@ impl FfmpegRun<'_> {
     }
 
     fn spawn(&self, part: &Path) -> Result<Child, MediaError> {
-        Command::new(&self.tools.ffmpeg)
+        let start_failed = |err: &dyn fmt::Display| cannot_start("ffmpeg", self.input, err);
+        let mut command = self
+            .tools
+            .sandbox
+            .command(
+                &self.tools.ffmpeg,
+                &work_dirs(&[self.input, part]),
+                Limits::for_wall_time(self.time_limit),
+            )
+            .map_err(|err| start_failed(&err))?;
+        command
             .args(["-hide_banner", "-nostdin", "-v", "error"])
             .args(["-nostats", "-progress", "pipe:1", "-y"])
             .args(&self.args)
             .arg(file_url(part))
-            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
             .spawn()
-            .map_err(|err| self.failed(format!("ffmpeg could not be started: {err}")))
+            .map_err(|err| start_failed(&err))
     }
 
     /// Follows the progress lines, then the exit. Kills ffmpeg (and waits
@@ -290,6 +363,7 @@ impl FfmpegRun<'_> {
     ) -> Result<ExitStatus, MediaError> {
         enum Event {
             Cancel,
+            TimeLimit,
             Stall,
             Line(Option<String>),
             Exit(std::io::Result<ExitStatus>),
@@ -298,10 +372,12 @@ impl FfmpegRun<'_> {
         let mut stdout_open = true;
         let mut tracker = ProgressTracker::default();
         let mut deadline = Instant::now() + self.stall_timeout;
+        let time_limit = Instant::now() + self.time_limit;
         loop {
             let event = tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => Event::Cancel,
+                _ = sleep_until(time_limit) => Event::TimeLimit,
                 _ = sleep_until(deadline) => Event::Stall,
                 line = lines.next_line(), if stdout_open => Event::Line(line.ok().flatten()),
                 status = child.wait(), if !stdout_open => Event::Exit(status),
@@ -310,6 +386,10 @@ impl FfmpegRun<'_> {
                 Event::Cancel => {
                     kill(child).await;
                     return Err(MediaError::new(MediaError::CANCELLED, "cancelled"));
+                }
+                Event::TimeLimit => {
+                    kill(child).await;
+                    return Err(self.timed_out("time"));
                 }
                 Event::Stall => {
                     kill(child).await;
@@ -340,10 +420,30 @@ impl FfmpegRun<'_> {
         }
     }
 
+    /// The fixed `processing_failed` error; `detail` (which may quote
+    /// ffmpeg, and paths) goes to the server log only.
     fn failed(&self, detail: impl fmt::Display) -> MediaError {
+        tracing::info!(input = %self.input.display(), step = self.what, detail = %detail, "ffmpeg step failed");
         MediaError::new(
             MediaError::PROCESSING_FAILED,
-            format!("{} could not be made ({detail}).", self.what),
+            format!(
+                "{} could not be made from this file: it may be damaged, or use a feature we do not support.",
+                self.what
+            ),
+        )
+    }
+
+    /// The `processing_timeout` error: past its limit of `what` ("time" or
+    /// "CPU time").
+    fn timed_out(&self, what: &str) -> MediaError {
+        tracing::warn!(input = %self.input.display(), step = self.what, limit_secs = self.time_limit.as_secs(), "ffmpeg ran out of {what} and was stopped");
+        MediaError::new(
+            MediaError::PROCESSING_TIMEOUT,
+            format!(
+                "{} took longer than the {} seconds allowed for a video this long, and was stopped.",
+                self.what,
+                self.time_limit.as_secs()
+            ),
         )
     }
 
@@ -649,13 +749,36 @@ mod tests {
 
     #[test]
     fn transcode_drops_audio_only_when_there_is_none() {
-        let silent = transcode_args(Path::new("/in.avi"), &probe(false));
+        let silent = transcode_args(Path::new("/in.avi"), &probe(false)).unwrap();
         assert!(silent.contains(&OsString::from("-an")));
         let mut with_audio = probe(false);
         with_audio.audio_stream = Some(1);
-        let args = transcode_args(Path::new("/in.avi"), &with_audio);
+        let args = transcode_args(Path::new("/in.avi"), &with_audio).unwrap();
         assert!(!args.contains(&OsString::from("-an")));
         assert!(args.contains(&OsString::from("0:1")));
+    }
+
+    #[test]
+    fn every_run_forces_the_sniffed_demuxer() {
+        let transcode = transcode_args(Path::new("/d/source.avi"), &probe(false)).unwrap();
+        let poster = poster_args(Path::new("/d/source.avi"), &probe(false), 1.0).unwrap();
+        for args in [transcode, poster] {
+            let at = args.iter().position(|arg| arg == "-f").unwrap();
+            assert_eq!(args[at + 1], "avi");
+            assert!(at < args.iter().position(|arg| arg == "-i").unwrap());
+            assert!(args.contains(&OsString::from("-protocol_whitelist")));
+        }
+        let err = transcode_args(Path::new("/d/list.m3u8"), &probe(false)).unwrap_err();
+        assert_eq!(err.code(), MediaError::UNREADABLE_MEDIA);
+    }
+
+    #[test]
+    fn the_time_limit_follows_the_duration() {
+        assert_eq!(transcode_time_limit(10.0), Duration::from_secs(100));
+        assert_eq!(transcode_time_limit(600.0), Duration::from_secs(60 + 2400));
+        let unknown = transcode_time_limit(0.0);
+        assert_eq!(unknown, transcode_time_limit(f64::NAN));
+        assert!(unknown > Duration::from_secs(3600));
     }
 
     #[tokio::test]

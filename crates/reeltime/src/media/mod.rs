@@ -3,6 +3,10 @@
 //!
 //! - [`tools`] finds `ffprobe`/`ffmpeg` once at start; without them imports
 //!   still download, and processing is skipped.
+//! - [`input`] opens a download only with the demuxer its sniffed kind
+//!   names, and nothing that reaches another file.
+//! - [`sandbox`] runs each ffprobe/ffmpeg inside Landlock (only the import's
+//!   directory) with CPU-time and memory limits.
 //! - [`probe`] reads duration, size and codecs, and decides whether the file
 //!   is already web-ready.
 //! - [`ffmpeg`] runs ffmpeg for the poster and the web-ready copy, with
@@ -18,9 +22,11 @@
 //! `error.code`) and a sentence a person understands.
 
 pub mod ffmpeg;
+pub mod input;
 pub mod links;
 pub mod probe;
 pub mod samples;
+pub mod sandbox;
 pub mod serve;
 pub mod storage;
 pub mod tools;
@@ -28,6 +34,7 @@ pub mod tools;
 pub use ffmpeg::{TranscodeMode, needs_transcode, poster, transcode};
 pub use links::{LinkError, MediaSigner};
 pub use probe::{Probe, probe};
+pub use sandbox::Sandbox;
 pub use serve::{MediaState, OwnerLookup, media_handler, resolve_media_path, serve_file};
 pub use storage::{
     LocalStorage, MediaBody, MediaStorage, ObjectStorage, StorageError, publish_import,
@@ -51,6 +58,10 @@ impl MediaError {
     pub const PROCESSING_STALLED: &'static str = "processing_stalled";
     /// ffmpeg exited with an error, or its files could not be written.
     pub const PROCESSING_FAILED: &'static str = "processing_failed";
+    /// ffprobe/ffmpeg ran past its wall-clock or CPU-time limit (probe and
+    /// poster: a fixed limit; the web-ready copy: one proportional to the
+    /// video's duration) and was killed.
+    pub const PROCESSING_TIMEOUT: &'static str = "processing_timeout";
     /// Stopped by its cancellation token; the runner treats it as a stop,
     /// not as a failure to report.
     pub const CANCELLED: &'static str = "cancelled";

@@ -7,20 +7,20 @@
 //! index, so it must come before the `mdat` media data).
 
 use std::collections::HashMap;
-use std::ffi::OsString;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio::process::Command;
 
 use super::MediaError;
+use super::input;
+use super::sandbox::{Limits, out_of_cpu_time, work_dirs};
 use super::tools::MediaTools;
 
-/// ffprobe reads headers only; longer than this means it is stuck.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
+/// ffprobe reads headers only; longer than this means it is stuck (or
+/// made to spin by a crafted file). Also its CPU-time limit.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The tallest picture a web-ready copy may have.
 pub const MAX_WEB_HEIGHT: u32 = 720;
@@ -57,22 +57,41 @@ impl Probe {
     }
 }
 
-/// Reads `path` with ffprobe.
+/// What a person is told when ffprobe or ffmpeg cannot read their file.
+/// Fixed words: ffmpeg's own message (which may quote paths, or contents of
+/// files a crafted download tried to reach) goes only to the server log.
+pub(crate) const UNREADABLE_MESSAGE: &str = "This file could not be read as a video: it may be damaged, incomplete, or in a format we do not support.";
+
+/// Reads `path` with ffprobe, opening it only with the demuxer its
+/// extension (the sniffed kind) names.
 ///
 /// Fails `not_a_video` when there is no moving picture (audio only, a still
-/// image, text) and `unreadable_media` when ffprobe cannot make sense of the
-/// file; both messages are written for the person who imported it.
+/// image, text), `unreadable_media` when ffprobe cannot make sense of the
+/// file, and `processing_timeout` when ffprobe runs past its limit; the
+/// messages are written for the person who imported it.
 pub async fn probe(tools: &MediaTools, path: &Path) -> Result<Probe, MediaError> {
     let size_bytes = tokio::fs::metadata(path)
         .await
-        .map_err(|err| unreadable(format!("the downloaded file could not be opened ({err})")))?
+        .map_err(|err| unreadable(path, format_args!("could not be opened: {err}")))?
         .len();
-    let output = run_ffprobe(tools, path).await?;
-    let mut probe = interpret(&output, size_bytes)?;
+    let input = input::input_args(path)?;
+    let output = run_ffprobe(tools, path, input).await?;
+    let mut probe = interpret(&output, size_bytes).inspect_err(|err| {
+        tracing::info!(input = %path.display(), code = err.code, "not imported as a video");
+    })?;
+    // The demuxer was forced, so this holds; checked so that a change in
+    // how ffmpeg is called can never let another demuxer's result through.
+    let forced = input::demuxer_of(path).unwrap_or_default();
+    if !input::is_demuxer(&probe.container, forced) {
+        return Err(unreadable(
+            path,
+            format_args!("read as {} instead of {forced}", probe.container),
+        ));
+    }
     probe.is_web_ready = probe.is_web_ready
         && moov_before_mdat(path)
             .await
-            .map_err(|err| unreadable(format!("the file could not be read ({err})")))?
+            .map_err(|err| unreadable(path, format_args!("box walk failed: {err}")))?
             .unwrap_or(false);
     Ok(probe)
 }
@@ -138,75 +157,96 @@ async fn read_box_header(
     Ok(Some((kind, size)))
 }
 
-/// Runs ffprobe; its stdout when it could read the file.
-async fn run_ffprobe(tools: &MediaTools, path: &Path) -> Result<Vec<u8>, MediaError> {
-    let output = Command::new(&tools.ffprobe)
+/// Runs ffprobe in the sandbox; its stdout when it could read the file.
+async fn run_ffprobe(
+    tools: &MediaTools,
+    path: &Path,
+    input: Vec<std::ffi::OsString>,
+) -> Result<Vec<u8>, MediaError> {
+    let mut command = tools
+        .sandbox
+        .command(
+            &tools.ffprobe,
+            &work_dirs(&[path]),
+            Limits::for_wall_time(PROBE_TIMEOUT),
+        )
+        .map_err(|err| cannot_start("ffprobe", path, err))?;
+    let output = command
         .args(["-v", "error", "-print_format", "json"])
         .args(["-show_format", "-show_streams"])
-        .arg(file_url(path))
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
+        .args(input)
         .output();
     let output = match tokio::time::timeout(PROBE_TIMEOUT, output).await {
         Err(_) => {
-            return Err(unreadable(format!(
-                "reading the file took longer than {} seconds",
-                PROBE_TIMEOUT.as_secs()
-            )));
+            tracing::warn!(input = %path.display(), "ffprobe ran out of time and was killed");
+            return Err(timed_out(PROBE_TIMEOUT));
         }
-        Ok(Err(err)) => {
-            return Err(MediaError::new(
-                MediaError::PROCESSING_FAILED,
-                format!("ffprobe could not be started: {err}"),
-            ));
-        }
+        Ok(Err(err)) => return Err(cannot_start("ffprobe", path, err)),
         Ok(Ok(output)) => output,
     };
+    if out_of_cpu_time(&output.status) {
+        tracing::warn!(input = %path.display(), "ffprobe ran out of CPU time");
+        return Err(timed_out(PROBE_TIMEOUT));
+    }
     if !output.status.success() {
-        let detail = tool_detail(&output.stderr, &[path]);
-        return Err(unreadable(detail));
+        return Err(unreadable(
+            path,
+            format_args!(
+                "ffprobe failed ({}): {}",
+                output.status,
+                stderr_summary(&output.stderr)
+            ),
+        ));
     }
     Ok(output.stdout)
 }
 
-/// `file:<path>`: makes ffmpeg treat the path as a file whatever it looks
-/// like (a name with a `:` or starting with `-` is otherwise read as a
-/// protocol or an option).
-pub(crate) fn file_url(path: &Path) -> OsString {
-    let mut url = OsString::from("file:");
-    url.push(path.as_os_str());
-    url
-}
-
-/// The first line ffmpeg/ffprobe wrote to stderr, without the server's file
-/// paths (a user has no business seeing them), or a generic phrase.
-pub(crate) fn tool_detail(stderr: &[u8], paths: &[&Path]) -> String {
+/// ffmpeg's or ffprobe's stderr for the server log: its first lines, as
+/// they are.
+pub(crate) fn stderr_summary(stderr: &[u8]) -> String {
+    const KEEP: usize = 1000;
     let text = String::from_utf8_lossy(stderr);
-    let line = text
-        .lines()
-        .map(str::trim)
-        .find(|line| !line.is_empty())
-        .unwrap_or("no details");
-    // Drop ffmpeg's `[mov,mp4,... @ 0x55d0c0ffee00] ` context prefix.
-    let line = match line.split_once("] ") {
-        Some((context, rest)) if line.starts_with('[') && context.contains(" @ 0x") => rest,
-        _ => line,
-    };
-    let mut line = line.to_string();
-    for path in paths {
-        line = line
-            .replace(&*file_url(path).to_string_lossy(), "the file")
-            .replace(&*path.to_string_lossy(), "the file");
+    let text = text.trim();
+    if text.is_empty() {
+        return "no details".into();
     }
-    line.chars().take(200).collect()
+    text.chars()
+        .take(KEEP)
+        .map(|c| if c == '\n' { '|' } else { c })
+        .collect()
 }
 
-fn unreadable(detail: impl std::fmt::Display) -> MediaError {
+/// The fixed `unreadable_media` error; `why` (which may quote ffmpeg) goes
+/// to the server log only.
+pub(crate) fn unreadable(path: &Path, why: impl std::fmt::Display) -> MediaError {
+    tracing::info!(input = %path.display(), reason = %why, "file not readable as a video");
+    MediaError::new(MediaError::UNREADABLE_MEDIA, UNREADABLE_MESSAGE)
+}
+
+/// The fixed `unreadable_media` error for an answer of ffprobe's that does
+/// not describe a usable video; `why` goes to the server log.
+fn refused(why: impl std::fmt::Display) -> MediaError {
+    tracing::info!(reason = %why, "ffprobe's description refused");
+    MediaError::new(MediaError::UNREADABLE_MEDIA, UNREADABLE_MESSAGE)
+}
+
+/// The `processing_timeout` error of a probe or poster run.
+pub(crate) fn timed_out(limit: std::time::Duration) -> MediaError {
     MediaError::new(
-        MediaError::UNREADABLE_MEDIA,
+        MediaError::PROCESSING_TIMEOUT,
         format!(
-            "This file could not be read as a video: it may be damaged, incomplete, or in a format we do not support ({detail})."
+            "Reading this video took longer than {} seconds, the most it may take, so it was stopped.",
+            limit.as_secs()
         ),
+    )
+}
+
+/// ffprobe/ffmpeg could not be started (or its sandbox prepared).
+pub(crate) fn cannot_start(program: &str, path: &Path, err: impl std::fmt::Display) -> MediaError {
+    tracing::error!(input = %path.display(), error = %err, "{program} could not be started");
+    MediaError::new(
+        MediaError::PROCESSING_FAILED,
+        "The video processor could not be started; this is a problem on our side, not with the file.",
     )
 }
 
@@ -259,7 +299,7 @@ struct Format {
 /// Turns ffprobe's JSON into a [`Probe`] (without the box-order check).
 fn interpret(json: &[u8], size_bytes: u64) -> Result<Probe, MediaError> {
     let parsed: FfprobeOutput = serde_json::from_slice(json)
-        .map_err(|err| unreadable(format!("ffprobe said something unexpected: {err}")))?;
+        .map_err(|err| refused(format_args!("ffprobe said something unexpected: {err}")))?;
     let container = parsed.format.format_name.clone().unwrap_or_default();
     let video = pick_video(&parsed.streams)?;
     reject_non_video(&container, video)?;
@@ -330,7 +370,7 @@ fn reject_non_video(container: &str, video: &Stream) -> Result<(), MediaError> {
 fn displayed_size(video: &Stream) -> Result<(u32, u32), MediaError> {
     let (width, height) = match (video.width, video.height) {
         (Some(width), Some(height)) if width > 0 && height > 0 => (width, height),
-        _ => return Err(unreadable("the video has no picture size")),
+        _ => return Err(refused("the video has no picture size")),
     };
     let rotation = video
         .side_data_list
@@ -453,16 +493,18 @@ mod tests {
     }
 
     #[test]
-    fn tool_detail_hides_the_server_path() {
-        let path = Path::new("/srv/data/imports/abc/source.mp4");
-        let stderr =
-            b"file:/srv/data/imports/abc/source.mp4: Invalid data found when processing input\n";
+    fn stderr_is_summarised_for_the_log_only() {
+        let stderr = b"[mov,mp4 @ 0x5654] moov atom not found\nfile:/srv/x: Invalid data\n";
         assert_eq!(
-            tool_detail(stderr, &[path]),
-            "the file: Invalid data found when processing input"
+            stderr_summary(stderr),
+            "[mov,mp4 @ 0x5654] moov atom not found|file:/srv/x: Invalid data"
         );
-        let stderr = b"[mov,mp4,m4a,3gp,3g2,mj2 @ 0x56545a7851c0] moov atom not found\n";
-        assert_eq!(tool_detail(stderr, &[path]), "moov atom not found");
+        assert_eq!(stderr_summary(b"  \n"), "no details");
+        let err = unreadable(Path::new("/srv/x"), stderr_summary(stderr));
+        assert_eq!(
+            err.message, UNREADABLE_MESSAGE,
+            "ffmpeg's words stay in the log"
+        );
     }
 
     async fn boxes(path: &Path, boxes: &[(&[u8; 4], u32)]) -> Option<bool> {

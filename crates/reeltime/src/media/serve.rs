@@ -320,7 +320,7 @@ pub fn content_type_for(path: &Path) -> &'static str {
         "flv" => "video/x-flv",
         "ogv" => "video/ogg",
         "3gp" => "video/3gpp",
-        "mpg" | "mpeg" => "video/mpeg",
+        "mpg" | "mpeg" | "m2v" => "video/mpeg",
         "jpg" | "jpeg" => "image/jpeg",
         "png" => "image/png",
         "webp" => "image/webp",

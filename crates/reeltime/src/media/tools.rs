@@ -1,16 +1,17 @@
-//! Finds `ffprobe` and `ffmpeg` once at start.
+//! Finds `ffprobe` and `ffmpeg` once at start, and the sandbox they run in.
 //!
 //! Media processing is optional: a machine without ffmpeg still downloads
 //! imports, and the server says in its log and in `/readyz` that processing
 //! is off. Detecting once (instead of failing each import) makes that state
-//! visible up front.
+//! visible up front. The same goes for the sandbox: whether Landlock
+//! confines each ffmpeg is decided here, logged, and shown in `/readyz`.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::process::Command;
+use super::sandbox::{Limits, Sandbox};
 
 /// How long `-version` may take before the tool counts as unusable.
 const VERSION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -22,6 +23,8 @@ pub struct MediaTools {
     pub ffmpeg: PathBuf,
     /// First line of `ffmpeg -version`, for the start-up log.
     pub version: String,
+    /// What confines each ffprobe/ffmpeg run.
+    pub sandbox: Sandbox,
 }
 
 impl MediaTools {
@@ -34,14 +37,39 @@ impl MediaTools {
         MediaTools::from_paths(ffprobe, ffmpeg).await
     }
 
-    /// Checks two explicit programs (`-version` must succeed for both).
+    /// Checks two explicit programs (`-version` must succeed for both),
+    /// and that they also run inside the sandbox; the sandbox is reported
+    /// unavailable (and logged) when the kernel lacks Landlock or the
+    /// programs cannot start inside it.
     pub async fn from_paths(ffprobe: PathBuf, ffmpeg: PathBuf) -> Option<MediaTools> {
-        version_line(&ffprobe).await?;
-        let version = version_line(&ffmpeg).await?;
+        let unconfined = Sandbox::Unavailable(String::new());
+        version_line(&ffprobe, &unconfined).await?;
+        let version = version_line(&ffmpeg, &unconfined).await?;
+        let mut sandbox = Sandbox::detect();
+        if sandbox.is_enforced()
+            && (version_line(&ffprobe, &sandbox).await.is_none()
+                || version_line(&ffmpeg, &sandbox).await.is_none())
+        {
+            sandbox = Sandbox::Unavailable(
+                "ffprobe/ffmpeg do not start inside Landlock's rules (libraries outside /usr/lib?)"
+                    .into(),
+            );
+        }
+        match &sandbox {
+            Sandbox::Landlock(abi) => tracing::info!(
+                abi = ?abi,
+                "media sandbox: landlock (each ffmpeg sees only its import's directory)"
+            ),
+            Sandbox::Unavailable(reason) => tracing::warn!(
+                reason = %reason,
+                "media sandbox unavailable: ffmpeg runs with a forced demuxer and limits, but can read any file the server can"
+            ),
+        }
         Some(MediaTools {
             ffprobe,
             ffmpeg,
             version,
+            sandbox,
         })
     }
 }
@@ -60,14 +88,13 @@ fn is_executable(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Runs `program -version`; its first line when it succeeds in time.
-async fn version_line(program: &Path) -> Option<String> {
-    let output = Command::new(program)
-        .arg("-version")
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .output();
+/// Runs `program -version` in `sandbox` (with no directory of its own);
+/// its first line when it succeeds in time.
+async fn version_line(program: &Path, sandbox: &Sandbox) -> Option<String> {
+    let mut command = sandbox
+        .command(program, &[], Limits::for_wall_time(VERSION_TIMEOUT))
+        .ok()?;
+    let output = command.arg("-version").stderr(Stdio::null()).output();
     let output = tokio::time::timeout(VERSION_TIMEOUT, output)
         .await
         .ok()?

@@ -1,8 +1,17 @@
 //! Making test videos with ffmpeg's test sources, and watching ffmpeg
 //! processes, for the media and pipeline tests.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
+
+use reeltime::media::MediaTools;
+
+/// ffprobe and ffmpeg as the server finds them (and the sandbox they run in).
+pub async fn tools() -> MediaTools {
+    MediaTools::detect()
+        .await
+        .expect("ffmpeg and ffprobe must be on PATH for these tests: apt-get install ffmpeg")
+}
 
 /// Runs ffmpeg to make a test input; panics with its message on failure.
 pub async fn make(args: &[&str], output: &Path) {
@@ -46,6 +55,32 @@ pub async fn make_video(output: &Path, size: &str, secs: u32, audio: bool, codec
     args.extend(codecs.iter().map(|arg| arg.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     make(&args, output).await;
+}
+
+/// 30 s of 1280x720 MPEG-4 in AVI: long enough that its transcode is still
+/// running when a test stops it.
+pub async fn make_long_video(output: &Path) {
+    make_video(
+        output,
+        "1280x720",
+        30,
+        false,
+        &["-c:v", "mpeg4", "-q:v", "20"],
+    )
+    .await;
+}
+
+/// Partial files (`*.part`) in `dir`: ffmpeg's output while it runs.
+pub fn partial_files(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|entry| entry.path())
+                .filter(|path| path.extension().is_some_and(|ext| ext == "part"))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 pub const H264_AAC: &[&str] = &[
