@@ -14,7 +14,7 @@ use crate::gateway::{Admission, Gateway, Hub};
 use crate::http::{self, Admin, AppState};
 use crate::imports::fetch::Fetcher;
 use crate::imports::guard::Policy;
-use crate::imports::{Imports, JobSettings, MediaLinks, MediaWork, Runner};
+use crate::imports::{ImportRules, Imports, JobSettings, MediaLinks, MediaWork, Runner};
 use crate::media::{self, MediaSigner, MediaState, MediaTools};
 use crate::metrics::Metrics;
 use crate::net::{self, ADMIN_CONNECTIONS, Budget, BudgetInputs, HttpLimits};
@@ -102,7 +102,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let imports = Imports::new(
         Arc::clone(&store),
         Arc::clone(&bus),
-        Arc::clone(&policy),
+        ImportRules {
+            policy: Arc::clone(&policy),
+            limits: config.import_limits.clone(),
+        },
         media_dir.clone(),
         MediaLinks {
             signer: Arc::clone(&signer),
@@ -113,7 +116,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     let runner = Runner::new(
         Arc::clone(&imports),
-        Fetcher::new(Arc::clone(&policy), config.import_max_bytes, &node_id)?,
+        Fetcher::new(
+            Arc::clone(&policy),
+            config.import_max_bytes,
+            config.download_pace.clone(),
+            &node_id,
+        )?,
         tools.map(|tools| MediaWork {
             tools,
             mode: config.transcode,
@@ -124,6 +132,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             lease: config.job_lease,
             download_slots: config.download_concurrency,
             process_slots: config.process_concurrency,
+            max_duration: config.max_duration,
         },
         shutdown.clone(),
     );

@@ -168,6 +168,38 @@ pub struct Settings {
     /// Imports downloading at once on this node.
     #[arg(long, env = "REELTIME_DOWNLOAD_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..))]
     pub download_concurrency: u64,
+
+    /// Unfinished imports one user may have at once (counted in the shared store); more gets 429.
+    #[arg(long, env = "REELTIME_MAX_ACTIVE_IMPORTS_PER_USER", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_active_imports_per_user: u64,
+
+    /// Imports one user may create per minute on this node, on average (token bucket); more gets 429 with Retry-After.
+    #[arg(long, env = "REELTIME_IMPORT_RATE_PER_MIN", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    pub import_rate_per_min: u32,
+
+    /// Imports one user may create in a burst before REELTIME_IMPORT_RATE_PER_MIN applies.
+    #[arg(long, env = "REELTIME_IMPORT_RATE_BURST", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub import_rate_burst: u32,
+
+    /// Bytes of finished media one user may keep (suffixes as for REELTIME_IMPORT_MAX_BYTES); unset: no quota.
+    #[arg(long, env = "REELTIME_USER_QUOTA_BYTES", value_parser = parse_bytes)]
+    pub user_quota_bytes: Option<u64>,
+
+    /// Least a download must receive per minute, measured over each REELTIME_DOWNLOAD_RATE_WINDOW_SECS (download_too_slow).
+    #[arg(long, env = "REELTIME_DOWNLOAD_MIN_BYTES_PER_MIN", default_value = "1MiB", value_parser = parse_bytes)]
+    pub download_min_bytes_per_min: u64,
+
+    /// Seconds in each window over which the minimum download rate is measured.
+    #[arg(long, env = "REELTIME_DOWNLOAD_RATE_WINDOW_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub download_rate_window_secs: u64,
+
+    /// Seconds a download may take in all, from the first request to the last byte (download_too_slow).
+    #[arg(long, env = "REELTIME_DOWNLOAD_DEADLINE_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub download_deadline_secs: u64,
+
+    /// Longest media accepted, in seconds, as the probe reads it (too_long).
+    #[arg(long, env = "REELTIME_MAX_DURATION_SECS", default_value_t = 14_400, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_duration_secs: u64,
 }
 
 fn parse_flag(raw: &str) -> Result<bool, String> {
@@ -305,6 +337,10 @@ pub struct Config {
     pub import_allow_hosts: Vec<String>,
     pub import_max_bytes: u64,
     pub download_concurrency: usize,
+    pub import_limits: crate::imports::limits::ImportLimits,
+    pub download_pace: crate::imports::fetch::DownloadPace,
+    /// Media longer than this fails `too_long` after the probe.
+    pub max_duration: Duration,
     pub synthetic_imports: bool,
     /// False when REELTIME_MEDIA_PROCESSING=off.
     pub media_processing: bool,
@@ -460,6 +496,18 @@ impl Config {
                 .collect(),
             import_max_bytes: s.import_max_bytes,
             download_concurrency: usize::try_from(s.download_concurrency).unwrap_or(4),
+            import_limits: crate::imports::limits::ImportLimits {
+                max_active_per_user: s.max_active_imports_per_user,
+                rate_per_min: s.import_rate_per_min,
+                rate_burst: s.import_rate_burst,
+                quota_bytes: s.user_quota_bytes,
+            },
+            download_pace: crate::imports::fetch::DownloadPace {
+                min_bytes_per_min: s.download_min_bytes_per_min,
+                window: Duration::from_secs(s.download_rate_window_secs),
+                deadline: Duration::from_secs(s.download_deadline_secs),
+            },
+            max_duration: Duration::from_secs(s.max_duration_secs),
             synthetic_imports: s.synthetic_imports,
             media_processing: s.media_processing != "off",
             transcode: s.transcode,
@@ -540,6 +588,10 @@ mod tests {
         assert_eq!(config.clock_skew, Duration::from_secs(5));
         assert_eq!(config.import_max_bytes, 4 << 30);
         assert_eq!(config.max_connections_per_user, 32);
+        assert_eq!(config.import_limits.max_active_per_user, 20);
+        assert_eq!(config.import_limits.quota_bytes, None);
+        assert_eq!(config.download_pace.min_bytes_per_min, 1 << 20);
+        assert_eq!(config.max_duration, Duration::from_secs(14_400));
     }
 
     #[test]

@@ -228,10 +228,13 @@ async fn a_client_close_is_answered_so_the_browser_sees_a_clean_1000() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_slows_nobody_and_is_dropped() {
-    // Each synthetic import takes a download slot: make room for all 200.
+    // Each synthetic import takes a download slot: make room for all 200,
+    // and lift the per-user caps on unfinished imports and creation rate.
     let w = world(&[
         ("REELTIME_SYNTHETIC_IMPORTS", "1"),
         ("REELTIME_DOWNLOAD_CONCURRENCY", "1000"),
+        ("REELTIME_MAX_ACTIVE_IMPORTS_PER_USER", "1000"),
+        ("REELTIME_IMPORT_RATE_BURST", "1000"),
     ])
     .await;
     let token = w.token("alice");

@@ -27,7 +27,7 @@ describe('format', () => {
     expect(describeError({ code: 'too_large', message: '' })).toMatch(/larger/);
     expect(describeError({ code: 'something_new', message: 'Disk quota reached' })).toBe('Disk quota reached');
     expect(describeError({ code: 'something_new', message: '' })).toBe('Something went wrong (something_new).');
-    for (const code of ['url_not_allowed', 'unreadable_media', 'interrupted', 'download_failed', 'processing_stalled']) {
+    for (const code of ['url_not_allowed', 'unreadable_media', 'interrupted', 'download_failed', 'processing_stalled', 'download_too_slow', 'quota_exceeded', 'too_long', 'too_many_imports', 'rate_limited']) {
       expect(describeError({ code, message: 'x' })).not.toBe('x');
     }
   });

@@ -14,6 +14,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds for a `Retry-After` header (429).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -22,6 +24,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -45,6 +48,11 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if unauthorized {
             let challenge = format!(
                 "Bearer error=\"invalid_token\", error_description=\"{}\"",
@@ -75,6 +83,19 @@ impl From<ImportsError> for ApiError {
             ImportsError::UrlNotAllowed(message) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "url_not_allowed", message)
             }
+            ImportsError::TooManyActive { .. } => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_imports",
+                err.to_string(),
+            ),
+            ImportsError::RateLimited { retry_after } => ApiError {
+                retry_after: Some(crate::imports::limits::retry_after_secs(retry_after)),
+                ..ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    err.to_string(),
+                )
+            },
             ImportsError::NotFound => {
                 ApiError::new(StatusCode::NOT_FOUND, "not_found", "import not found")
             }

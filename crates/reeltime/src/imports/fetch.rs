@@ -5,6 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
@@ -33,6 +35,26 @@ pub struct Downloaded {
     pub final_url: Url,
 }
 
+/// How slow a download may be before it gives its slot up: a sender
+/// trickling a byte every few seconds would otherwise hold it for ever
+/// (docs/security.md).
+#[derive(Debug, Clone)]
+pub struct DownloadPace {
+    /// Least bytes per minute, measured over each `window` of the body.
+    pub min_bytes_per_min: u64,
+    pub window: Duration,
+    /// The whole download, from the first request to the last byte.
+    pub deadline: Duration,
+}
+
+impl DownloadPace {
+    /// Bytes the body must bring in each window.
+    fn per_window(&self) -> u64 {
+        let bytes = u128::from(self.min_bytes_per_min) * self.window.as_millis() / 60_000;
+        u64::try_from(bytes).unwrap_or(u64::MAX)
+    }
+}
+
 /// Why a download failed; `code` is what the import's `error.code` says.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -40,6 +62,10 @@ pub enum FetchError {
     NotAllowed(String),
     #[error("the file is larger than the {max} bytes allowed")]
     TooLarge { max: u64 },
+    #[error("the file does not fit in your storage quota ({left} bytes left)")]
+    QuotaExceeded { left: u64 },
+    #[error("{0}")]
+    TooSlow(String),
     #[error("the file is not a video (its first bytes match no video container)")]
     NotAVideo,
     #[error("the server answered HTTP {0}")]
@@ -57,6 +83,8 @@ impl FetchError {
         match self {
             FetchError::NotAllowed(_) => "url_not_allowed",
             FetchError::TooLarge { .. } => "too_large",
+            FetchError::QuotaExceeded { .. } => "quota_exceeded",
+            FetchError::TooSlow(_) => "download_too_slow",
             FetchError::NotAVideo => "not_a_video",
             FetchError::Io(_) => "storage_error",
             FetchError::Status(_) | FetchError::TooManyRedirects | FetchError::Network(_) => {
@@ -71,13 +99,19 @@ pub struct Fetcher {
     client: reqwest::Client,
     policy: Arc<Policy>,
     max_bytes: u64,
+    pace: DownloadPace,
 }
 
 impl Fetcher {
     /// `node` is this node's id: it goes in the User-Agent
     /// (`reeltime/<version> (node <id>)`), so the server an import is
     /// fetched from can tell which node of a cluster fetched it.
-    pub fn new(policy: Arc<Policy>, max_bytes: u64, node: &str) -> anyhow::Result<Fetcher> {
+    pub fn new(
+        policy: Arc<Policy>,
+        max_bytes: u64,
+        pace: DownloadPace,
+        node: &str,
+    ) -> anyhow::Result<Fetcher> {
         let client = reqwest::Client::builder()
             .dns_resolver(Arc::new(GuardedResolver {
                 policy: Arc::clone(&policy),
@@ -97,6 +131,7 @@ impl Fetcher {
             client,
             policy,
             max_bytes,
+            pace,
         })
     }
 
@@ -105,12 +140,36 @@ impl Fetcher {
     }
 
     /// Streams `url` into `dest`, following at most [`MAX_REDIRECTS`]
-    /// redirects, each one checked again.
+    /// redirects, each one checked again. `quota_left` is what the user's
+    /// storage quota still allows (`None`: no quota). The whole download
+    /// must end within the pace's deadline.
     pub async fn download(
         &self,
         url: &Url,
         dest: &Path,
         progress: &watch::Sender<Progress>,
+        quota_left: Option<u64>,
+    ) -> Result<Downloaded, FetchError> {
+        let deadline = self.pace.deadline;
+        tokio::time::timeout(
+            deadline,
+            self.download_in_time(url, dest, progress, quota_left),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(FetchError::TooSlow(format!(
+                "the download did not finish within {} s",
+                deadline.as_secs()
+            )))
+        })
+    }
+
+    async fn download_in_time(
+        &self,
+        url: &Url,
+        dest: &Path,
+        progress: &watch::Sender<Progress>,
+        quota_left: Option<u64>,
     ) -> Result<Downloaded, FetchError> {
         let mut current = url.clone();
         let mut redirects = 0;
@@ -144,10 +203,19 @@ impl Fetcher {
             return Err(FetchError::Status(response.status().as_u16()));
         }
         let total = response.content_length();
-        if total.is_some_and(|total| total > self.max_bytes) {
-            return Err(FetchError::TooLarge {
-                max: self.max_bytes,
-            });
+        let over = |bytes: u64| -> Option<FetchError> {
+            if bytes > self.max_bytes {
+                Some(FetchError::TooLarge {
+                    max: self.max_bytes,
+                })
+            } else {
+                quota_left
+                    .filter(|left| bytes > *left)
+                    .map(|left| FetchError::QuotaExceeded { left })
+            }
+        };
+        if let Some(err) = total.and_then(over) {
+            return Err(err);
         }
         let content_type = response
             .headers()
@@ -162,13 +230,19 @@ impl Fetcher {
         let mut container = None;
         let mut done: u64 = 0;
         let mut body = response.bytes_stream();
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(network_error)?;
+        let mut window = RateWindow::start(&self.pace, done);
+        loop {
+            let chunk = match tokio::time::timeout_at(window.ends, body.next()).await {
+                Ok(Some(chunk)) => chunk.map_err(network_error)?,
+                Ok(None) => break,
+                Err(_) => {
+                    window = window.next(&self.pace, done)?;
+                    continue;
+                }
+            };
             done += chunk.len() as u64;
-            if done > self.max_bytes {
-                return Err(FetchError::TooLarge {
-                    max: self.max_bytes,
-                });
+            if let Some(err) = over(done) {
+                return Err(err);
             }
             if container.is_none() {
                 let wanted = sniff::SNIFF_BYTES - head.len();
@@ -179,6 +253,9 @@ impl Fetcher {
             }
             file.write_all(&chunk).await?;
             progress.send_replace(Progress { done, total });
+            if Instant::now() >= window.ends {
+                window = window.next(&self.pace, done)?;
+            }
         }
         let container = match container {
             Some(container) => container,
@@ -192,6 +269,36 @@ impl Fetcher {
             content_type,
             final_url: current,
         })
+    }
+}
+
+/// One window of the body over which the minimum rate is measured.
+struct RateWindow {
+    ends: Instant,
+    /// Bytes done when it began.
+    from: u64,
+}
+
+impl RateWindow {
+    fn start(pace: &DownloadPace, done: u64) -> RateWindow {
+        RateWindow {
+            ends: Instant::now() + pace.window,
+            from: done,
+        }
+    }
+
+    /// Closes this window (failing when too little came in it) and opens
+    /// the next.
+    fn next(self, pace: &DownloadPace, done: u64) -> Result<RateWindow, FetchError> {
+        let got = done - self.from;
+        if got < pace.per_window() {
+            return Err(FetchError::TooSlow(format!(
+                "the server sent {got} bytes in {} s, less than the {} bytes a minute required",
+                pace.window.as_secs(),
+                pace.min_bytes_per_min
+            )));
+        }
+        Ok(RateWindow::start(pace, done))
     }
 }
 

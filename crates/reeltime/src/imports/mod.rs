@@ -8,6 +8,8 @@
 pub mod api;
 pub mod fetch;
 pub mod guard;
+pub mod limits;
+mod line;
 mod runner;
 pub mod sniff;
 mod synthetic;
@@ -42,6 +44,10 @@ pub enum ImportsError {
     BadRequest(String),
     #[error("{0}")]
     UrlNotAllowed(String),
+    #[error("you have {max} imports that have not finished; wait for one to finish, or cancel one")]
+    TooManyActive { max: u64 },
+    #[error("too many new imports; try again in {} s", limits::retry_after_secs(*retry_after))]
+    RateLimited { retry_after: Duration },
     #[error("import not found")]
     NotFound,
     #[error("import already finished")]
@@ -62,6 +68,8 @@ pub struct Imports {
     commits: GroupCommit,
     bus: Arc<dyn Bus>,
     policy: Arc<guard::Policy>,
+    limits: limits::ImportLimits,
+    creation_rate: limits::CreationRate,
     downloads_dir: PathBuf,
     /// Wakes this node's runner: new work may be waiting in the store.
     work: Notify,
@@ -70,6 +78,12 @@ pub struct Imports {
     links: MediaLinks,
     /// Where finished media lives: the data dir, or S3-compatible storage.
     storage: Arc<dyn MediaStorage>,
+}
+
+/// What a new import must pass: the URL policy and the user's limits.
+pub struct ImportRules {
+    pub policy: Arc<guard::Policy>,
+    pub limits: limits::ImportLimits,
 }
 
 /// Signs the media links of completed imports each time they are shown.
@@ -82,23 +96,31 @@ impl Imports {
     pub fn new(
         store: Arc<dyn Store>,
         bus: Arc<dyn Bus>,
-        policy: Arc<guard::Policy>,
+        rules: ImportRules,
         downloads_dir: PathBuf,
         links: MediaLinks,
         storage: Arc<dyn MediaStorage>,
         metrics: Arc<Metrics>,
     ) -> Arc<Imports> {
+        let ImportRules { policy, limits } = rules;
         Arc::new(Imports {
             commits: GroupCommit::start(Arc::clone(&store), metrics),
             store,
             bus,
             policy,
+            creation_rate: limits::CreationRate::new(limits.rate_per_min, limits.rate_burst),
+            limits,
             downloads_dir,
             work: Notify::new(),
             running: Mutex::new(HashMap::new()),
             links,
             storage,
         })
+    }
+
+    /// The per-user limits this node enforces.
+    pub fn limits(&self) -> &limits::ImportLimits {
+        &self.limits
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -152,13 +174,18 @@ impl Imports {
     }
 
     /// Validates the URL, stores the import as `queued`, tells the user's
-    /// sockets, and queues the job.
+    /// sockets, and queues the job. The user's creation rate is checked
+    /// first (before the URL's name lookup, which costs), and the cap on
+    /// unfinished imports as the import is stored.
     pub async fn create(
         &self,
         user_id: &str,
         url: &str,
         title: Option<&str>,
     ) -> Result<Import, ImportsError> {
+        self.creation_rate
+            .take(user_id)
+            .map_err(|retry_after| ImportsError::RateLimited { retry_after })?;
         let url = self.check_new_url(url).await?;
         let title = title
             .map(str::trim)
@@ -187,7 +214,10 @@ impl Imports {
             user_id: user_id.to_string(),
             import,
         };
-        self.store.insert_import(&owned).await?;
+        let max = self.limits.max_active_per_user;
+        if !self.store.insert_import_within(&owned, max).await? {
+            return Err(ImportsError::TooManyActive { max });
+        }
         self.publish(&owned).await?;
         self.work_arrived();
         Ok(self.present(&owned))

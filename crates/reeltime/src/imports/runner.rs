@@ -3,23 +3,24 @@
 //!
 //! A job is one task that goes through two lines: it waits for a download
 //! slot, downloads, then waits for a processing slot and does the media
-//! work. Each line is FIFO and tells waiting imports their place
-//! (`queue_position`).
+//! work. Each line serves users in turn ([`Line`]) and tells waiting
+//! imports their place (`queue_position`).
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use reeltime_protocol::{Import, ImportStatus};
 use serde_json::json;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use url::Url;
 
 use super::fetch::{Downloaded, FetchError, Fetcher, Progress};
+use super::line::{Line, Slot};
 use super::{Imports, ImportsError, MAX_ATTEMPTS, fail};
 use crate::media::{self, MediaError, MediaTools, Probe, TranscodeMode};
 use crate::store::OwnedImport;
@@ -50,28 +51,6 @@ pub struct MediaWork {
     pub stall_timeout: Duration,
 }
 
-/// One FIFO line of waiting imports with the slots they wait for.
-struct Line {
-    slots: Arc<Semaphore>,
-    waiting: Mutex<Vec<String>>,
-}
-
-impl Line {
-    fn new(slots: usize) -> Line {
-        Line {
-            slots: Arc::new(Semaphore::new(slots.max(1))),
-            waiting: Mutex::new(Vec::new()),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
-        match self.waiting.lock() {
-            Ok(waiting) => waiting,
-            Err(poisoned) => poisoned.into_inner(),
-        }
-    }
-}
-
 /// How this node takes part in running jobs.
 pub struct JobSettings {
     /// This node's id, written as the owner of the leases it holds.
@@ -80,6 +59,8 @@ pub struct JobSettings {
     pub lease: Duration,
     pub download_slots: usize,
     pub process_slots: usize,
+    /// Media longer than this fails `too_long` after the probe.
+    pub max_duration: Duration,
 }
 
 /// How often the runner looks for work it was not woken for (imports
@@ -96,8 +77,13 @@ pub struct Runner {
     node: String,
     lease: Duration,
     download_slots: usize,
-    downloads: Line,
-    processing: Line,
+    downloads: Arc<Line>,
+    processing: Arc<Line>,
+    max_duration: Duration,
+    /// Held from the last quota check of a completing import to its
+    /// commit, so that two of one user's imports completing on this node
+    /// cannot both fit in the same remaining bytes.
+    quota_gate: tokio::sync::Mutex<()>,
     /// Claimed jobs that have not finished their download phase: what
     /// limits how many more this node claims.
     download_phase: Arc<std::sync::atomic::AtomicUsize>,
@@ -155,6 +141,8 @@ impl Runner {
             download_slots: jobs.download_slots.max(1),
             downloads: Line::new(jobs.download_slots),
             processing: Line::new(jobs.process_slots),
+            max_duration: jobs.max_duration,
+            quota_gate: tokio::sync::Mutex::new(()),
             download_phase: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             shutdown,
             tasks: TaskTracker::new(),
@@ -431,10 +419,14 @@ impl Runner {
         let Ok(url) = Url::parse(&owned.import.source_url) else {
             return Ok(FetchError::NotAllowed("the stored URL is invalid".into()).into());
         };
+        let quota_left = match self.quota_left(&owned.user_id).await? {
+            Some(0) => return Ok(FetchError::QuotaExceeded { left: 0 }.into()),
+            left => left,
+        };
         let (progress_tx, progress_rx) = watch::channel(Progress::default());
         let part = dir.join("source.part");
         let share = self.download_share();
-        let download = self.fetcher.download(&url, &part, &progress_tx);
+        let download = self.fetcher.download(&url, &part, &progress_tx, quota_left);
         let outcome = self
             .track(owned, stop, download, progress_rx, |import, progress| {
                 import.bytes_done = progress.done;
@@ -487,6 +479,17 @@ impl Runner {
                     .await;
             }
         };
+        if probe.duration_secs > self.max_duration.as_secs_f64() {
+            let outcome: Outcome<()> = Outcome::Failed(
+                "too_long",
+                format!(
+                    "the video is {:.0} s long; at most {} s are accepted",
+                    probe.duration_secs,
+                    self.max_duration.as_secs()
+                ),
+            );
+            return self.finish_stage(owned, &dir, outcome).await;
+        }
 
         if !self
             .set_stage(&mut owned, stage::POSTER, DOWNLOAD_SHARE + 0.02)
@@ -565,6 +568,10 @@ impl Runner {
             probe
         };
         let result = media_result(&served, &video, transcoded);
+        // Checked before the upload too: no bytes are stored for nothing.
+        if let Some(outcome) = self.over_quota(&owned.user_id, &result).await? {
+            return self.finish_stage(owned, &dir, outcome).await;
+        }
         // Put the files where they are served from before anyone gets a link.
         let storage = self.imports.storage();
         let files = result_files(&result);
@@ -585,26 +592,22 @@ impl Runner {
     /// changed by someone else).
     async fn wait_in_line(
         &self,
-        line: &Line,
+        line: &Arc<Line>,
         owned: OwnedImport,
         stop: &CancellationToken,
-    ) -> Result<Option<(OwnedImport, OwnedSemaphorePermit)>, ImportsError> {
+    ) -> Result<Option<(OwnedImport, Slot)>, ImportsError> {
         let id = owned.import.id.clone();
-        let slots = Arc::clone(&line.slots);
-        let slot = match slots.clone().try_acquire_owned() {
+        let slot = match line.join(&id, &owned.user_id) {
             Ok(slot) => slot,
-            Err(_) => {
-                let position = {
-                    let mut waiting = line.lock();
-                    waiting.push(id.clone());
-                    waiting.len()
-                };
-                self.set_queue_position(&id, Some(position as u64)).await;
+            Err(ticket) => {
+                self.show_positions(line).await;
+                // Dropping the ticket (stop) leaves the line.
                 let acquired = tokio::select! {
                     _ = stop.cancelled() => None,
-                    slot = slots.acquire_owned() => slot.ok(),
+                    slot = ticket.granted() => Some(slot),
                 };
-                self.leave_line(line, &id).await;
+                // Whoever was behind moved up.
+                self.show_positions(line).await;
                 match acquired {
                     Some(slot) => slot,
                     None => return Ok(None),
@@ -620,24 +623,42 @@ impl Runner {
         }
     }
 
-    /// Removes `id` from the line and tells the ones behind it they moved up.
-    async fn leave_line(&self, line: &Line, id: &str) {
-        let behind: Vec<(String, u64)> = {
-            let mut waiting = line.lock();
-            let Some(index) = waiting.iter().position(|other| other == id) else {
-                return;
-            };
-            waiting.remove(index);
-            waiting
-                .iter()
-                .enumerate()
-                .skip(index)
-                .map(|(at, other)| (other.clone(), at as u64 + 1))
-                .collect()
-        };
-        for (other, position) in behind {
-            self.set_queue_position(&other, Some(position)).await;
+    /// Writes the places in `line` that changed. One writer at a time,
+    /// each reading the line's latest order: the last write is never stale.
+    async fn show_positions(&self, line: &Line) {
+        let _writing = line.publishing.lock().await;
+        for (id, position) in line.positions() {
+            self.set_queue_position(&id, Some(position)).await;
         }
+    }
+
+    /// What `user_id`'s storage quota still allows, `None` without a quota.
+    async fn quota_left(&self, user_id: &str) -> Result<Option<u64>, ImportsError> {
+        let Some(quota) = self.imports.limits().quota_bytes else {
+            return Ok(None);
+        };
+        let used = self.imports.store().stored_bytes(user_id).await?;
+        Ok(Some(quota.saturating_sub(used)))
+    }
+
+    /// `quota_exceeded` when keeping `result`'s video would take the user
+    /// past their quota.
+    async fn over_quota(
+        &self,
+        user_id: &str,
+        result: &serde_json::Value,
+    ) -> Result<Option<Outcome<()>>, ImportsError> {
+        let Some(left) = self.quota_left(user_id).await? else {
+            return Ok(None);
+        };
+        let size = result["size_bytes"].as_u64().unwrap_or(0);
+        if size <= left {
+            return Ok(None);
+        }
+        Ok(Some(Outcome::Failed(
+            "quota_exceeded",
+            format!("the video takes {size} bytes; your storage quota has {left} bytes left"),
+        )))
     }
 
     async fn set_queue_position(&self, id: &str, position: Option<u64>) {
@@ -751,12 +772,23 @@ impl Runner {
         }
     }
 
+    /// Marks the import completed, after a last quota check (held with
+    /// the commit, so this node's completions of one user cannot both fit
+    /// in the same remaining bytes).
     async fn complete(
         &self,
         mut owned: OwnedImport,
         dir: &Path,
         result: serde_json::Value,
     ) -> Result<(), ImportsError> {
+        let _quota_gate = match self.imports.limits().quota_bytes {
+            Some(_) => Some(self.quota_gate.lock().await),
+            None => None,
+        };
+        if let Some(outcome) = self.over_quota(&owned.user_id, &result).await? {
+            let _ = self.imports.storage().delete_import(&owned.import.id).await;
+            return self.finish_stage(owned, dir, outcome).await;
+        }
         let expected = owned.import.version;
         let import = &mut owned.import;
         import.status = ImportStatus::Completed;

@@ -29,6 +29,10 @@ const MAX_CONNECTIONS: u32 = 16;
 /// caller answering 500/1011) instead of piling up behind a stuck database.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// First key of the advisory locks that serialize one user's creates
+/// (the second is a hash of the user id); any constant no other lock uses.
+const USER_CREATE_LOCKS: i32 = 0x7265_656c; // "reel"
+
 /// PostgreSQL behind the [`Store`] trait.
 pub struct PostgresStore {
     pool: PgPool,
@@ -52,6 +56,28 @@ impl PostgresStore {
 
 fn version_param(version: u64) -> i64 {
     i64::try_from(version).unwrap_or(i64::MAX)
+}
+
+/// The insert of `owned`; with `max_unfinished`, one that inserts nothing
+/// when its user already has that many unfinished imports.
+fn insert(
+    owned: &OwnedImport,
+    max_unfinished: Option<u64>,
+) -> Result<sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>, StoreError> {
+    let import = &owned.import;
+    Ok(sqlx::query(
+        "INSERT INTO imports (id, user_id, status, version, finished, data)
+         SELECT $1, $2, $3, $4, $5, $6::jsonb
+         WHERE $7::bigint IS NULL
+            OR (SELECT COUNT(*) FROM imports WHERE user_id = $2 AND NOT finished) < $7",
+    )
+    .bind(&import.id)
+    .bind(&owned.user_id)
+    .bind(import.status.as_str())
+    .bind(version_param(import.version))
+    .bind(import.status.is_final())
+    .bind(serde_json::to_string(import)?)
+    .bind(max_unfinished.map(|max| i64::try_from(max).unwrap_or(i64::MAX))))
 }
 
 fn decode_user(row: &PgRow) -> Result<User, StoreError> {
@@ -92,20 +118,40 @@ impl Store for PostgresStore {
     }
 
     async fn insert_import(&self, owned: &OwnedImport) -> Result<(), StoreError> {
-        let import = &owned.import;
-        sqlx::query(
-            "INSERT INTO imports (id, user_id, status, version, finished, data)
-             VALUES ($1, $2, $3, $4, $5, $6::jsonb)",
-        )
-        .bind(&import.id)
-        .bind(&owned.user_id)
-        .bind(import.status.as_str())
-        .bind(version_param(import.version))
-        .bind(import.status.is_final())
-        .bind(serde_json::to_string(import)?)
-        .execute(&self.pool)
-        .await?;
+        insert(owned, None)?.execute(&self.pool).await?;
         Ok(())
+    }
+
+    async fn insert_import_within(
+        &self,
+        owned: &OwnedImport,
+        max_unfinished: u64,
+    ) -> Result<bool, StoreError> {
+        // A transaction-scoped advisory lock per user serializes that
+        // user's creates on every node: under READ COMMITTED two inserts
+        // would otherwise both count the same rows.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+            .bind(USER_CREATE_LOCKS)
+            .bind(&owned.user_id)
+            .execute(&mut *tx)
+            .await?;
+        let done = insert(owned, Some(max_unfinished))?
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn stored_bytes(&self, user_id: &str) -> Result<u64, StoreError> {
+        let bytes: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM((data->'result'->>'size_bytes')::bigint), 0)::bigint FROM imports
+             WHERE user_id = $1 AND status = 'completed'",
+        )
+        .bind(user_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(bytes).unwrap_or(0))
     }
 
     async fn get_import(&self, id: &str) -> Result<Option<OwnedImport>, StoreError> {
@@ -251,9 +297,13 @@ impl Store for PostgresStore {
     ) -> Result<Vec<OwnedImport>, StoreError> {
         let rows = sqlx::query(
             "UPDATE imports SET lease_owner = $1, lease_until = now() + make_interval(secs => $2)
-             WHERE id IN (SELECT id FROM imports
+             WHERE id IN (SELECT id FROM imports AS i
                           WHERE NOT finished AND (lease_until IS NULL OR lease_until < now())
-                          ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)
+                          ORDER BY (SELECT COUNT(*) FROM imports AS older
+                                    WHERE older.user_id = i.user_id AND NOT older.finished
+                                      AND older.id < i.id),
+                                   id
+                          LIMIT $3 FOR UPDATE SKIP LOCKED)
              RETURNING user_id, data::text AS data",
         )
         .bind(node)
@@ -305,9 +355,14 @@ impl Store for PostgresStore {
 
     async fn waiting_imports(&self, limit: i64) -> Result<Vec<OwnedImport>, StoreError> {
         let rows = sqlx::query(
-            "SELECT user_id, data::text AS data FROM imports
-             WHERE status = 'queued' AND (lease_until IS NULL OR lease_until < now())
-             ORDER BY id LIMIT $1",
+            "SELECT user_id, data::text AS data FROM imports AS i
+             WHERE NOT finished AND status = 'queued'
+               AND (lease_until IS NULL OR lease_until < now())
+             ORDER BY (SELECT COUNT(*) FROM imports AS older
+                       WHERE older.user_id = i.user_id AND NOT older.finished
+                         AND older.id < i.id),
+                      id
+             LIMIT $1",
         )
         .bind(limit)
         .fetch_all(&self.pool)

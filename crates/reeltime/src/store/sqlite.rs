@@ -86,6 +86,36 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Inserts `owned`; with `max_unfinished`, only while its user has
+    /// fewer unfinished imports. Under the write lock, so nothing is
+    /// inserted between the count and the insert.
+    async fn insert(
+        &self,
+        owned: &OwnedImport,
+        max_unfinished: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        let _writing = self.writes.lock().await;
+        let import = &owned.import;
+        let done = sqlx::query(
+            "INSERT INTO imports (id, user_id, status, version, finished, data)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6
+             WHERE ?7 IS NULL
+                OR (SELECT COUNT(*) FROM imports WHERE user_id = ?2 AND finished = 0) < ?7",
+        )
+        .bind(&import.id)
+        .bind(&owned.user_id)
+        .bind(import.status.as_str())
+        .bind(i64::try_from(import.version).unwrap_or(i64::MAX))
+        .bind(import.status.is_final())
+        .bind(serde_json::to_string(import)?)
+        .bind(max_unfinished.map(|max| i64::try_from(max).unwrap_or(i64::MAX)))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
 fn millis(at: DateTime<Utc>) -> i64 {
     at.timestamp_millis()
 }
@@ -131,20 +161,26 @@ impl Store for SqliteStore {
     }
 
     async fn insert_import(&self, owned: &OwnedImport) -> Result<(), StoreError> {
-        let _writing = self.writes.lock().await;
-        let import = &owned.import;
-        sqlx::query(
-            "INSERT INTO imports (id, user_id, status, version, finished, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        self.insert(owned, None).await.map(|_| ())
+    }
+
+    async fn insert_import_within(
+        &self,
+        owned: &OwnedImport,
+        max_unfinished: u64,
+    ) -> Result<bool, StoreError> {
+        self.insert(owned, Some(max_unfinished)).await
+    }
+
+    async fn stored_bytes(&self, user_id: &str) -> Result<u64, StoreError> {
+        let bytes: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(json_extract(data, '$.result.size_bytes')), 0) FROM imports
+             WHERE user_id = ?1 AND status = 'completed'",
         )
-        .bind(&import.id)
-        .bind(&owned.user_id)
-        .bind(import.status.as_str())
-        .bind(i64::try_from(import.version).unwrap_or(i64::MAX))
-        .bind(import.status.is_final())
-        .bind(serde_json::to_string(import)?)
-        .execute(&self.pool)
+        .bind(user_id)
+        .fetch_one(&self.pool)
         .await?;
-        Ok(())
+        Ok(u64::try_from(bytes).unwrap_or(0))
     }
 
     async fn get_import(&self, id: &str) -> Result<Option<OwnedImport>, StoreError> {
@@ -286,9 +322,13 @@ impl Store for SqliteStore {
         let until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
         let rows = sqlx::query(
             "UPDATE imports SET lease_owner = ?1, lease_until = ?2
-             WHERE id IN (SELECT id FROM imports
+             WHERE id IN (SELECT id FROM imports AS i
                           WHERE finished = 0 AND (lease_until IS NULL OR lease_until < ?3)
-                          ORDER BY id LIMIT ?4)
+                          ORDER BY (SELECT COUNT(*) FROM imports AS older
+                                    WHERE older.user_id = i.user_id AND older.finished = 0
+                                      AND older.id < i.id),
+                                   id
+                          LIMIT ?4)
              RETURNING user_id, data",
         )
         .bind(node)
@@ -344,9 +384,14 @@ impl Store for SqliteStore {
 
     async fn waiting_imports(&self, limit: i64) -> Result<Vec<OwnedImport>, StoreError> {
         let rows = sqlx::query(
-            "SELECT user_id, data FROM imports
-             WHERE status = 'queued' AND (lease_until IS NULL OR lease_until < ?1)
-             ORDER BY id LIMIT ?2",
+            "SELECT user_id, data FROM imports AS i
+             WHERE finished = 0 AND status = 'queued'
+               AND (lease_until IS NULL OR lease_until < ?1)
+             ORDER BY (SELECT COUNT(*) FROM imports AS older
+                       WHERE older.user_id = i.user_id AND older.finished = 0
+                         AND older.id < i.id),
+                      id
+             LIMIT ?2",
         )
         .bind(millis(Utc::now()))
         .bind(limit)

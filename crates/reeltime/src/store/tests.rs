@@ -339,6 +339,115 @@ async fn users_unfinished_counts_and_delete(store: &dyn Store) {
     assert!(store.get_import("c").await.unwrap().is_none());
 }
 
+/// Stores `owned` as completed with `result`, as a job would.
+async fn complete(store: &dyn Store, mut owned: OwnedImport, result: serde_json::Value) {
+    let version = owned.import.version;
+    owned.import.version += 1;
+    owned.import.status = ImportStatus::Completed;
+    owned.import.result = Some(result);
+    assert!(store.update_import(&owned, version).await.unwrap());
+}
+
+fn ids(imports: &[OwnedImport]) -> Vec<&str> {
+    imports.iter().map(|o| o.import.id.as_str()).collect()
+}
+
+/// Alice's backlog of five, one of them already held by a node, does not
+/// keep Bob and Carol waiting: the line and the claims go by turns.
+async fn claims_and_the_line_serve_users_in_turn(store: &dyn Store) {
+    let lease = std::time::Duration::from_secs(30);
+    for id in ["a1", "a2", "a3", "a4", "a5"] {
+        store
+            .insert_import(&owned("alice", id, ImportStatus::Queued, 1))
+            .await
+            .unwrap();
+    }
+    let first = store.claim_imports("n1", 1, lease).await.unwrap();
+    assert_eq!(ids(&first), ["a1"]);
+    for (user, id) in [("bob", "b1"), ("bob", "b2"), ("carol", "c1")] {
+        store
+            .insert_import(&owned(user, id, ImportStatus::Queued, 1))
+            .await
+            .unwrap();
+    }
+    // Turns: a1 (held) 0, a2 1, a3 2 ...; b1 0, b2 1; c1 0.
+    let line = store.waiting_imports(100).await.unwrap();
+    assert_eq!(ids(&line), ["b1", "c1", "a2", "b2", "a3", "a4", "a5"]);
+    assert_eq!(ids(&store.waiting_imports(2).await.unwrap()), ["b1", "c1"]);
+    // The claims take the line from its head, whichever node asks.
+    let second = store.claim_imports("n2", 3, lease).await.unwrap();
+    let mut expected = vec!["a2", "b1", "c1"];
+    expected.sort();
+    assert_eq!(ids(&second), expected, "returned oldest first");
+    let line = store.waiting_imports(100).await.unwrap();
+    assert_eq!(ids(&line), ["b2", "a3", "a4", "a5"]);
+    // Finished imports no longer count against their user's turns: Alice
+    // has none running now, and her next two are in turns 0 and 1.
+    for id in ["a1", "a2"] {
+        let done = store.get_import(id).await.unwrap().unwrap();
+        complete(store, done, serde_json::json!({})).await;
+    }
+    let line = store.waiting_imports(100).await.unwrap();
+    assert_eq!(ids(&line), ["a3", "a4", "b2", "a5"]);
+    assert_eq!(
+        ids(&store.claim_imports("n1", 1, lease).await.unwrap()),
+        ["a3"]
+    );
+}
+
+/// The cap on unfinished imports holds under racing creates, and finished
+/// imports free places; stored bytes count completed results only.
+async fn unfinished_cap_and_stored_bytes(store: Arc<dyn Store>) {
+    let mut creates = Vec::new();
+    for n in 0..12 {
+        let store = Arc::clone(&store);
+        creates.push(tokio::spawn(async move {
+            let id = format!("cap{n:02}");
+            store
+                .insert_import_within(&owned("alice", &id, ImportStatus::Queued, 1), 5)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut stored = 0;
+    for create in creates {
+        stored += usize::from(create.await.unwrap());
+    }
+    assert_eq!(stored, 5, "exactly the cap, however the creates raced");
+    assert!(
+        store
+            .insert_import_within(&owned("bob", "bob1", ImportStatus::Queued, 1), 5)
+            .await
+            .unwrap(),
+        "another user's cap is their own"
+    );
+    let held = store
+        .unfinished_imports()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|o| o.user_id == "alice")
+        .unwrap();
+    let result = serde_json::json!({"size_bytes": 1500, "video_file": "x.mp4"});
+    complete(&*store, held, result).await;
+    assert!(
+        store
+            .insert_import_within(&owned("alice", "cap99", ImportStatus::Queued, 1), 5)
+            .await
+            .unwrap(),
+        "a finished import frees its place"
+    );
+    let mut failed = owned("alice", "failed", ImportStatus::Failed, 1);
+    failed.import.result = Some(serde_json::json!({"size_bytes": 99}));
+    store.insert_import(&failed).await.unwrap();
+    let mut other = owned("bob", "bob2", ImportStatus::Completed, 1);
+    other.import.result = Some(serde_json::json!({"size_bytes": 7}));
+    store.insert_import(&other).await.unwrap();
+    assert_eq!(store.stored_bytes("alice").await.unwrap(), 1500);
+    assert_eq!(store.stored_bytes("bob").await.unwrap(), 7);
+    assert_eq!(store.stored_bytes("nobody").await.unwrap(), 0);
+}
+
 /// Every scenario, each on a fresh store from `fresh`.
 async fn run_all<F, Fut>(mut fresh: F)
 where
@@ -352,6 +461,8 @@ where
     snapshot_has_unfinished_and_recent_finished_only(&*fresh("snapshot").await).await;
     uuid_ids_order_by_creation(&*fresh("order").await).await;
     users_unfinished_counts_and_delete(&*fresh("users").await).await;
+    claims_and_the_line_serve_users_in_turn(&*fresh("turns").await).await;
+    unfinished_cap_and_stored_bytes(fresh("cap").await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
