@@ -250,6 +250,11 @@ impl Api {
             http: reqwest::Client::builder()
                 .no_proxy()
                 .timeout(WAIT)
+                // Below the server's keep-alive wait (REELTIME_HTTP_HEADER_TIMEOUT_SECS,
+                // 10 s by default): a pooled connection is dropped here
+                // before the server closes it, so a request never races
+                // the server's close (a POST on it would fail, not retry).
+                .pool_idle_timeout(Duration::from_secs(5))
                 .build()
                 .expect("client"),
         }

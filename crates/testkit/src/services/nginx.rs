@@ -150,6 +150,8 @@ http {{
 
     upstream reeltime {{
 {servers}        keepalive 16;
+        # Below the nodes' keep-alive wait (docs/deploy.md).
+        keepalive_timeout 5s;
     }}
 
     server {{
