@@ -9,11 +9,11 @@ mod session;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{WebSocketUpgrade, close_code};
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use reeltime_protocol::{Import, MAX_CLIENT_MESSAGE_BYTES};
+use reeltime_protocol::{Close, Import, MAX_CLIENT_MESSAGE_BYTES};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -107,16 +107,14 @@ pub async fn progress_socket(
             let mut socket = Box::new(socket);
             tracker.track_future(async move {
                 if gateway.shutdown.is_cancelled() {
-                    let _ = socket
-                        .send(close_message(close_code::AWAY, "server shutting down"))
-                        .await;
+                    let _ = socket.send(close_message(Close::SHUTTING_DOWN)).await;
                     return;
                 }
                 if origin_refused {
-                    gateway.metrics.auth_failure("origin not allowed");
-                    let _ = socket
-                        .send(close_message(close_code::POLICY, "origin not allowed"))
-                        .await;
+                    gateway
+                        .metrics
+                        .auth_failure(Close::ORIGIN_NOT_ALLOWED.reason);
+                    let _ = socket.send(close_message(Close::ORIGIN_NOT_ALLOWED)).await;
                     return;
                 }
                 session::run(socket, gateway, token).await
@@ -124,9 +122,9 @@ pub async fn progress_socket(
         })
 }
 
-fn close_message(code: u16, reason: &'static str) -> axum::extract::ws::Message {
+fn close_message(close: Close) -> axum::extract::ws::Message {
     axum::extract::ws::Message::Close(Some(axum::extract::ws::CloseFrame {
-        code,
-        reason: axum::extract::ws::Utf8Bytes::from_static(reason),
+        code: close.code,
+        reason: axum::extract::ws::Utf8Bytes::from_static(close.reason),
     }))
 }
