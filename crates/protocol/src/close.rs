@@ -143,6 +143,11 @@ close_codes! {
     /// The socket ended without a close frame (network failure, crash,
     /// refused handshake). Never sent; browsers report it.
     ABNORMAL = 1006, sent by Browser, then Backoff {}
+    /// A text frame was not valid UTF-8. Fix the client.
+    INVALID_PAYLOAD = 1007, sent by Server, then Backoff {
+        /// tungstenite found a text frame that is not UTF-8.
+        INVALID_UTF8 = "invalid utf-8",
+    }
     /// Authentication or policy failure (bad token, origin, abuse). Ask the
     /// token provider for a fresh token once; stop if it happens again.
     POLICY_VIOLATION = 1008, sent by Server, then RetryAuthOnce {
@@ -171,6 +176,8 @@ close_codes! {
         AUTH_KEYS_UNAVAILABLE = "keys unavailable",
         /// No `auth` message arrived within the auth timeout.
         AUTH_TIMEOUT = "auth timeout",
+        /// More than one `?token=` parameter: refused, never guessed at.
+        AUTH_DUPLICATE_TOKEN = "duplicate token",
         /// The `Origin` header is not one of the allowed origins.
         ORIGIN_NOT_ALLOWED = "origin not allowed",
         /// An in-band refresh carried a token of another user.
@@ -283,7 +290,7 @@ mod tests {
                 reason: "token expired"
             }
         );
-        assert!(CloseCode::find(1007).is_none());
+        assert!(CloseCode::find(4999).is_none());
     }
 
     /// `close-codes.json` is what [`TABLE`] exports; the web client's unit

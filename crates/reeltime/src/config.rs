@@ -177,6 +177,14 @@ pub fn parse_bytes(raw: &str) -> Result<u64, String> {
 /// Parses the settings, printing a message that names the offending
 /// environment variable when a value is bad.
 pub fn parse_settings() -> Settings {
+    if let Some(name) = empty_setting(|name| std::env::var_os(name)) {
+        // clap takes an empty variable as unset: `CLERK_PUBLISHABLE_KEY=`
+        // would quietly start the development issuer instead of failing.
+        eprintln!(
+            "reeltime: bad setting {name}: it is set but empty (unset it to use the default)"
+        );
+        std::process::exit(2);
+    }
     match Settings::try_parse() {
         Ok(settings) => settings,
         Err(err) => {
@@ -191,6 +199,27 @@ pub fn parse_settings() -> Settings {
             }
             err.exit()
         }
+    }
+}
+
+/// The first setting whose environment variable is present but blank.
+/// `lookup` reads one variable (the process environment, or a test's map).
+pub fn empty_setting(lookup: impl Fn(&str) -> Option<std::ffi::OsString>) -> Option<String> {
+    use clap::CommandFactory;
+    Settings::command()
+        .get_arguments()
+        .filter_map(|arg| arg.get_env())
+        .map(|env| env.to_string_lossy().into_owned())
+        .find(|name| lookup(name).is_some_and(|value| value.to_string_lossy().trim().is_empty()))
+}
+
+/// `None` for an unset setting; an error naming it for one given but blank.
+fn given(value: Option<String>, name: &str) -> anyhow::Result<Option<String>> {
+    match value {
+        Some(value) if value.trim().is_empty() => {
+            bail!("bad setting {name}: it is set but empty (unset it to use the default)")
+        }
+        other => Ok(other),
     }
 }
 
@@ -267,11 +296,10 @@ impl Config {
                 .filter(|item| !item.is_empty())
                 .collect()
         };
-        let non_empty = |value: Option<String>| value.filter(|v| !v.trim().is_empty());
-        let issuer = non_empty(s.issuer);
-        let jwks_url = non_empty(s.jwks_url);
-        let publishable = non_empty(s.clerk_publishable_key);
-        let pem = non_empty(s.clerk_jwt_key);
+        let issuer = given(s.issuer, "REELTIME_ISSUER")?;
+        let jwks_url = given(s.jwks_url, "REELTIME_JWKS_URL")?;
+        let publishable = given(s.clerk_publishable_key, "CLERK_PUBLISHABLE_KEY")?;
+        let pem = given(s.clerk_jwt_key, "CLERK_JWT_KEY")?;
 
         let clerk = publishable
             .as_deref()
@@ -328,14 +356,14 @@ impl Config {
             }
         }
 
-        let database_url = non_empty(s.database_url)
+        let database_url = given(s.database_url, "REELTIME_DATABASE_URL")?
             .unwrap_or_else(|| format!("sqlite://{}", s.data_dir.join("reeltime.db").display()));
         if !database_url.starts_with("sqlite:") && !crate::store::is_postgres_url(&database_url) {
             bail!(
                 "bad setting REELTIME_DATABASE_URL: expected sqlite://..., postgres://... or postgresql://..."
             );
         }
-        let media_url = non_empty(s.media_url).map(|url| url.trim().to_string());
+        let media_url = given(s.media_url, "REELTIME_MEDIA_URL")?.map(|url| url.trim().to_string());
         if let Some(url) = &media_url {
             let parsed = url::Url::parse(url).context("bad setting REELTIME_MEDIA_URL")?;
             if parsed.scheme() != "s3" || parsed.host_str().is_none_or(str::is_empty) {
@@ -344,7 +372,7 @@ impl Config {
                 );
             }
         }
-        let redis_url = non_empty(s.redis_url);
+        let redis_url = given(s.redis_url, "REELTIME_REDIS_URL")?;
         if let Some(url) = &redis_url {
             let parsed = url::Url::parse(url).context("bad setting REELTIME_REDIS_URL")?;
             if parsed.scheme() != "redis" {
@@ -387,10 +415,10 @@ impl Config {
                 .unwrap_or_else(default_process_concurrency),
             process_stall_timeout: Duration::from_secs(s.process_stall_secs),
             job_lease: Duration::from_secs(s.job_lease_secs),
-            media_secret: non_empty(s.media_secret),
+            media_secret: given(s.media_secret, "REELTIME_MEDIA_SECRET")?,
             media_link_ttl: Duration::from_secs(s.media_link_ttl_secs),
             media_url,
-            s3_endpoint: non_empty(s.s3_endpoint),
+            s3_endpoint: given(s.s3_endpoint, "REELTIME_S3_ENDPOINT")?,
             clerk_publishable_key: publishable,
         })
     }
@@ -543,6 +571,35 @@ mod tests {
         assert_eq!(parse_bytes("1000"), Ok(1000));
         assert!(parse_bytes("lots").is_err());
         assert!(parse_bytes("0").is_err());
+    }
+
+    #[test]
+    fn a_setting_present_but_empty_is_an_error_naming_it() {
+        let env = |set: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                set.iter()
+                    .find(|(key, _)| *key == name)
+                    .map(|(_, value)| std::ffi::OsString::from(*value))
+            }
+        };
+        assert_eq!(
+            empty_setting(env(&[("CLERK_PUBLISHABLE_KEY", "")])).as_deref(),
+            Some("CLERK_PUBLISHABLE_KEY")
+        );
+        assert_eq!(
+            empty_setting(env(&[("REELTIME_JWKS_URL", "  ")])).as_deref(),
+            Some("REELTIME_JWKS_URL")
+        );
+        assert_eq!(
+            empty_setting(env(&[("REELTIME_LISTEN", "127.0.0.1:0")])),
+            None
+        );
+        assert_eq!(empty_setting(env(&[("UNRELATED", "")])), None);
+
+        let err = Config::from_settings(settings(&["--clerk-jwt-key", " "])).unwrap_err();
+        assert!(err.to_string().contains("CLERK_JWT_KEY"), "{err}");
+        let err = Config::from_settings(settings(&["--issuer", ""])).unwrap_err();
+        assert!(err.to_string().contains("REELTIME_ISSUER"), "{err}");
     }
 
     #[test]

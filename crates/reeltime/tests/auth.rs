@@ -552,6 +552,47 @@ async fn dev_token_refuses_bad_input() {
     }
 }
 
+/// DNS rebinding: a page on another name that resolves to 127.0.0.1 sends
+/// its own `Host`; the development issuer must not mint tokens for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_issuer_answers_only_loopback_hosts() {
+    let server = ServerProcess::start(binary(), &[]).await;
+    let api = Api::new(&server.http());
+    let port = server.http().rsplit(':').next().expect("port").to_string();
+    for (host, allowed) in [
+        (format!("evil.example:{port}"), false),
+        ("rebind.attacker.test".to_string(), false),
+        (format!("localhost:{port}"), true),
+        (format!("127.0.0.1:{port}"), true),
+    ] {
+        for path in ["/dev/token", "/dev/jwks.json"] {
+            let request = if path == "/dev/token" {
+                api.http
+                    .post(format!("{}{path}", api.base))
+                    .body(r#"{"sub":"alice"}"#)
+            } else {
+                api.http.get(format!("{}{path}", api.base))
+            };
+            let answer = answer(request.header(reqwest::header::HOST, host.as_str())).await;
+            if allowed {
+                assert_eq!(
+                    answer.status, 200,
+                    "{path} with Host {host}: {}",
+                    answer.body
+                );
+            } else {
+                assert_eq!(
+                    answer.status, 403,
+                    "{path} with Host {host}: {}",
+                    answer.body
+                );
+                assert_eq!(answer.body["error"]["code"], "forbidden");
+                assert!(answer.body.get("token").is_none());
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_routes_do_not_exist_with_a_key_source() {
     let (_issuer, server) = setup(&[]).await;
@@ -688,8 +729,9 @@ async fn tokens_never_reach_the_log() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_setting_stops_start_up_naming_it() {
+/// Starts the binary with `setting=value` and expects it to refuse to
+/// start, naming the setting on stderr.
+async fn assert_start_refused(setting: &str, value: &str) {
     let data = tempfile::tempdir().expect("temp dir");
     let mut command = std::process::Command::new(binary());
     for (key, _) in std::env::vars() {
@@ -700,7 +742,7 @@ async fn bad_setting_stops_start_up_naming_it() {
     let child = command
         .env("REELTIME_LISTEN", "127.0.0.1:0")
         .env("REELTIME_DATA_DIR", data.path())
-        .env("REELTIME_CLOCK_SKEW_SECS", "abc")
+        .env(setting, value)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -717,15 +759,28 @@ async fn bad_setting_stops_start_up_naming_it() {
         let _ = std::process::Command::new("kill")
             .args(["-KILL", &pid.to_string()])
             .status();
-        panic!("reeltime started with REELTIME_CLOCK_SKEW_SECS=abc");
+        panic!("reeltime started with {setting}={value:?}");
     };
     let output = output.expect("join").expect("wait");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "exit status {:?}", output.status);
     assert!(
-        stderr.contains("REELTIME_CLOCK_SKEW_SECS"),
+        stderr.contains(setting),
         "the message names the setting: {stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_setting_stops_start_up_naming_it() {
+    assert_start_refused("REELTIME_CLOCK_SKEW_SECS", "abc").await;
+}
+
+/// An empty key setting must not fall back to the development issuer,
+/// which mints tokens for anyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_key_setting_stops_start_up_instead_of_failing_open() {
+    assert_start_refused("CLERK_PUBLISHABLE_KEY", "").await;
+    assert_start_refused("REELTIME_JWKS_URL", " ").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -111,6 +111,10 @@ async fn bad_input_gets_errors_then_closes() {
     assert_eq!(expect_close(&mut ws).await.0, 1003);
 
     let (mut ws, _) = w.socket("alice").await;
+    ws.send_raw_text(vec![b'{', 0xFF, 0xFE, b'}']).await;
+    assert_eq!(expect_close(&mut ws).await, (1007, "invalid utf-8".into()));
+
+    let (mut ws, _) = w.socket("alice").await;
     ws.send_text(&format!(
         r#"{{"type":"ping","pad":"{}"}}"#,
         "x".repeat(17 * 1024)
@@ -269,4 +273,30 @@ async fn a_client_that_stops_reading_slows_nobody_and_is_dropped() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     drop(slow);
+}
+
+/// Two `?token=` values are refused the way every token problem is: 1008
+/// after the upgrade, not an HTTP error the browser cannot read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_query_token_closes_with_1008() {
+    let w = world(&[]).await;
+    let alice = w.issuer.token("alice", 120);
+    let bob = w.issuer.token("bob", 120);
+    let url = format!("{}?token={alice}&token={bob}", w.server.ws());
+    let mut ws = WsClient::connect_raw(&url, None).await;
+    assert_eq!(
+        expect_close(&mut ws).await,
+        (1008, "duplicate token".into())
+    );
+}
+
+/// Invalid UTF-8 in a text frame gets a close frame (1007), before and
+/// after authentication.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_utf8_closes_with_1007_before_authentication() {
+    let w = world(&[]).await;
+    let mut ws = WsClient::connect_raw(&w.server.ws(), None).await;
+    ws.send_raw_text(b"{\"type\":\"auth\",\"token\":\"\xC3\x28\"}".to_vec())
+        .await;
+    assert_eq!(expect_close(&mut ws).await, (1007, "invalid utf-8".into()));
 }

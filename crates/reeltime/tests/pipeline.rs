@@ -131,6 +131,19 @@ async fn a_web_ready_video_is_probed_given_a_poster_and_served_by_signed_links()
     assert_eq!(poster.headers()["content-type"], "image/jpeg");
     assert_eq!(&poster.bytes().await.unwrap()[..2], &[0xFF, 0xD8]);
 
+    // A signature opens the video for anyone holding it: never logged.
+    let signature = video_url.rsplit("sig=").next().unwrap();
+    assert!(
+        w.server
+            .wait_for_log("sig=REDACTED", Duration::from_secs(10))
+            .await
+            .is_some()
+    );
+    assert!(
+        !w.server.log().contains(signature),
+        "a media link's signature reached the log"
+    );
+
     // Bad links: tampered, missing, expired, minted for another user, another file.
     let tampered = video_url.replace("sig=", "sig=A");
     assert_eq!(fetch(&w, &tampered, None).await.status(), 403);

@@ -126,6 +126,15 @@ impl WsClient {
         let _ = self.stream.send(Message::binary(bytes)).await;
     }
 
+    /// Sends a text frame with arbitrary bytes as its payload (invalid UTF-8
+    /// included), which a well-behaved client can never send.
+    pub async fn send_raw_text(&mut self, payload: Vec<u8>) {
+        use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+        let frame = Frame::message(payload, OpCode::Data(Data::Text), true);
+        let _ = self.stream.send(Message::Frame(frame)).await;
+    }
+
     /// Next protocol message or close, within `wait`; `None` on timeout.
     pub async fn next_within(&mut self, wait: Duration) -> Option<Event> {
         let deadline = tokio::time::Instant::now() + wait;

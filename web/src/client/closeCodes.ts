@@ -67,6 +67,13 @@ export const CLOSE_CODES = [
   },
   { code: 1006, name: 'ABNORMAL', sent_by: 'browser', action: 'backoff', reasons: [] },
   {
+    code: 1007,
+    name: 'INVALID_PAYLOAD',
+    sent_by: 'server',
+    action: 'backoff',
+    reasons: [{ name: 'INVALID_UTF8', text: 'invalid utf-8' }],
+  },
+  {
     code: 1008,
     name: 'POLICY_VIOLATION',
     sent_by: 'server',
@@ -84,6 +91,7 @@ export const CLOSE_CODES = [
       { name: 'AUTH_PARTY_NOT_ALLOWED', text: 'azp not allowed' },
       { name: 'AUTH_KEYS_UNAVAILABLE', text: 'keys unavailable' },
       { name: 'AUTH_TIMEOUT', text: 'auth timeout' },
+      { name: 'AUTH_DUPLICATE_TOKEN', text: 'duplicate token' },
       { name: 'ORIGIN_NOT_ALLOWED', text: 'origin not allowed' },
       { name: 'USER_CHANGED', text: 'user changed' },
       { name: 'TOO_MANY_BAD_MESSAGES', text: 'too many bad messages' },

@@ -10,11 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Query, State};
+use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use reeltime_protocol::{Close, Import, MAX_CLIENT_MESSAGE_BYTES};
-use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -65,10 +64,29 @@ impl Gateway {
     }
 }
 
-/// `?token=` on the upgrade request; the only query parameter we read.
-#[derive(Deserialize)]
-pub struct ProgressQuery {
-    token: Option<String>,
+/// The `?token=` of the upgrade request, the only query parameter we read.
+#[derive(Debug, PartialEq)]
+enum QueryToken {
+    /// None given (or empty): the token comes in the first message.
+    Absent,
+    One(String),
+    /// More than one `token` parameter: refused like any bad token (1008,
+    /// after the upgrade), never guessed at.
+    Duplicate,
+}
+
+impl QueryToken {
+    fn parse(query: Option<&str>) -> QueryToken {
+        let mut tokens = url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
+            .filter(|(name, _)| name == "token")
+            .map(|(_, value)| value.into_owned());
+        match (tokens.next(), tokens.next()) {
+            (None, _) => QueryToken::Absent,
+            (Some(_), Some(_)) => QueryToken::Duplicate,
+            (Some(token), None) if token.is_empty() => QueryToken::Absent,
+            (Some(token), None) => QueryToken::One(token),
+        }
+    }
 }
 
 /// `GET /api/ws/progress`. Every refusal happens after the upgrade, as a
@@ -76,7 +94,7 @@ pub struct ProgressQuery {
 /// not tell an auth failure from a network failure.
 pub async fn progress_socket(
     State(gateway): State<Arc<Gateway>>,
-    Query(query): Query<ProgressQuery>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
@@ -90,7 +108,7 @@ pub async fn progress_socket(
                     .iter()
                     .any(|allowed| allowed == origin)
             });
-    let token = query.token.filter(|token| !token.is_empty());
+    let token = QueryToken::parse(query.as_deref());
     let tracker = gateway.sessions.clone();
     upgrade
         // Grows as needed; idle sockets then cost ~4 KiB less (docs/benchmarks.md).
@@ -117,6 +135,19 @@ pub async fn progress_socket(
                     let _ = socket.send(close_message(Close::ORIGIN_NOT_ALLOWED)).await;
                     return;
                 }
+                let token = match token {
+                    QueryToken::Absent => None,
+                    QueryToken::One(token) => Some(token),
+                    QueryToken::Duplicate => {
+                        gateway
+                            .metrics
+                            .auth_failure(Close::AUTH_DUPLICATE_TOKEN.reason);
+                        let _ = socket
+                            .send(close_message(Close::AUTH_DUPLICATE_TOKEN))
+                            .await;
+                        return;
+                    }
+                };
                 session::run(socket, gateway, token).await
             })
         })
@@ -127,4 +158,28 @@ fn close_message(close: Close) -> axum::extract::ws::Message {
         code: close.code,
         reason: axum::extract::ws::Utf8Bytes::from_static(close.reason),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::QueryToken;
+
+    #[test]
+    fn the_query_token_is_one_value_or_refused() {
+        assert_eq!(QueryToken::parse(None), QueryToken::Absent);
+        assert_eq!(QueryToken::parse(Some("v=1")), QueryToken::Absent);
+        assert_eq!(QueryToken::parse(Some("token=")), QueryToken::Absent);
+        assert_eq!(
+            QueryToken::parse(Some("token=a.b%2Ec&v=1")),
+            QueryToken::One("a.b.c".into())
+        );
+        assert_eq!(
+            QueryToken::parse(Some("token=a&token=b")),
+            QueryToken::Duplicate
+        );
+        assert_eq!(
+            QueryToken::parse(Some("token=&token=b")),
+            QueryToken::Duplicate
+        );
+    }
 }

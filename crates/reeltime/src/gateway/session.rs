@@ -411,6 +411,7 @@ fn read_error(err: axum::Error) -> End {
     let inner = err.into_inner();
     match inner.downcast_ref::<WsError>() {
         Some(WsError::Capacity(_)) => End::Close(Close::MESSAGE_TOO_BIG),
+        Some(WsError::Utf8(_)) => End::Close(Close::INVALID_UTF8),
         Some(WsError::Protocol(_)) => End::Close(Close::PROTOCOL_ERROR),
         _ => End::Gone,
     }

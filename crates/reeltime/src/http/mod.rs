@@ -64,9 +64,12 @@ pub fn router(state: AppState, media: MediaState) -> Router {
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics));
     if state.dev.is_some() {
-        router = router
+        let dev_routes = Router::new()
             .route("/dev/token", post(dev_token))
             .route("/dev/jwks.json", get(dev_jwks))
+            .layer(middleware::from_fn(loopback_host_only));
+        router = router
+            .merge(dev_routes)
             .route(samples::ROUTE, get(samples::samples_handler));
     }
     let media_routes = Router::new()
@@ -202,8 +205,49 @@ async fn dev_jwks(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Logs each request without its secrets: the `token` query parameter is
-/// redacted and headers are never logged.
+/// The development issuer mints tokens for anyone who asks, so it answers
+/// only pages loaded from a loopback name: a DNS-rebinding page on
+/// `evil.example` that resolves to 127.0.0.1 sends its own `Host` and is
+/// refused.
+async fn loopback_host_only(request: Request, next: Next) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|value| value.to_str().ok())
+        .or_else(|| {
+            request
+                .uri()
+                .authority()
+                .map(|authority| authority.as_str())
+        });
+    if host.is_some_and(is_loopback_host) {
+        next.run(request).await
+    } else {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the development issuer answers only requests to a loopback host (localhost, 127.0.0.1, [::1])",
+        )
+        .into_response()
+    }
+}
+
+/// `localhost`, `*.localhost`, `127.x.y.z` or `[::1]`, with or without a port.
+pub fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Logs each request without its secrets: the `token` query parameter and
+/// the `sig` of media links are redacted, and headers are never logged.
 async fn log_request(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
@@ -219,7 +263,11 @@ async fn log_request(request: Request, next: Next) -> Response {
     response
 }
 
-/// `path?query` with the value of every `token` parameter replaced.
+/// Query parameters whose values are secrets: a token, or a media link's
+/// signature (which opens that media for anyone until it expires).
+const SECRET_PARAMETERS: [&str; 2] = ["token", "sig"];
+
+/// `path?query` with the value of every secret parameter replaced.
 pub fn redact_target(path: &str, query: Option<&str>) -> String {
     let Some(query) = query else {
         return path.to_string();
@@ -231,7 +279,10 @@ pub fn redact_target(path: &str, query: Option<&str>) -> String {
             let decoded: String = url::form_urlencoded::parse(key.as_bytes())
                 .map(|(name, _)| name.into_owned())
                 .collect();
-            if decoded.eq_ignore_ascii_case("token") {
+            if SECRET_PARAMETERS
+                .iter()
+                .any(|secret| decoded.eq_ignore_ascii_case(secret))
+            {
                 format!("{key}=REDACTED")
             } else {
                 pair.to_string()
@@ -243,7 +294,43 @@ pub fn redact_target(path: &str, query: Option<&str>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::redact_target;
+    use super::{is_loopback_host, redact_target};
+
+    #[test]
+    fn loopback_hosts_are_recognised() {
+        for host in [
+            "localhost",
+            "localhost:8080",
+            "app.localhost:3000",
+            "127.0.0.1",
+            "127.0.0.1:8080",
+            "127.1.2.3:1",
+            "[::1]:8080",
+            "[::1]",
+            "LOCALHOST.",
+        ] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in [
+            "evil.example",
+            "evil.example:8080",
+            "localhost.evil.example",
+            "10.0.0.1:8080",
+            "[::ffff:7f00:1]:80x",
+            "",
+            "0.0.0.0:8080",
+        ] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn media_signatures_never_reach_the_log() {
+        assert_eq!(
+            redact_target("/media/imp/video.mp4", Some("exp=1700000000&sig=abcDEF")),
+            "/media/imp/video.mp4?exp=1700000000&sig=REDACTED"
+        );
+    }
 
     #[test]
     fn token_never_reaches_the_log() {

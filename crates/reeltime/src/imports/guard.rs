@@ -135,41 +135,53 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
 }
 
 fn is_public_v6(ip: Ipv6Addr) -> bool {
-    if let Some(v4) = ip.to_ipv4_mapped() {
+    if ip.is_unspecified() || ip.is_loopback() {
+        return false;
+    }
+    if let Some(v4) = embedded_v4(ip) {
         return is_public_v4(v4);
     }
     let segments = ip.segments();
-    // IPv4-compatible (::a.b.c.d, deprecated) and NAT64 (64:ff9b::/96)
-    // carry an IPv4 address that would be reached in the end.
-    let embedded = Ipv4Addr::new(
-        (segments[6] >> 8) as u8,
-        segments[6] as u8,
-        (segments[7] >> 8) as u8,
-        segments[7] as u8,
-    );
-    if segments[..6].iter().all(|s| *s == 0) {
-        return !ip.is_unspecified() && !ip.is_loopback() && is_public_v4(embedded);
-    }
-    if segments[0] == 0x64 && segments[1] == 0xff9b && segments[2..6].iter().all(|s| *s == 0) {
-        return is_public_v4(embedded);
-    }
-    if segments[0] == 0x2002 {
-        // 6to4 embeds the IPv4 address in segments 1 and 2.
-        let v4 = Ipv4Addr::new(
-            (segments[1] >> 8) as u8,
-            segments[1] as u8,
-            (segments[2] >> 8) as u8,
-            segments[2] as u8,
-        );
-        return is_public_v4(v4);
-    }
     let blocked = ip.is_multicast()
+        || (segments[0] == 0x64 && segments[1] == 0xff9b && segments[2] == 1) // 64:ff9b:1::/48 local-use NAT64
         || (segments[0] & 0xfe00) == 0xfc00         // fc00::/7 unique local
         || (segments[0] & 0xffc0) == 0xfe80         // fe80::/10 link-local
         || (segments[0] & 0xffc0) == 0xfec0         // fec0::/10 site-local
         || (segments[0] == 0x2001 && segments[1] == 0x0db8) // documentation
         || (segments[0] == 0x2001 && segments[1] == 0); // Teredo
     !blocked
+}
+
+/// The IPv4 address an IPv6 address stands for, in every form that embeds
+/// one: such an address reaches that IPv4 host in the end, so it is judged
+/// by it.
+fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = ip.segments();
+    let v4 = |high: u16, low: u16| {
+        Ipv4Addr::new((high >> 8) as u8, high as u8, (low >> 8) as u8, low as u8)
+    };
+    let zero = |range: std::ops::Range<usize>| s[range].iter().all(|segment| *segment == 0);
+    if zero(0..5) && (s[5] == 0xffff || s[5] == 0) {
+        // ::ffff:a.b.c.d (mapped) and ::a.b.c.d (compatible, deprecated)
+        return Some(v4(s[6], s[7]));
+    }
+    if zero(0..4) && s[4] == 0xffff && s[5] == 0 {
+        // ::ffff:0:a.b.c.d (SIIT, IPv4-translated)
+        return Some(v4(s[6], s[7]));
+    }
+    if s[0] == 0x64 && s[1] == 0xff9b && zero(2..6) {
+        // 64:ff9b::a.b.c.d (NAT64, well-known prefix)
+        return Some(v4(s[6], s[7]));
+    }
+    if s[0] == 0x2002 {
+        // 2002:aabb:ccdd::/48 (6to4)
+        return Some(v4(s[1], s[2]));
+    }
+    if (s[4] & 0xfdff) == 0 && s[5] == 0x5efe {
+        // <prefix>:0:5efe:a.b.c.d and <prefix>:200:5efe:a.b.c.d (ISATAP)
+        return Some(v4(s[6], s[7]));
+    }
+    None
 }
 
 #[cfg(test)]
@@ -204,6 +216,12 @@ mod tests {
             "::ffff:10.0.0.1",
             "::ffff:169.254.169.254",
             "::127.0.0.1",
+            "::ffff:0:127.0.0.1",
+            "::ffff:0:a00:1",
+            "::ffff:0:169.254.169.254",
+            "64:ff9b:1::a00:1",
+            "2001:470::5efe:10.0.0.1",
+            "fe80::200:5efe:127.0.0.1",
             "64:ff9b::7f00:1",
             "64:ff9b::a00:1",
             "2002:7f00:1::",
@@ -230,6 +248,8 @@ mod tests {
             "::ffff:8.8.8.8",
             "64:ff9b::808:808",
             "2002:808:808::",
+            "::ffff:0:8.8.8.8",
+            "2001:470::5efe:8.8.8.8",
         ] {
             assert!(public(ip), "{ip} is public");
         }
@@ -244,6 +264,8 @@ mod tests {
         assert!(check("file:///etc/passwd").is_err());
         assert!(check("http://127.0.0.1/a").is_err());
         assert!(check("http://[::ffff:7f00:1]/a").is_err());
+        assert!(check("http://[::ffff:0:7f00:1]/a").is_err());
+        assert!(check("http://[::ffff:0:a9fe:a9fe]/latest/meta-data").is_err());
         assert!(
             check("http://2130706433/a").is_err(),
             "decimal IPv4 is parsed as an IP"

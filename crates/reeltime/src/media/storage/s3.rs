@@ -1,27 +1,13 @@
-//! Where finished media lives: the node's own disk, or S3-compatible object
-//! storage shared by every node.
-//!
-//! One node downloads and processes an import in its local import
-//! directory; with several nodes behind a load balancer, the request for
-//! the video can land on any of them. [`MediaStorage`] is what lets every
-//! node serve every import: [`LocalStorage`] keeps today's layout
-//! (`<data dir>/imports/<import_id>/<file>`, one node), [`ObjectStorage`]
-//! keeps `<prefix>/<import_id>/<file>` in a bucket (`REELTIME_MEDIA_URL=
-//! s3://bucket/prefix`).
-//!
-//! Both refuse the same names ([`is_safe_component`]): an import id or a
-//! file name is one plain path segment, so no request can reach outside an
-//! import's own files, on disk or in the bucket.
+//! [`ObjectStorage`]: finished media in an S3-compatible bucket shared by
+//! every node.
 
 use std::fmt;
-use std::io::SeekFrom;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use futures_util::stream::{BoxStream, StreamExt, TryStreamExt};
+use futures_util::stream::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::buffered::BufWriter;
 use object_store::path::Path as ObjectPath;
@@ -29,14 +15,10 @@ use object_store::{
     Attribute, Attributes, ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt,
     RetryConfig,
 };
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
-use tokio_util::io::ReaderStream;
+use tokio::io::AsyncWriteExt;
 
-use super::serve::{content_type_for, is_safe_component, resolve_media_path};
-
-/// Read size when streaming from disk: large enough for throughput, small
-/// enough that many viewers cost little memory.
-const CHUNK: usize = 64 * 1024;
+use super::{MediaBody, MediaStorage, StorageError, check_names, not_found_or_io};
+use crate::media::serve::{content_type_for, is_safe_component};
 
 /// Size of one part of a multipart upload, and the most a single upload
 /// holds in memory per part. Files up to this size go up in one `PUT`.
@@ -61,298 +43,6 @@ const READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// upload fails the import, which can be retried.
 const MAX_RETRIES: usize = 4;
 const RETRY_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Why a storage operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StorageError {
-    /// The import id or file name is not one plain path segment.
-    #[error("not a valid media file name")]
-    InvalidName,
-    /// No such file (or import).
-    #[error("no such media file")]
-    NotFound,
-    /// The range starts at or past the end of the file (or ends before it
-    /// starts); `len` is the file's size, for `Content-Range: bytes */len`.
-    #[error("the range is outside the file ({len} bytes)")]
-    RangeNotSatisfiable { len: u64 },
-    /// A local file could not be read or written.
-    #[error("media storage: {0}")]
-    Io(#[from] std::io::Error),
-    /// The object store failed or could not be reached.
-    #[error("object storage: {0}")]
-    Object(object_store::Error),
-    /// `REELTIME_MEDIA_URL` or the S3 settings are unusable.
-    #[error("bad setting {setting}: {message}")]
-    Config {
-        setting: &'static str,
-        message: String,
-    },
-}
-
-impl From<object_store::Error> for StorageError {
-    fn from(err: object_store::Error) -> StorageError {
-        match err {
-            object_store::Error::NotFound { .. } => StorageError::NotFound,
-            other => StorageError::Object(other),
-        }
-    }
-}
-
-/// An opened media file: its size and the requested bytes as a stream.
-pub struct MediaBody {
-    /// Size of the whole file.
-    pub total_len: u64,
-    /// Offset of the first byte in `body`.
-    pub start: u64,
-    /// Number of bytes in `body`.
-    pub len: u64,
-    /// The bytes, read as the consumer asks for them (never all in memory).
-    pub body: BoxStream<'static, std::io::Result<Bytes>>,
-}
-
-impl fmt::Debug for MediaBody {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MediaBody")
-            .field("total_len", &self.total_len)
-            .field("start", &self.start)
-            .field("len", &self.len)
-            .finish_non_exhaustive()
-    }
-}
-
-impl MediaBody {
-    /// Reads the whole body into memory (tests and small files only).
-    pub async fn bytes(self) -> std::io::Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(usize::try_from(self.len).unwrap_or(0));
-        let mut body = self.body;
-        while let Some(chunk) = body.next().await {
-            out.extend_from_slice(&chunk?);
-        }
-        Ok(out)
-    }
-}
-
-/// Where the finished files of imports are kept and served from.
-///
-/// Names are `import_id` (a UUID) and `file_name` (the server's own, like
-/// `video.mp4` or `poster.jpg`); anything that is not one plain path
-/// segment is refused with [`StorageError::InvalidName`].
-#[async_trait]
-pub trait MediaStorage: Send + Sync + fmt::Debug {
-    /// True when files live off this node: after [`MediaStorage::put_file`]
-    /// the local copies can (and should) be removed.
-    fn is_remote(&self) -> bool;
-
-    /// Stores the finished file at `local_path` as `<import_id>/<file_name>`.
-    /// Streams it: a multi-gigabyte video is never held in memory. Local
-    /// storage does nothing when the file is already in place.
-    async fn put_file(
-        &self,
-        import_id: &str,
-        file_name: &str,
-        local_path: &Path,
-    ) -> Result<(), StorageError>;
-
-    /// Opens a file for serving, whole (`None`) or bytes `first..=last`
-    /// (`Some((first, last))`, as in an HTTP `Range`; a `last` past the end
-    /// is cut to the end). A `first` at or past the end is
-    /// [`StorageError::RangeNotSatisfiable`].
-    async fn open(
-        &self,
-        import_id: &str,
-        file_name: &str,
-        range: Option<(u64, u64)>,
-    ) -> Result<MediaBody, StorageError>;
-
-    /// Size of a file in bytes.
-    async fn size(&self, import_id: &str, file_name: &str) -> Result<u64, StorageError>;
-
-    /// Removes every file of an import. Nothing there is not an error.
-    async fn delete_import(&self, import_id: &str) -> Result<(), StorageError>;
-}
-
-/// Builds the storage the settings ask for: [`ObjectStorage`] when
-/// `media_url` (`REELTIME_MEDIA_URL`) is set, reading the AWS settings from
-/// the environment, else [`LocalStorage`] at `local_root`.
-pub fn from_settings(
-    media_url: Option<&str>,
-    endpoint: Option<&str>,
-    local_root: PathBuf,
-) -> Result<Arc<dyn MediaStorage>, StorageError> {
-    Ok(match media_url {
-        Some(url) => Arc::new(ObjectStorage::from_env(url, endpoint)?),
-        None => Arc::new(LocalStorage::new(local_root)),
-    })
-}
-
-/// Puts the finished `files` of an import from `local_dir` into `storage`;
-/// when the storage is remote, then removes those local copies (and the
-/// directory, if that leaves it empty). Call it before marking the import
-/// completed, so that its links work the moment a client sees them.
-///
-/// On failure nothing local is removed (a retry can upload again); some
-/// files may already be in the storage: [`MediaStorage::delete_import`]
-/// cleans them up.
-pub async fn publish_import(
-    storage: &dyn MediaStorage,
-    import_id: &str,
-    local_dir: &Path,
-    files: &[&str],
-) -> Result<(), StorageError> {
-    for file in files {
-        storage
-            .put_file(import_id, file, &local_dir.join(file))
-            .await?;
-    }
-    if storage.is_remote() {
-        for file in files {
-            let path = local_dir.join(file);
-            if let Err(err) = tokio::fs::remove_file(&path).await
-                && err.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::warn!(path = %path.display(), error = %err, "could not remove an uploaded file");
-            }
-        }
-        // Only succeeds when empty: anything else there is not ours to drop.
-        let _ = tokio::fs::remove_dir(local_dir).await;
-    }
-    Ok(())
-}
-
-/// `(start, len)` of `range` in a file of `total` bytes.
-fn clip(range: Option<(u64, u64)>, total: u64) -> Result<(u64, u64), StorageError> {
-    match range {
-        None => Ok((0, total)),
-        Some((first, last)) if first > last || first >= total => {
-            Err(StorageError::RangeNotSatisfiable { len: total })
-        }
-        Some((first, last)) => Ok((first, last.min(total - 1) - first + 1)),
-    }
-}
-
-fn check_names(import_id: &str, file_name: &str) -> Result<(), StorageError> {
-    if is_safe_component(import_id) && is_safe_component(file_name) {
-        Ok(())
-    } else {
-        Err(StorageError::InvalidName)
-    }
-}
-
-/// Files on this node's disk: `<root>/<import_id>/<file>`, where the runner
-/// already writes them. The default; one node only.
-#[derive(Debug, Clone)]
-pub struct LocalStorage {
-    root: PathBuf,
-}
-
-impl LocalStorage {
-    /// Storage under `root` (the server uses `<data dir>/imports`).
-    pub fn new(root: PathBuf) -> LocalStorage {
-        LocalStorage { root }
-    }
-
-    /// The directory holding the imports.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    /// The file's real path, when it is a regular file inside the root
-    /// (symlinks out of it are refused, see [`resolve_media_path`]).
-    async fn resolve(&self, import_id: &str, file_name: &str) -> Result<PathBuf, StorageError> {
-        check_names(import_id, file_name)?;
-        let root = self.root.clone();
-        let (import_id, file_name) = (import_id.to_string(), file_name.to_string());
-        tokio::task::spawn_blocking(move || resolve_media_path(&root, &import_id, &file_name))
-            .await
-            .map_err(std::io::Error::other)?
-            .ok_or(StorageError::NotFound)
-    }
-}
-
-#[async_trait]
-impl MediaStorage for LocalStorage {
-    fn is_remote(&self) -> bool {
-        false
-    }
-
-    async fn put_file(
-        &self,
-        import_id: &str,
-        file_name: &str,
-        local_path: &Path,
-    ) -> Result<(), StorageError> {
-        check_names(import_id, file_name)?;
-        let dir = self.root.join(import_id);
-        let target = dir.join(file_name);
-        let source = tokio::fs::canonicalize(local_path)
-            .await
-            .map_err(not_found_or_io)?;
-        if tokio::fs::canonicalize(&target)
-            .await
-            .is_ok_and(|existing| existing == source)
-        {
-            return Ok(()); // the runner wrote it in place: the usual case
-        }
-        tokio::fs::create_dir_all(&dir).await?;
-        // Copy under a hidden name (never served), then rename into place,
-        // so a reader never sees half a file.
-        let partial = dir.join(format!(".{file_name}.part"));
-        if let Err(err) = tokio::fs::copy(&source, &partial).await {
-            let _ = tokio::fs::remove_file(&partial).await;
-            return Err(err.into());
-        }
-        tokio::fs::rename(&partial, &target).await?;
-        Ok(())
-    }
-
-    async fn open(
-        &self,
-        import_id: &str,
-        file_name: &str,
-        range: Option<(u64, u64)>,
-    ) -> Result<MediaBody, StorageError> {
-        let path = self.resolve(import_id, file_name).await?;
-        let mut file = tokio::fs::File::open(&path)
-            .await
-            .map_err(not_found_or_io)?;
-        let total_len = file.metadata().await?.len();
-        let (start, len) = clip(range, total_len)?;
-        file.seek(SeekFrom::Start(start)).await?;
-        Ok(MediaBody {
-            total_len,
-            start,
-            len,
-            body: ReaderStream::with_capacity(file.take(len), CHUNK).boxed(),
-        })
-    }
-
-    async fn size(&self, import_id: &str, file_name: &str) -> Result<u64, StorageError> {
-        let path = self.resolve(import_id, file_name).await?;
-        Ok(tokio::fs::metadata(&path)
-            .await
-            .map_err(not_found_or_io)?
-            .len())
-    }
-
-    async fn delete_import(&self, import_id: &str) -> Result<(), StorageError> {
-        if !is_safe_component(import_id) {
-            return Err(StorageError::InvalidName);
-        }
-        // A symlink in place of the directory is removed, not followed.
-        match tokio::fs::remove_dir_all(self.root.join(import_id)).await {
-            Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err.into()),
-            _ => Ok(()),
-        }
-    }
-}
-
-fn not_found_or_io(err: std::io::Error) -> StorageError {
-    if err.kind() == std::io::ErrorKind::NotFound {
-        StorageError::NotFound
-    } else {
-        StorageError::Io(err)
-    }
-}
 
 /// Files in an S3-compatible bucket, `<prefix>/<import_id>/<file>`: every
 /// node reads and writes the same objects, so any node serves any import.
@@ -675,24 +365,6 @@ mod tests {
         ] {
             assert!(parse_media_url(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn ranges_are_clipped_to_the_file() {
-        assert_eq!(clip(None, 10).unwrap(), (0, 10));
-        assert_eq!(clip(Some((0, 9)), 10).unwrap(), (0, 10));
-        assert_eq!(clip(Some((5, 100)), 10).unwrap(), (5, 5));
-        assert_eq!(clip(Some((9, u64::MAX)), 10).unwrap(), (9, 1));
-        for bad in [(10, 10), (11, 20), (5, 4)] {
-            assert!(matches!(
-                clip(Some(bad), 10),
-                Err(StorageError::RangeNotSatisfiable { len: 10 })
-            ));
-        }
-        assert!(matches!(
-            clip(Some((0, 0)), 0),
-            Err(StorageError::RangeNotSatisfiable { len: 0 })
-        ));
     }
 
     #[test]

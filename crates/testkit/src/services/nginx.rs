@@ -1,0 +1,183 @@
+//! nginx as the load balancer in front of several nodes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use super::{PROBE_EVERY, ServiceProcess, ask, current_uid, log_file, read_file};
+
+/// nginx as the load balancer in front of several reeltime nodes: a
+/// generated configuration in a temporary directory (pid file, logs and
+/// temp paths there too), one worker (so round-robin is easy to follow),
+/// on a free loopback port. Dropping it stops nginx (SIGTERM, its fast
+/// shutdown; SIGQUIT, the graceful one, would wait for every proxied
+/// WebSocket to end) and removes the directory.
+///
+/// The proxy settings are the ones `docs/deploy.md` explains: HTTP/1.1 to
+/// the nodes with the `Upgrade`/`Connection` headers passed on (WebSocket),
+/// a read timeout well above the heartbeat, and `proxy_next_upstream error
+/// timeout`, so a connection a draining or dead node refuses goes to the
+/// next node.
+pub struct Nginx {
+    process: ServiceProcess,
+}
+
+impl Nginx {
+    /// Starts nginx balancing over `upstreams` (`host:port` each) and waits
+    /// until it answers HTTP on its port.
+    pub async fn start(upstreams: &[String]) -> Nginx {
+        assert!(!upstreams.is_empty(), "nginx needs at least one upstream");
+        let process =
+            ServiceProcess::new("nginx", "TERM", &["stderr.log", "error.log", "access.log"]);
+        let as_root = current_uid() == Some(0);
+        let config = nginx_config(process.dir(), process.port, upstreams, as_root);
+        let conf_path = process.path("nginx.conf");
+        std::fs::write(&conf_path, config).expect("write nginx.conf");
+        let mut command = Command::new(nginx_binary());
+        command
+            .arg("-p")
+            .arg(process.dir())
+            .arg("-c")
+            .arg(&conf_path)
+            // The error log before the configuration is read (the built-in
+            // default, /var/log/nginx, may not be writable).
+            .arg("-e")
+            .arg(process.path("error.log"))
+            .args(["-g", "daemon off;"])
+            .stdout(Stdio::null())
+            .stderr(log_file(&process.path("stderr.log")));
+        let mut nginx = Nginx { process };
+        nginx
+            .process
+            .spawn(command, "install it: apt-get install nginx", PROBE_EVERY, |port| async move {
+                // Its own health location answered by a worker: the port is
+                // bound and a worker is accepting.
+                ask(
+                    port,
+                    b"GET /__testkit/nginx-ready HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+                    64 * 1024,
+                )
+                .await
+                .is_some_and(|answer| answer.starts_with(b"HTTP/1.1 204"))
+            })
+            .await;
+        nginx
+    }
+
+    /// `http://127.0.0.1:<port>`: the REST API through the balancer.
+    pub fn http(&self) -> String {
+        format!("http://127.0.0.1:{}", self.process.port)
+    }
+
+    /// The progress socket's URL through the balancer.
+    pub fn ws(&self) -> String {
+        format!("ws://127.0.0.1:{}/api/ws/progress", self.process.port)
+    }
+
+    /// The loopback port it listens on.
+    pub fn port(&self) -> u16 {
+        self.process.port
+    }
+
+    /// The generated configuration.
+    pub fn config(&self) -> String {
+        read_file(&self.process.path("nginx.conf"))
+    }
+
+    /// The error logs, then the access log (one line per request with the
+    /// node that answered it).
+    pub fn log(&self) -> String {
+        format!(
+            "{}{}--- access log\n{}",
+            read_file(&self.process.path("stderr.log")),
+            read_file(&self.process.path("error.log")),
+            read_file(&self.process.path("access.log"))
+        )
+    }
+}
+
+/// `NGINX` (a path) if set, else `nginx` on the PATH, else Debian's
+/// `/usr/sbin/nginx` (off a non-root user's PATH).
+fn nginx_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("NGINX") {
+        return PathBuf::from(path);
+    }
+    let on_path = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("nginx"))
+            .find(|candidate| candidate.exists())
+    });
+    on_path.unwrap_or_else(|| PathBuf::from("/usr/sbin/nginx"))
+}
+
+/// The configuration [`Nginx`] runs: everything under `dir`, listening on
+/// `127.0.0.1:port`, balancing over `upstreams`.
+fn nginx_config(dir: &Path, port: u16, upstreams: &[String], as_root: bool) -> String {
+    let dir = dir.display();
+    let servers: String = upstreams
+        .iter()
+        .map(|upstream| format!("        server {upstream} max_fails=1 fail_timeout=10s;\n"))
+        .collect();
+    // Run as root, workers stay root: the temp directory is root's. (As
+    // any other user the `user` directive is ignored with a warning, so it
+    // is left out.)
+    let user = if as_root { "user root;\n" } else { "" };
+    format!(
+        r#"# Generated by reeltime-testkit for one test run.
+{user}worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log info;
+
+events {{
+    worker_connections 4096;
+}}
+
+http {{
+    log_format upstream '$remote_addr "$request" $status upstream=$upstream_addr '
+                        'upstream_status=$upstream_status time=$request_time';
+    access_log {dir}/access.log upstream;
+    client_body_temp_path {dir}/client_body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+
+    # "Connection: upgrade" only when the client asked for an upgrade;
+    # otherwise an empty Connection header, which keeps upstream keepalive.
+    map $http_upgrade $connection_upgrade {{
+        default upgrade;
+        ''      '';
+    }}
+
+    upstream reeltime {{
+{servers}        keepalive 16;
+    }}
+
+    server {{
+        listen 127.0.0.1:{port};
+
+        location = /__testkit/nginx-ready {{
+            return 204;
+        }}
+
+        location / {{
+            proxy_pass http://reeltime;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_connect_timeout 5s;
+            # Longer than REELTIME_HEARTBEAT_SECS (25 s): the server's pings
+            # keep a quiet socket alive through the proxy.
+            proxy_read_timeout 75s;
+            proxy_send_timeout 75s;
+            # A node that refuses the connection (draining, dead) or does
+            # not accept it in time: try the next one.
+            proxy_next_upstream error timeout;
+        }}
+    }}
+}}
+"#
+    )
+}
