@@ -14,30 +14,8 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// with [`close::MESSAGE_TOO_BIG`].
 pub const MAX_CLIENT_MESSAGE_BYTES: usize = 16 * 1024;
 
-/// WebSocket close codes the server uses, and what a client should do.
-pub mod close {
-    /// The client closed on purpose (log-out): do not reconnect.
-    pub const NORMAL: u16 = 1000;
-    /// The server is shutting down or draining: reconnect with backoff.
-    pub const GOING_AWAY: u16 = 1001;
-    /// A binary frame was sent: the protocol is text only. Fix the client.
-    pub const UNSUPPORTED_DATA: u16 = 1003;
-    /// A text frame was not valid UTF-8. Fix the client.
-    pub const INVALID_PAYLOAD: u16 = 1007;
-    /// Authentication or policy failure (bad token, origin, abuse). Ask the
-    /// token provider for a fresh token once; stop if it happens again.
-    pub const POLICY_VIOLATION: u16 = 1008;
-    /// A message was larger than [`super::MAX_CLIENT_MESSAGE_BYTES`].
-    pub const MESSAGE_TOO_BIG: u16 = 1009;
-    /// Unexpected server error: reconnect with backoff.
-    pub const INTERNAL_ERROR: u16 = 1011;
-    /// A limit was hit (too many connections, client too slow): reconnect
-    /// with backoff.
-    pub const TRY_AGAIN_LATER: u16 = 1013;
-    /// The token expired without an in-band refresh: reconnect at once with
-    /// a fresh token.
-    pub const TOKEN_EXPIRED: u16 = 4001;
-}
+pub mod close;
+pub use close::Close;
 
 /// Where an import is in its life. The last three are final: once an import
 /// reaches one of them it never changes again.

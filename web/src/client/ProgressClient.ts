@@ -1,16 +1,21 @@
 import { backoffDelay, DEFAULT_BACKOFF } from './backoff';
-import { actionForClose, CloseCode } from './closeCodes';
+import { actionForClose, CloseCode, CloseReason } from './closeCodes';
+import {
+  transitionFor,
+  type ConnectionEffect,
+  type ConnectionEvent,
+  type Transition,
+} from './connectionMachine';
 import {
   browserEnvironment,
-  SOCKET_OPEN,
   type ClientEnvironment,
   type NetworkEvents,
   type Timers,
   type WebSocketFactory,
-  type WebSocketLike,
 } from './environment';
 import { ImportStore } from './importStore';
-import { authMessage, parseServerMessage, PING_MESSAGE } from './messages';
+import { authMessage, parseServerMessage } from './messages';
+import { SocketTransport } from './socketTransport';
 import { TimerSlot } from './timerSlot';
 import { refreshDelayMs, tokenExpiryMs } from './token';
 import type { ConnectionState, GetToken, Import, ReadyMessage } from './types';
@@ -63,6 +68,7 @@ const INITIAL_STATE: ConnectionState = {
   tokenExpiresAt: null,
 };
 
+
 /**
  * Live import progress over `/api/ws/progress`, framework-free.
  *
@@ -79,6 +85,11 @@ const INITIAL_STATE: ConnectionState = {
  * - pings a silent socket and replaces it when nothing comes back;
  * - keeps every import by id and only ever moves to newer versions, so the
  *   view converges to the server's state after any reconnect.
+ *
+ * It is put together from three parts: `SocketTransport` (the socket:
+ * opening, liveness, closing), the transition table in
+ * `connectionMachine.ts` (the only place the status changes) and the effects
+ * here (tokens, backoff, imports).
  *
  * Subscribe with {@link subscribe}; read with {@link getStatus},
  * {@link getImports}, {@link getImport}. Snapshots are immutable and keep
@@ -105,17 +116,18 @@ export class ProgressClient {
   private readonly store = new ImportStore();
   private readonly listeners = new Set<Listener>();
   private state: ConnectionState = INITIAL_STATE;
+  private readonly transport: SocketTransport;
 
-  /** True between start() and close(). */
-  private running = false;
-  /** The one current socket; events of any other socket are ignored. */
-  private socket: WebSocketLike | null = null;
   /** The token the current socket was (re)authenticated with. */
   private socketToken: string | null = null;
   /** Bumped by every attempt and by close(): an async step holding an older number gives up. */
   private attemptSeq = 0;
+  /** Bumped by every transition: effects of a transition a listener already moved past are skipped. */
+  private transitionSeq = 0;
   /** Failed attempts since the last healthy connection; drives the backoff. */
   private failures = 0;
+  /** The delay `wait-retry` chose, armed once the status says `reconnecting`. */
+  private retryDelayMs = 0;
   /** 1008 closes since the last `ready`; the second one stops the client. */
   private policyRejections = 0;
   private heartbeatMs: number;
@@ -124,8 +136,6 @@ export class ProgressClient {
   private networkListening = false;
 
   private readonly retryTimer: TimerSlot;
-  private readonly connectTimer: TimerSlot;
-  private readonly watchdogTimer: TimerSlot;
   private readonly refreshTimer: TimerSlot;
   private readonly healthyTimer: TimerSlot;
 
@@ -155,10 +165,13 @@ export class ProgressClient {
     this.heartbeatMs = this.tuning.defaultHeartbeatMs;
     const timers = this.env.timers;
     this.retryTimer = new TimerSlot(timers);
-    this.connectTimer = new TimerSlot(timers);
-    this.watchdogTimer = new TimerSlot(timers);
     this.refreshTimer = new TimerSlot(timers);
     this.healthyTimer = new TimerSlot(timers);
+    this.transport = new SocketTransport(this.env, this.tuning, {
+      message: (data) => this.handleMessage(data),
+      closed: (code, reason) => this.handleClose(code, reason),
+      dead: (reason) => this.replaceDeadSocket(reason),
+    });
   }
 
   // ---------------------------------------------------------------- reading
@@ -184,12 +197,11 @@ export class ProgressClient {
 
   /** Starts connecting. Does nothing if already running. Safe to call again after close(). */
   start(): void {
-    if (this.running) return;
-    this.running = true;
-    this.failures = 0;
-    this.policyRejections = 0;
-    this.listenToNetwork(true);
-    void this.connect(false);
+    this.dispatch('start', () => {
+      this.failures = 0;
+      this.policyRejections = 0;
+      this.listenToNetwork(true);
+    });
   }
 
   /**
@@ -198,15 +210,7 @@ export class ProgressClient {
    * running on the server. Idempotent.
    */
   close(): void {
-    const hadSocket = this.teardown('client closed');
-    this.running = false;
-    this.listenToNetwork(false);
-    this.setState({
-      status: 'closed',
-      nextRetryAt: null,
-      connectionId: null,
-      ...(hadSocket ? { lastCloseCode: CloseCode.NORMAL, lastCloseReason: 'client closed' } : {}),
-    });
+    this.dispatch('close');
   }
 
   /**
@@ -214,12 +218,12 @@ export class ProgressClient {
    * following `unauthorized`. Clears the 1008 and backoff counters.
    */
   restart(): void {
-    this.teardown('restart');
-    this.running = true;
-    this.failures = 0;
-    this.policyRejections = 0;
-    this.listenToNetwork(true);
-    void this.connect(true);
+    this.dispatch('restart', () => {
+      this.teardown(CloseReason.RESTART);
+      this.failures = 0;
+      this.policyRejections = 0;
+      this.listenToNetwork(true);
+    });
   }
 
   /**
@@ -235,31 +239,113 @@ export class ProgressClient {
     if (this.store.remove(id)) this.notify();
   }
 
+  // ------------------------------------------------------------ transitions
+
+  /**
+   * Takes the table's row for `event`, if any: runs `prepare` (bookkeeping
+   * of the event, and what the new state records about it), the effect's
+   * cancelling part, moves to the row's status with one notification, then
+   * starts the effect's new work (an attempt, a timer).
+   */
+  private dispatch(event: ConnectionEvent, prepare?: () => Partial<ConnectionState> | void): void {
+    const row = transitionFor(this.state.status, event, {
+      online: this.env.isOnline(),
+      refusedBefore: this.policyRejections > 0,
+    });
+    if (row === undefined) return;
+    const patch = { ...prepare?.(), ...this.enter(row.then) };
+    const seq = ++this.transitionSeq;
+    this.setState({ status: row.to, nextRetryAt: null, ...patch });
+    if (seq === this.transitionSeq) this.after(row);
+  }
+
+  /** The part of an effect that comes before the new status: what it cancels, and what the state records. */
+  private enter(effect: ConnectionEffect): Partial<ConnectionState> {
+    switch (effect) {
+      case 'connect':
+      case 'connect-fresh-token':
+      case 'connect-reset-backoff':
+        this.retryTimer.clear();
+        if (this.transport.isActive) this.dropSocket(CloseCode.NORMAL, CloseReason.REPLACED);
+        if (effect === 'connect-reset-backoff') this.failures = 0;
+        this.attemptSeq += 1;
+        return {};
+      case 'wait-retry':
+        this.retryDelayMs = backoffDelay(this.failures, {
+          baseMs: this.tuning.backoffBaseMs,
+          capMs: this.tuning.backoffCapMs,
+          random: this.env.random,
+        });
+        this.failures += 1;
+        return { nextRetryAt: this.env.now() + this.retryDelayMs };
+      case 'wait-online':
+        this.retryTimer.clear();
+        return {};
+      case 'stop':
+        this.teardown(CloseReason.SIGNED_OUT);
+        return { connectionId: null };
+      case 'shut': {
+        const hadSocket = this.teardown(CloseReason.CLIENT_CLOSED);
+        this.listenToNetwork(false);
+        return {
+          connectionId: null,
+          ...(hadSocket ? { lastCloseCode: CloseCode.NORMAL, lastCloseReason: CloseReason.CLIENT_CLOSED } : {}),
+        };
+      }
+      case 'serve':
+      case 'probe':
+        return {};
+    }
+  }
+
+  /** The part of an effect that starts new work, once the status says so. */
+  private after(row: Transition): void {
+    switch (row.then) {
+      case 'connect':
+      case 'connect-reset-backoff':
+        void this.attempt(this.attemptSeq, false);
+        return;
+      case 'connect-fresh-token':
+        void this.attempt(this.attemptSeq, true);
+        return;
+      case 'wait-retry':
+        this.retryTimer.set(this.retryDelayMs, () => this.dispatch('retry-due'));
+        return;
+      case 'serve':
+        this.healthyTimer.set(this.tuning.healthyAfterMs, () => {
+          this.failures = 0;
+        });
+        this.scheduleRefresh(this.state.tokenExpiresAt);
+        this.transport.serve(this.heartbeatMs);
+        return;
+      case 'probe':
+        this.transport.probe();
+        return;
+      case 'wait-online':
+      case 'stop':
+      case 'shut':
+        return;
+    }
+  }
+
   // ----------------------------------------------------------- connecting
 
-  /** One connection attempt: get a token, open the socket, wait for `ready`. */
-  private async connect(freshToken: boolean): Promise<void> {
-    this.retryTimer.clear();
-    if (this.socket !== null) this.dropSocket(CloseCode.NORMAL, 'replaced');
-    if (!this.env.isOnline()) {
-      this.setState({ status: 'offline', nextRetryAt: null });
-      return;
-    }
-    const attempt = ++this.attemptSeq;
-    this.setState({ status: 'connecting', nextRetryAt: null });
-
+  /** One connection attempt: get a token, open the socket; `ready` or a close ends it. */
+  private async attempt(attempt: number, freshToken: boolean): Promise<void> {
     let token: string | null;
     try {
       token = freshToken ? await this.getToken({ skipCache: true }) : await this.getToken();
     } catch (error) {
       if (attempt !== this.attemptSeq) return;
-      this.setState({ lastCloseCode: null, lastCloseReason: `could not get a token: ${describe(error)}` });
-      this.scheduleRetry();
+      this.dispatch('attempt-failed', () => ({
+        lastCloseCode: null,
+        lastCloseReason: `could not get a token: ${describe(error)}`,
+      }));
       return;
     }
     if (attempt !== this.attemptSeq) return; // closed or restarted meanwhile
     if (token === null) {
-      this.stopUnauthorized(null, 'signed out');
+      this.dispatch('signed-out', signedOut);
       return;
     }
     this.openSocket(token);
@@ -267,38 +353,21 @@ export class ProgressClient {
 
   private openSocket(token: string): void {
     const url = this.tokenInQuery ? withTokenParam(this.url, token) : this.url;
-    let ws: WebSocketLike;
     try {
-      ws = this.env.createSocket(url);
+      this.transport.open(url, this.tokenInQuery ? null : authMessage(token));
     } catch (error) {
-      this.setState({ lastCloseCode: null, lastCloseReason: `could not open a socket: ${describe(error)}` });
-      this.scheduleRetry();
+      this.dispatch('attempt-failed', () => ({
+        lastCloseCode: null,
+        lastCloseReason: `could not open a socket: ${describe(error)}`,
+      }));
       return;
     }
-    this.socket = ws;
     this.socketToken = token;
-    ws.onopen = () => {
-      if (ws === this.socket && !this.tokenInQuery) safeSend(ws, authMessage(token));
-    };
-    ws.onmessage = (event) => {
-      if (ws === this.socket) this.handleMessage(event.data);
-    };
-    ws.onclose = (event) => {
-      if (ws === this.socket) this.handleClose(event.code, event.reason);
-    };
-    ws.onerror = () => {
-      // A close event always follows an error; it carries the useful code.
-    };
-    this.connectTimer.set(this.tuning.connectTimeoutMs, () =>
-      this.replaceDeadSocket('no answer from the server'),
-    );
   }
 
   // ------------------------------------------------------------- messages
 
   private handleMessage(data: unknown): void {
-    // Anything at all proves the socket alive.
-    if (this.state.status === 'open') this.armWatchdog();
     const message = parseServerMessage(data);
     if (message === null) return;
     switch (message.type) {
@@ -325,27 +394,20 @@ export class ProgressClient {
   }
 
   private handleReady(message: ReadyMessage): void {
-    this.connectTimer.clear();
-    this.policyRejections = 0;
-    if (this.storeOwner !== null && this.storeOwner !== message.user_id) this.store.clear();
-    this.storeOwner = message.user_id;
-    this.heartbeatMs =
-      typeof message.heartbeat_ms === 'number' && message.heartbeat_ms > 0
-        ? message.heartbeat_ms
-        : this.tuning.defaultHeartbeatMs;
-    const expiresAt = this.expiryMs(message.expires_at, this.socketToken);
-    this.setState({
-      status: 'open',
-      nextRetryAt: null,
-      userId: message.user_id,
-      connectionId: typeof message.connection_id === 'string' ? message.connection_id : null,
-      tokenExpiresAt: expiresAt,
+    this.dispatch('ready', () => {
+      this.policyRejections = 0;
+      if (this.storeOwner !== null && this.storeOwner !== message.user_id) this.store.clear();
+      this.storeOwner = message.user_id;
+      this.heartbeatMs =
+        typeof message.heartbeat_ms === 'number' && message.heartbeat_ms > 0
+          ? message.heartbeat_ms
+          : this.tuning.defaultHeartbeatMs;
+      return {
+        userId: message.user_id,
+        connectionId: typeof message.connection_id === 'string' ? message.connection_id : null,
+        tokenExpiresAt: this.expiryMs(message.expires_at, this.socketToken),
+      };
     });
-    this.healthyTimer.set(this.tuning.healthyAfterMs, () => {
-      this.failures = 0;
-    });
-    this.scheduleRefresh(expiresAt);
-    this.armWatchdog();
   }
 
   // ---------------------------------------------------------- token refresh
@@ -366,157 +428,80 @@ export class ProgressClient {
 
   /** Sends a fresh token on the open socket; the server answers `auth_ok`. */
   private async refreshToken(): Promise<void> {
-    const ws = this.socket;
-    if (ws === null) return;
+    if (!this.transport.isActive) return;
+    const socket = this.transport.generation;
     let token: string | null;
     try {
       token = await this.getToken({ skipCache: true });
     } catch {
-      if (ws === this.socket) this.refreshTimer.set(this.tuning.refreshRetryMs, () => void this.refreshToken());
+      if (socket === this.transport.generation) {
+        this.refreshTimer.set(this.tuning.refreshRetryMs, () => void this.refreshToken());
+      }
       return;
     }
-    if (ws !== this.socket) return; // replaced or closed meanwhile
+    if (socket !== this.transport.generation) return; // replaced or closed meanwhile
     if (token === null) {
-      this.stopUnauthorized(null, 'signed out');
+      this.dispatch('signed-out', signedOut);
       return;
     }
-    if (ws.readyState !== SOCKET_OPEN) return;
+    if (!this.transport.isOpen) return;
     this.socketToken = token;
-    safeSend(ws, authMessage(token));
-  }
-
-  // ------------------------------------------------------------- liveness
-
-  /** After one silent heartbeat send a ping; after two, give the socket up. */
-  private armWatchdog(): void {
-    this.watchdogTimer.set(this.heartbeatMs, () => {
-      // Arm the deadline before sending, so an answer always re-arms after it.
-      this.watchdogTimer.set(this.heartbeatMs, () =>
-        this.replaceDeadSocket('no message within two heartbeats'),
-      );
-      if (this.socket !== null) safeSend(this.socket, PING_MESSAGE);
-    });
-  }
-
-  /** The network came back: make the open socket prove it is alive, quickly. */
-  private probe(): void {
-    if (this.socket === null) return;
-    this.watchdogTimer.set(this.tuning.probeTimeoutMs, () =>
-      this.replaceDeadSocket('no answer after the network came back'),
-    );
-    safeSend(this.socket, PING_MESSAGE);
-  }
-
-  private replaceDeadSocket(reason: string): void {
-    this.dropSocket(CloseCode.CLIENT_DEAD_SOCKET, reason);
-    this.setState({ lastCloseCode: CloseCode.CLIENT_DEAD_SOCKET, lastCloseReason: reason, connectionId: null });
-    this.scheduleRetry();
+    this.transport.send(authMessage(token));
   }
 
   // --------------------------------------------------------------- closing
 
   private handleClose(code: number, reason: string): void {
     this.dropSocket(null, '');
-    this.setState({ lastCloseCode: code, lastCloseReason: reason || null, connectionId: null });
+    const closed = { lastCloseCode: code, lastCloseReason: reason || null, connectionId: null };
     switch (actionForClose(code)) {
       case 'reconnect-fresh-token':
-        void this.connect(true);
+        this.dispatch('token-expired', () => closed);
         return;
       case 'retry-auth-once':
-        if (this.policyRejections === 0) {
+        this.dispatch('refused', () => {
           this.policyRejections = 1;
-          void this.connect(true);
-        } else {
-          this.stopUnauthorized(code, reason || null);
-        }
+          return closed;
+        });
         return;
       case 'backoff':
-        this.scheduleRetry();
+        this.dispatch('dropped', () => closed);
         return;
     }
   }
 
-  /** Waits a backoff delay, then tries again; waits for `online` instead while offline. */
-  private scheduleRetry(): void {
-    if (!this.env.isOnline()) {
-      this.setState({ status: 'offline', nextRetryAt: null });
-      return;
-    }
-    const delay = backoffDelay(this.failures, {
-      baseMs: this.tuning.backoffBaseMs,
-      capMs: this.tuning.backoffCapMs,
-      random: this.env.random,
-    });
-    this.failures += 1;
-    this.setState({ status: 'reconnecting', nextRetryAt: this.env.now() + delay });
-    this.retryTimer.set(delay, () => void this.connect(false));
-  }
-
-  /** Stops without further attempts: signed out, or the token was refused twice. */
-  private stopUnauthorized(code: number | null, reason: string | null): void {
-    this.teardown('signed out');
-    this.setState({
-      status: 'unauthorized',
-      nextRetryAt: null,
-      connectionId: null,
-      lastCloseCode: code,
+  /** The transport gave up on a silent socket: close it (4000) and go on like any drop. */
+  private replaceDeadSocket(reason: string): void {
+    this.dropSocket(CloseCode.CLIENT_DEAD_SOCKET, reason);
+    this.dispatch('dropped', () => ({
+      lastCloseCode: CloseCode.CLIENT_DEAD_SOCKET,
       lastCloseReason: reason,
-    });
+      connectionId: null,
+    }));
   }
 
   /** Cancels every timer and pending attempt and closes the socket. Returns true if there was one. */
   private teardown(reason: string): boolean {
     this.attemptSeq += 1;
     this.retryTimer.clear();
-    const hadSocket = this.socket !== null;
+    const hadSocket = this.transport.isActive;
     this.dropSocket(CloseCode.NORMAL, reason);
     return hadSocket;
   }
 
-  /**
-   * Forgets the current socket and its timers. With a `code`, also closes it
-   * (handlers are detached first, so its own close event is never handled).
-   */
+  /** Forgets the current socket and the timers that belong to it; with a `code`, also closes it. */
   private dropSocket(code: number | null, reason: string): void {
-    const ws = this.socket;
-    this.socket = null;
     this.socketToken = null;
-    this.connectTimer.clear();
-    this.watchdogTimer.clear();
     this.refreshTimer.clear();
     this.healthyTimer.clear();
-    if (ws === null) return;
-    ws.onopen = null;
-    ws.onmessage = null;
-    ws.onclose = null;
-    ws.onerror = null;
-    if (code !== null) {
-      try {
-        ws.close(code, reason);
-      } catch {
-        // Already closed: nothing to do.
-      }
-    }
+    this.transport.close(code, reason);
   }
 
   // --------------------------------------------------------------- network
 
-  private readonly handleOnline = (): void => {
-    if (!this.running) return;
-    if (this.state.status === 'offline' || this.state.status === 'reconnecting') {
-      this.failures = 0;
-      void this.connect(false);
-    } else if (this.state.status === 'open') {
-      this.probe();
-    }
-  };
+  private readonly handleOnline = (): void => this.dispatch('online');
 
-  private readonly handleOffline = (): void => {
-    if (this.running && this.state.status === 'reconnecting') {
-      this.retryTimer.clear();
-      this.setState({ status: 'offline', nextRetryAt: null });
-    }
-  };
+  private readonly handleOffline = (): void => this.dispatch('offline');
 
   private listenToNetwork(on: boolean): void {
     const events = this.env.networkEvents;
@@ -546,18 +531,14 @@ export class ProgressClient {
   }
 }
 
+/** What the state records when the token source says nobody is signed in. */
+function signedOut(): Partial<ConnectionState> {
+  return { lastCloseCode: null, lastCloseReason: CloseReason.SIGNED_OUT };
+}
+
 /** Appends `token` as a query parameter (only when `tokenInQuery` is set). */
 function withTokenParam(url: string, token: string): string {
   return `${url}${url.includes('?') ? '&' : '?'}token=${encodeURIComponent(token)}`;
-}
-
-/** Sends without throwing: a socket that cannot send is handled by its close event. */
-function safeSend(ws: WebSocketLike, data: string): void {
-  try {
-    ws.send(data);
-  } catch {
-    // The close event or the watchdog takes care of it.
-  }
 }
 
 function describe(error: unknown): string {

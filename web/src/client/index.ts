@@ -3,7 +3,15 @@
  * Import from here; the other files are implementation details.
  */
 export { ProgressClient, type ProgressClientOptions } from './ProgressClient';
-export { CloseCode, actionForClose, type CloseAction } from './closeCodes';
+export {
+  CloseCode,
+  CloseReason,
+  CLOSE_CODES,
+  actionForClose,
+  type CloseAction,
+  type CloseCodeRow,
+  type CloseSender,
+} from './closeCodes';
 export { backoffCeiling, backoffDelay, DEFAULT_BACKOFF } from './backoff';
 export { tokenExpiryMs, refreshDelayMs } from './token';
 export type { NetworkEvents, Timers, WebSocketFactory, WebSocketLike } from './environment';

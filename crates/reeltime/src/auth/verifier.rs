@@ -7,6 +7,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, Validation};
+use reeltime_protocol::Close;
 use serde::Deserialize;
 
 use super::{JwksCache, KeySet, VerifyKey};
@@ -17,48 +18,44 @@ const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
 /// Why a token was refused. [`AuthError::reason`] is what the client sees
 /// in the close frame and what the metrics count; it never holds the token.
+/// The texts are the protocol's (`reeltime_protocol::close`), not ours.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.reason())]
 pub enum AuthError {
-    #[error("missing token")]
     Missing,
-    #[error("malformed token")]
     Malformed,
-    #[error("algorithm not allowed")]
     AlgorithmNotAllowed,
-    #[error("unknown key")]
     UnknownKey,
-    #[error("bad signature")]
     BadSignature,
-    #[error("token expired")]
     Expired,
-    #[error("token not yet valid")]
     NotYetValid,
-    #[error("wrong issuer")]
     WrongIssuer,
-    #[error("missing claim")]
     MissingClaim,
-    #[error("azp not allowed")]
     PartyNotAllowed,
-    #[error("keys unavailable")]
     KeysUnavailable,
 }
 
 impl AuthError {
+    /// The close frame a WebSocket refused with this error gets.
+    pub fn close(self) -> Close {
+        match self {
+            AuthError::Missing => Close::AUTH_MISSING_TOKEN,
+            AuthError::Malformed => Close::AUTH_MALFORMED_TOKEN,
+            AuthError::AlgorithmNotAllowed => Close::AUTH_ALGORITHM_NOT_ALLOWED,
+            AuthError::UnknownKey => Close::AUTH_UNKNOWN_KEY,
+            AuthError::BadSignature => Close::AUTH_BAD_SIGNATURE,
+            AuthError::Expired => Close::AUTH_TOKEN_EXPIRED,
+            AuthError::NotYetValid => Close::AUTH_TOKEN_NOT_YET_VALID,
+            AuthError::WrongIssuer => Close::AUTH_WRONG_ISSUER,
+            AuthError::MissingClaim => Close::AUTH_MISSING_CLAIM,
+            AuthError::PartyNotAllowed => Close::AUTH_PARTY_NOT_ALLOWED,
+            AuthError::KeysUnavailable => Close::AUTH_KEYS_UNAVAILABLE,
+        }
+    }
+
     /// Short, stable text for close frames, HTTP errors and metrics labels.
     pub fn reason(self) -> &'static str {
-        match self {
-            AuthError::Missing => "missing token",
-            AuthError::Malformed => "malformed token",
-            AuthError::AlgorithmNotAllowed => "algorithm not allowed",
-            AuthError::UnknownKey => "unknown key",
-            AuthError::BadSignature => "bad signature",
-            AuthError::Expired => "token expired",
-            AuthError::NotYetValid => "token not yet valid",
-            AuthError::WrongIssuer => "wrong issuer",
-            AuthError::MissingClaim => "missing claim",
-            AuthError::PartyNotAllowed => "azp not allowed",
-            AuthError::KeysUnavailable => "keys unavailable",
-        }
+        self.close().reason
     }
 }
 

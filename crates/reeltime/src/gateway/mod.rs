@@ -11,11 +11,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{WebSocketUpgrade, close_code};
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use reeltime_protocol::{Import, MAX_CLIENT_MESSAGE_BYTES, close};
+use reeltime_protocol::{Close, Import, MAX_CLIENT_MESSAGE_BYTES};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -82,7 +82,7 @@ pub struct Admitted {
 impl Gateway {
     /// Lets a socket of `client` in, or says why not. A socket that brought
     /// its token in the query is verified at once and does not wait.
-    fn admit(&self, client: std::net::IpAddr, has_token: bool) -> Result<Admitted, &'static str> {
+    fn admit(&self, client: std::net::IpAddr, has_token: bool) -> Result<Admitted, Close> {
         let waiting = if has_token {
             None
         } else {
@@ -90,14 +90,15 @@ impl Gateway {
                 self.admission
                     .wait(client)
                     .map_err(|refused| match refused {
-                        WaitRefused::Total => "too many sockets waiting for a token",
-                        WaitRefused::PerAddress => {
-                            "too many sockets waiting for a token from this address"
-                        }
+                        WaitRefused::Total => Close::TOO_MANY_WAITING,
+                        WaitRefused::PerAddress => Close::TOO_MANY_WAITING_FROM_ADDRESS,
                     })?,
             )
         };
-        let reservation = self.hub.reserve().map_err(|_| "too many connections")?;
+        let reservation = self
+            .hub
+            .reserve()
+            .map_err(|_| Close::TOO_MANY_CONNECTIONS)?;
         Ok(Admitted {
             reservation,
             waiting,
@@ -170,37 +171,35 @@ pub async fn progress_socket(
             let mut socket = Box::new(socket);
             tracker.track_future(async move {
                 if gateway.shutdown.is_cancelled() {
-                    let _ = socket
-                        .send(close_message(close_code::AWAY, "server shutting down"))
-                        .await;
+                    let _ = socket.send(close_message(Close::SHUTTING_DOWN)).await;
                     return;
                 }
                 if origin_refused {
-                    gateway.metrics.auth_failure("origin not allowed");
-                    let _ = socket
-                        .send(close_message(close_code::POLICY, "origin not allowed"))
-                        .await;
+                    gateway
+                        .metrics
+                        .auth_failure(Close::ORIGIN_NOT_ALLOWED.reason);
+                    let _ = socket.send(close_message(Close::ORIGIN_NOT_ALLOWED)).await;
                     return;
                 }
                 let token = match token {
                     QueryToken::Absent => None,
                     QueryToken::One(token) => Some(token),
                     QueryToken::Duplicate => {
-                        gateway.metrics.auth_failure("duplicate token");
+                        gateway
+                            .metrics
+                            .auth_failure(Close::AUTH_DUPLICATE_TOKEN.reason);
                         let _ = socket
-                            .send(close_message(close_code::POLICY, "duplicate token"))
+                            .send(close_message(Close::AUTH_DUPLICATE_TOKEN))
                             .await;
                         return;
                     }
                 };
                 let admitted = match admitted {
                     Ok(admitted) => admitted,
-                    Err(reason) => {
-                        gateway.metrics.connection_refused(reason);
-                        tracing::debug!(%client, reason, "websocket refused");
-                        let _ = socket
-                            .send(close_message(close::TRY_AGAIN_LATER, reason))
-                            .await;
+                    Err(refusal) => {
+                        gateway.metrics.connection_refused(refusal.reason);
+                        tracing::debug!(%client, reason = refusal.reason, "websocket refused");
+                        let _ = socket.send(close_message(refusal)).await;
                         return;
                     }
                 };
@@ -209,10 +208,10 @@ pub async fn progress_socket(
         })
 }
 
-fn close_message(code: u16, reason: &'static str) -> axum::extract::ws::Message {
+fn close_message(close: Close) -> axum::extract::ws::Message {
     axum::extract::ws::Message::Close(Some(axum::extract::ws::CloseFrame {
-        code,
-        reason: axum::extract::ws::Utf8Bytes::from_static(reason),
+        code: close.code,
+        reason: axum::extract::ws::Utf8Bytes::from_static(close.reason),
     }))
 }
 

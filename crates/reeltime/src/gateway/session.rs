@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::SinkExt;
-use reeltime_protocol::{ClientMessage, PROTOCOL_VERSION, ServerMessage, close};
+use reeltime_protocol::{ClientMessage, Close, PROTOCOL_VERSION, ServerMessage};
 use tokio::time::{Instant, sleep_until, timeout};
 
 use super::{Admitted, Gateway, Outbox};
@@ -25,7 +25,7 @@ const CLOSE_HANDSHAKE: Duration = Duration::from_secs(2);
 
 /// What ends a session; each maps to one close frame (or none).
 enum End {
-    Close(u16, &'static str),
+    Close(Close),
     /// The peer is gone (closed, errored or silent): nothing to send.
     Gone,
 }
@@ -45,7 +45,7 @@ pub async fn run(
         Err(end) => end,
     };
     match end {
-        End::Close(code, reason) => close_with(&mut socket, code, reason).await,
+        End::Close(close) => close_with(&mut socket, close).await,
         // tungstenite only queues its answer to the peer's close frame: send
         // it, or a browser records its own 1000 as an unclean 1006.
         End::Gone => {
@@ -73,14 +73,14 @@ async fn authenticate(
 fn reject(gateway: &Gateway, err: AuthError) -> End {
     gateway.metrics.auth_failure(err.reason());
     tracing::info!(reason = err.reason(), "websocket authentication refused");
-    End::Close(close::POLICY_VIOLATION, err.reason())
+    End::Close(err.close())
 }
 
 async fn first_message_token(socket: &mut WebSocket, wait: Duration) -> Result<String, End> {
     let deadline = Instant::now() + wait;
     loop {
         let message = match timeout_at(deadline, socket.recv()).await {
-            None => return Err(End::Close(close::POLICY_VIOLATION, "auth timeout")),
+            None => return Err(End::Close(Close::AUTH_TIMEOUT)),
             Some(None) => return Err(End::Gone),
             Some(Some(Err(err))) => return Err(read_error(err)),
             Some(Some(Ok(message))) => message,
@@ -89,14 +89,11 @@ async fn first_message_token(socket: &mut WebSocket, wait: Duration) -> Result<S
             Message::Text(text) => {
                 return match serde_json::from_str::<ClientMessage>(&text) {
                     Ok(ClientMessage::Auth { token }) => Ok(token),
-                    _ => Err(End::Close(close::POLICY_VIOLATION, "missing token")),
+                    _ => Err(End::Close(Close::AUTH_MISSING_TOKEN)),
                 };
             }
             Message::Binary(_) => {
-                return Err(End::Close(
-                    close::UNSUPPORTED_DATA,
-                    "binary messages not supported",
-                ));
+                return Err(End::Close(Close::BINARY_MESSAGE));
             }
             Message::Close(_) => return Err(End::Gone),
             Message::Ping(_) | Message::Pong(_) => continue,
@@ -121,7 +118,7 @@ async fn serve(
         .await
     {
         tracing::error!(error = %err, "could not record user");
-        return End::Close(close::INTERNAL_ERROR, "server error");
+        return End::Close(Close::SERVER_ERROR);
     }
     let user_id = claims.sub.clone();
     let outbox = Outbox::new();
@@ -134,7 +131,7 @@ async fn serve(
         Ok(registration) => registration,
         Err(limit) => {
             tracing::info!(user_id = %user_id, %limit, "connection refused");
-            return End::Close(close::TRY_AGAIN_LATER, "too many connections");
+            return End::Close(Close::TOO_MANY_CONNECTIONS);
         }
     };
     gateway
@@ -206,7 +203,7 @@ impl Session<'_> {
             let expiry = self.expiry_deadline();
             tokio::select! {
                 _ = shutdown.cancelled() => {
-                    return End::Close(close::GOING_AWAY, "server shutting down");
+                    return End::Close(Close::SHUTTING_DOWN);
                 }
                 incoming = self.socket.recv() => {
                     self.last_heard = Instant::now();
@@ -226,7 +223,7 @@ impl Session<'_> {
                 }
                 _ = sleep_until(ping_at.min(expiry)) => {
                     if Instant::now() >= expiry {
-                        return End::Close(close::TOKEN_EXPIRED, "token expired");
+                        return End::Close(Close::TOKEN_EXPIRED);
                     }
                     if self.last_heard.elapsed() >= heartbeat * 2 {
                         tracing::debug!(user_id = %self.user_id, "peer silent for two heartbeats; dropping");
@@ -263,7 +260,7 @@ impl Session<'_> {
             Ok(imports) => imports,
             Err(err) => {
                 tracing::error!(error = %err, "snapshot failed");
-                return Err(End::Close(close::INTERNAL_ERROR, "server error"));
+                return Err(End::Close(Close::SERVER_ERROR));
             }
         };
         imports.retain(|import| {
@@ -306,10 +303,7 @@ impl Session<'_> {
             // would make every idle session's task as big as its largest
             // moment. Client messages are rare; a box each costs nothing.
             Message::Text(text) => Box::pin(self.handle_text(text)).await,
-            Message::Binary(_) => Err(End::Close(
-                close::UNSUPPORTED_DATA,
-                "binary messages not supported",
-            )),
+            Message::Binary(_) => Err(End::Close(Close::BINARY_MESSAGE)),
             Message::Close(_) => Err(End::Gone),
             Message::Ping(_) | Message::Pong(_) => Ok(()),
         }
@@ -344,8 +338,10 @@ impl Session<'_> {
                 .await
             }
             Ok(_) => {
-                self.gateway.metrics.auth_failure("user changed");
-                Err(End::Close(close::POLICY_VIOLATION, "user changed"))
+                self.gateway
+                    .metrics
+                    .auth_failure(Close::USER_CHANGED.reason);
+                Err(End::Close(Close::USER_CHANGED))
             }
             Err(err) => Err(reject(self.gateway, err)),
         }
@@ -362,7 +358,7 @@ impl Session<'_> {
         }
         self.bad_messages.push_back(now);
         if self.bad_messages.len() > MAX_BAD_MESSAGES_PER_MINUTE {
-            return Err(End::Close(close::POLICY_VIOLATION, "too many bad messages"));
+            return Err(End::Close(Close::TOO_MANY_BAD_MESSAGES));
         }
         self.send_message(&ServerMessage::Error {
             code: code.to_string(),
@@ -409,7 +405,7 @@ impl Session<'_> {
                     .slow_client_closes
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::info!(user_id = %self.user_id, "client too slow; closing");
-                Err(End::Close(close::TRY_AGAIN_LATER, "client too slow"))
+                Err(End::Close(Close::CLIENT_TOO_SLOW))
             }
         }
     }
@@ -420,7 +416,7 @@ fn encode(message: &ServerMessage) -> Result<Message, End> {
         Ok(text) => Ok(Message::Text(Utf8Bytes::from(text))),
         Err(err) => {
             tracing::error!(error = %err, "could not serialize a message");
-            Err(End::Close(close::INTERNAL_ERROR, "server error"))
+            Err(End::Close(Close::SERVER_ERROR))
         }
     }
 }
@@ -431,19 +427,19 @@ fn read_error(err: axum::Error) -> End {
     use tokio_tungstenite::tungstenite::Error as WsError;
     let inner = err.into_inner();
     match inner.downcast_ref::<WsError>() {
-        Some(WsError::Capacity(_)) => End::Close(close::MESSAGE_TOO_BIG, "message too big"),
-        Some(WsError::Utf8(_)) => End::Close(close::INVALID_PAYLOAD, "invalid utf-8"),
-        Some(WsError::Protocol(_)) => End::Close(1002, "protocol error"),
+        Some(WsError::Capacity(_)) => End::Close(Close::MESSAGE_TOO_BIG),
+        Some(WsError::Utf8(_)) => End::Close(Close::INVALID_UTF8),
+        Some(WsError::Protocol(_)) => End::Close(Close::PROTOCOL_ERROR),
         _ => End::Gone,
     }
 }
 
 /// Sends a close frame and waits briefly for the peer's answer, so the
 /// client reads our code and reason rather than a reset.
-async fn close_with(socket: &mut WebSocket, code: u16, reason: &'static str) {
+async fn close_with(socket: &mut WebSocket, close: Close) {
     let frame = CloseFrame {
-        code,
-        reason: Utf8Bytes::from_static(reason),
+        code: close.code,
+        reason: Utf8Bytes::from_static(close.reason),
     };
     if timeout(CLOSE_HANDSHAKE, socket.send(Message::Close(Some(frame))))
         .await

@@ -1,3 +1,4 @@
+import { CloseCode } from '../../client/closeCodes';
 import { useConnectionStatus, useProgressClient } from '../../react';
 
 /**
@@ -9,7 +10,7 @@ export function AuthErrorBanner({ onSignOut }: { onSignOut: () => void }) {
   const state = useConnectionStatus();
   const client = useProgressClient();
   if (state.status !== 'unauthorized') return null;
-  const refused = state.lastCloseCode === 1008;
+  const refused = state.lastCloseCode === CloseCode.POLICY_VIOLATION;
   return (
     <div className="banner banner-error" role="alert" data-testid="auth-error">
       <div>

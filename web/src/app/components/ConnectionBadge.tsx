@@ -1,3 +1,4 @@
+import { CloseCode } from '../../client/closeCodes';
 import type { ConnectionState } from '../../client/types';
 import { useConnectionStatus } from '../../react';
 import { secondsUntil } from '../format';
@@ -18,7 +19,7 @@ export function badgeLabel(state: ConnectionState, now: number): string {
     case 'offline':
       return 'Offline';
     case 'unauthorized':
-      return state.lastCloseCode === 1008 ? 'Token refused' : 'Signed out';
+      return state.lastCloseCode === CloseCode.POLICY_VIOLATION ? 'Token refused' : 'Signed out';
     case 'closed':
       return 'Signed out';
   }
