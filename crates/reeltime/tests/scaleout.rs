@@ -158,6 +158,28 @@ impl Cluster {
         self.node_index(id)
     }
 
+    /// Stops Redis and waits until every node noticed.
+    async fn redis_away(&mut self) {
+        self.redis.stop().await;
+        self.every_node_logs("redis bus: subscription lost").await;
+    }
+
+    /// Starts Redis again and waits until every node resubscribed.
+    async fn redis_back(&mut self) {
+        self.redis.start_again().await;
+        self.every_node_logs("redis bus: resubscribed").await;
+    }
+
+    async fn every_node_logs(&self, line: &str) {
+        for node in &self.nodes {
+            assert!(
+                node.wait_for_log(line, WAIT).await.is_some(),
+                "node never logged {line:?}; log:\n{}",
+                node.log()
+            );
+        }
+    }
+
     /// A tab connected straight to node `node`.
     async fn tab(&self, node: usize, sub: &str) -> Tab {
         self.tab_via(&self.nodes[node].ws(), sub).await
@@ -557,16 +579,7 @@ async fn redis_going_away_mid_import_loses_nothing() {
         })
         .await;
 
-    c.redis.stop().await;
-    for node in &c.nodes {
-        assert!(
-            node.wait_for_log("redis bus: subscription lost", WAIT)
-                .await
-                .is_some(),
-            "node did not notice Redis leaving; log:\n{}",
-            node.log()
-        );
-    }
+    c.redis_away().await;
 
     // While Redis is away: alice's import finishes, and bob creates one.
     // The running node's own tabs still see them.
@@ -601,16 +614,7 @@ async fn redis_going_away_mid_import_loses_nothing() {
         .chain(bob.iter())
         .map(|t| t.snapshots)
         .collect();
-    c.redis.start_again().await;
-    for node in &c.nodes {
-        assert!(
-            node.wait_for_log("redis bus: resubscribed", WAIT)
-                .await
-                .is_some(),
-            "node did not resubscribe; log:\n{}",
-            node.log()
-        );
-    }
+    c.redis_back().await;
 
     // Every tab gets a fresh snapshot and ends at the final state.
     let alice_final = c.rest("alice", &alice_import.id).await;
@@ -710,16 +714,7 @@ async fn a_delete_while_redis_is_away_reaches_the_other_node_once_it_is_back() {
         .await;
     all_until(&mut tabs, "the final state", |t| t.is_final(&import.id)).await;
 
-    c.redis.stop().await;
-    for node in &c.nodes {
-        assert!(
-            node.wait_for_log("redis bus: subscription lost", WAIT)
-                .await
-                .is_some(),
-            "node did not notice Redis leaving; log:\n{}",
-            node.log()
-        );
-    }
+    c.redis_away().await;
     let (status, body) = c.apis[0]
         .delete(&c.token("alice"), &format!("/api/imports/{}", import.id))
         .await;
@@ -735,7 +730,7 @@ async fn a_delete_while_redis_is_away_reaches_the_other_node_once_it_is_back() {
         "nothing can cross while Redis is away"
     );
 
-    c.redis.start_again().await;
+    c.redis_back().await;
     tabs[1]
         .until("the delete on the other node", |t| {
             t.removed.contains_key(&import.id)
