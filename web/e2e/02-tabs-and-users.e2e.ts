@@ -3,7 +3,7 @@ import { runStory, useChromium } from './harness/story';
 
 const chromium = useChromium();
 
-test("2. two tabs of alice both update to completed; bob's tab never sees her import", () =>
+test("2. two tabs of alice both update to completed; deleting in one removes the row from the other; bob's tab never sees her import", () =>
   runStory('02 two tabs, two users', chromium(), async ({ server, source, profile, tab, note }) => {
     const video = source.add('shared', { size: 3_000_000, durationMs: 3_000, holdAt: 0.4 });
 
@@ -49,6 +49,26 @@ test("2. two tabs of alice both update to completed; bob's tab never sees her im
     // Two distinct connections for alice.
     const connectionIds = await Promise.all([tab1, tab2].map((t) => t.badge().getAttribute('data-connection-id')));
     expect(new Set(connectionIds).size).toBe(2);
+
+    // Delete in tab 1: the row leaves tab 2 too, told on its own socket, without a reload or a reconnect.
+    const completed = await server.getImport('alice', id);
+    await tab1.row(id).getByTestId('import-delete').click();
+    await tab1.row(id).waitFor({ state: 'detached' });
+    await tab2.row(id).waitFor({ state: 'detached' });
+    note('deleted in tab 1; the row left tab 2');
+    await tab1.screenshot('3 deleted');
+    await tab2.screenshot('3 deleted');
+    for (const t of [tab1, tab2]) {
+      expect(t.sockets, `${t.label} kept its one socket`).toHaveLength(1);
+      expect(t.receivedFrames().filter((f) => f.type === 'import_removed')).toEqual([
+        { type: 'import_removed', id, version: completed.version + 1 },
+      ]);
+      await expect(t.row(id).count()).resolves.toBe(0);
+    }
+    const gone = await fetch(`${server.url}/api/imports/${id}`, {
+      headers: { Authorization: `Bearer ${await server.token('alice')}` },
+    });
+    expect(gone.status).toBe(404);
 
     // Bob, live from before the import started to after it ended, saw nothing of it: no row ever rendered,
     // and not one frame from the server mentioned it.

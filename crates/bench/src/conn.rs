@@ -223,7 +223,7 @@ pub async fn await_ready(ws: &mut Ws, wait: Duration) -> anyhow::Result<(Instant
         let step = classify(frame, |incoming| match incoming {
             Incoming::Other(message) => match *message {
                 ServerMessage::Ready { .. } => Step::Ready,
-                ServerMessage::Snapshot { imports } => Step::Snapshot(imports),
+                ServerMessage::Snapshot { imports, .. } => Step::Snapshot(imports),
                 other => Step::Unexpected(format!("{other:?}")),
             },
             Incoming::Import(_) => Step::Skip, // a change racing the snapshot

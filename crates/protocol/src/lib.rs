@@ -117,16 +117,35 @@ pub enum ServerMessage {
         heartbeat_ms: u64,
         protocol: u32,
     },
-    /// The user's unfinished imports and the most recent finished ones.
-    Snapshot { imports: Vec<Import> },
+    /// The user's unfinished imports and the most recent finished ones,
+    /// and the imports deleted lately (so that a client that was away when
+    /// one was deleted drops it; an import merely absent from `imports` may
+    /// just be old).
+    Snapshot {
+        imports: Vec<Import>,
+        #[serde(default)]
+        removed: Vec<RemovedImport>,
+    },
     /// One change to one of the user's imports.
     Import { import: Box<Import> },
+    /// One of the user's imports was deleted: its last change. `version` is
+    /// higher than any the import had, so a client drops the row and
+    /// ignores anything older about it that arrives later.
+    ImportRemoved { id: String, version: u64 },
     /// Answer to an in-band token refresh.
     AuthOk { expires_at: i64 },
     /// Answer to a client `ping`.
     Pong,
     /// A message the server could not use; the socket stays open.
     Error { code: String, message: String },
+}
+
+/// A deleted import, as a snapshot lists it: the id and the version of the
+/// delete (one more than the import's last).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemovedImport {
+    pub id: String,
+    pub version: u64,
 }
 
 /// Messages a client may send.
@@ -231,6 +250,35 @@ mod tests {
         assert_eq!(
             serde_json::to_value(ServerMessage::AuthOk { expires_at: 5 }).unwrap()["type"],
             "auth_ok"
+        );
+        assert_eq!(
+            serde_json::to_string(&ServerMessage::ImportRemoved {
+                id: "i1".into(),
+                version: 7
+            })
+            .unwrap(),
+            r#"{"type":"import_removed","id":"i1","version":7}"#
+        );
+        let snapshot = ServerMessage::Snapshot {
+            imports: vec![],
+            removed: vec![RemovedImport {
+                id: "i1".into(),
+                version: 7,
+            }],
+        };
+        assert_eq!(
+            serde_json::to_string(&snapshot).unwrap(),
+            r#"{"type":"snapshot","imports":[],"removed":[{"id":"i1","version":7}]}"#
+        );
+        let without_removed: ServerMessage =
+            serde_json::from_str(r#"{"type":"snapshot","imports":[]}"#).unwrap();
+        assert_eq!(
+            without_removed,
+            ServerMessage::Snapshot {
+                imports: vec![],
+                removed: vec![]
+            },
+            "a snapshot of a server before deletes were sent still parses"
         );
     }
 

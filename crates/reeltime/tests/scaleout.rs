@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use common::binary;
-use reeltime_protocol::{Import, ImportStatus, ServerMessage};
+use reeltime_protocol::{Import, ImportStatus, RemovedImport, ServerMessage};
 use reeltime_testkit::{
     Api, ContentServer, Event, Fetch, Nginx, Postgres, RedisServer, ServerProcess, TestIssuer,
     WAIT, WsClient,
@@ -158,6 +158,28 @@ impl Cluster {
         self.node_index(id)
     }
 
+    /// Stops Redis and waits until every node noticed.
+    async fn redis_away(&mut self) {
+        self.redis.stop().await;
+        self.every_node_logs("redis bus: subscription lost").await;
+    }
+
+    /// Starts Redis again and waits until every node resubscribed.
+    async fn redis_back(&mut self) {
+        self.redis.start_again().await;
+        self.every_node_logs("redis bus: resubscribed").await;
+    }
+
+    async fn every_node_logs(&self, line: &str) {
+        for node in &self.nodes {
+            assert!(
+                node.wait_for_log(line, WAIT).await.is_some(),
+                "node never logged {line:?}; log:\n{}",
+                node.log()
+            );
+        }
+    }
+
     /// A tab connected straight to node `node`.
     async fn tab(&self, node: usize, sub: &str) -> Tab {
         self.tab_via(&self.nodes[node].ws(), sub).await
@@ -170,6 +192,7 @@ impl Cluster {
             user: sub.to_string(),
             node: usize::MAX,
             latest: HashMap::new(),
+            removed: HashMap::new(),
             history: HashMap::new(),
             on_this_connection: HashMap::new(),
             snapshots: 0,
@@ -206,6 +229,9 @@ struct Tab {
     node: usize,
     /// Newest state per import.
     latest: HashMap<String, Import>,
+    /// Version of the delete per deleted import: the row is gone, and
+    /// anything older about it is ignored.
+    removed: HashMap<String, u64>,
     /// Every version received per import, in order (snapshots included,
     /// over every connection).
     history: HashMap<String, Vec<u64>>,
@@ -239,16 +265,61 @@ impl Tab {
         let newer = self
             .latest
             .get(&import.id)
-            .is_none_or(|known| import.version > known.version);
+            .is_none_or(|known| import.version > known.version)
+            && self
+                .removed
+                .get(&import.id)
+                .is_none_or(|gone| import.version > *gone);
         if newer {
             self.latest.insert(import.id.clone(), import);
         }
     }
 
-    fn apply_snapshot(&mut self, imports: Vec<Import>) {
+    /// A delete: like a change, it strictly follows what this connection
+    /// had of the import.
+    fn apply_removed(&mut self, gone: RemovedImport) {
+        if let Some(last) = self.on_this_connection.get(&gone.id) {
+            assert!(
+                gone.version > *last,
+                "tab of {} on node {}: import {} deleted at version {} after {last}",
+                self.user,
+                self.node,
+                gone.id,
+                gone.version
+            );
+        }
+        self.on_this_connection
+            .insert(gone.id.clone(), gone.version);
+        if self
+            .latest
+            .get(&gone.id)
+            .is_none_or(|known| gone.version > known.version)
+        {
+            self.latest.remove(&gone.id);
+            let known = self.removed.entry(gone.id).or_default();
+            *known = gone.version.max(*known);
+        }
+    }
+
+    fn apply_snapshot(&mut self, imports: Vec<Import>, removed: Vec<RemovedImport>) {
         self.snapshots += 1;
         for import in imports {
             self.apply(import);
+        }
+        for gone in removed {
+            self.apply_removed(gone);
+        }
+    }
+
+    /// Applies one message a tab may get after the snapshot.
+    fn apply_message(&mut self, message: ServerMessage) {
+        match message {
+            ServerMessage::Import { import } => self.apply(*import),
+            ServerMessage::Snapshot { imports, removed } => self.apply_snapshot(imports, removed),
+            ServerMessage::ImportRemoved { id, version } => {
+                self.apply_removed(RemovedImport { id, version })
+            }
+            _ => {}
         }
     }
 
@@ -285,15 +356,17 @@ impl Tab {
                 }
                 other => panic!("tab of {} connecting to {url}: {other:?}", self.user),
             };
-            let snapshot = match ws.next_within(WAIT).await {
-                Some(Event::Message(ServerMessage::Snapshot { imports })) => imports,
+            let (imports, removed) = match ws.next_within(WAIT).await {
+                Some(Event::Message(ServerMessage::Snapshot { imports, removed })) => {
+                    (imports, removed)
+                }
                 other => panic!("tab of {}: expected the snapshot, got {other:?}", self.user),
             };
             self.node = c.node_of_connection(&connection_id);
             self.ws = Some(ws);
             self.connections += 1;
             self.on_this_connection.clear();
-            self.apply_snapshot(snapshot);
+            self.apply_snapshot(imports, removed);
             return;
         }
         panic!(
@@ -308,11 +381,7 @@ impl Tab {
         while !done(self) {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match self.ws().next_within(left).await {
-                Some(Event::Message(ServerMessage::Import { import })) => self.apply(*import),
-                Some(Event::Message(ServerMessage::Snapshot { imports })) => {
-                    self.apply_snapshot(imports)
-                }
-                Some(Event::Message(_)) => {}
+                Some(Event::Message(message)) => self.apply_message(message),
                 other => panic!(
                     "tab of {} on node {} waiting for {what}: {other:?}",
                     self.user, self.node
@@ -326,11 +395,7 @@ impl Tab {
     async fn until_gone(&mut self) -> u16 {
         let code = loop {
             match self.ws().next_within(WAIT).await {
-                Some(Event::Message(ServerMessage::Import { import })) => self.apply(*import),
-                Some(Event::Message(ServerMessage::Snapshot { imports })) => {
-                    self.apply_snapshot(imports)
-                }
-                Some(Event::Message(_)) => {}
+                Some(Event::Message(message)) => self.apply_message(message),
                 Some(Event::Closed { code, .. }) => break code,
                 Some(Event::Dropped) => break 1006,
                 None => panic!(
@@ -341,6 +406,28 @@ impl Tab {
         };
         self.ws = None;
         code
+    }
+
+    /// Loses the network: the socket is gone without a close frame.
+    fn go_away(&mut self) {
+        if let Some(ws) = self.ws.take() {
+            ws.drop_connection();
+        }
+    }
+
+    /// Reads until the answer to a ping: everything queued for the tab
+    /// before it has then been applied.
+    async fn catch_up(&mut self) {
+        self.ws()
+            .send_json(&serde_json::json!({"type": "ping"}))
+            .await;
+        loop {
+            match self.ws().next_within(WAIT).await {
+                Some(Event::Message(ServerMessage::Pong)) => return,
+                Some(Event::Message(message)) => self.apply_message(message),
+                other => panic!("tab of {} waiting for pong: {other:?}", self.user),
+            }
+        }
     }
 
     fn is_final(&self, id: &str) -> bool {
@@ -492,16 +579,7 @@ async fn redis_going_away_mid_import_loses_nothing() {
         })
         .await;
 
-    c.redis.stop().await;
-    for node in &c.nodes {
-        assert!(
-            node.wait_for_log("redis bus: subscription lost", WAIT)
-                .await
-                .is_some(),
-            "node did not notice Redis leaving; log:\n{}",
-            node.log()
-        );
-    }
+    c.redis_away().await;
 
     // While Redis is away: alice's import finishes, and bob creates one.
     // The running node's own tabs still see them.
@@ -536,16 +614,7 @@ async fn redis_going_away_mid_import_loses_nothing() {
         .chain(bob.iter())
         .map(|t| t.snapshots)
         .collect();
-    c.redis.start_again().await;
-    for node in &c.nodes {
-        assert!(
-            node.wait_for_log("redis bus: resubscribed", WAIT)
-                .await
-                .is_some(),
-            "node did not resubscribe; log:\n{}",
-            node.log()
-        );
-    }
+    c.redis_back().await;
 
     // Every tab gets a fresh snapshot and ends at the final state.
     let alice_final = c.rest("alice", &alice_import.id).await;
@@ -572,6 +641,102 @@ async fn redis_going_away_mid_import_loses_nothing() {
             tab.user
         );
     }
+}
+
+/// A delete made through one node reaches the user's tabs on every node at
+/// once, after every other change of the import; a tab that was away when
+/// it happened drops the row on reconnecting (to another node); no other
+/// user hears of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_on_one_node_reaches_the_tabs_on_every_node() {
+    let c = cluster(2).await;
+    let mut open = [c.tab(0, "alice").await, c.tab(1, "alice").await];
+    let mut away = c.tab(1, "alice").await;
+    let mut bob = c.tab(1, "bob").await;
+    let import = c
+        .create(0, "alice", &c.content.video_url("deleted", 32 * KIB))
+        .await;
+    all_until(&mut open, "the final state", |t| t.is_final(&import.id)).await;
+    away.until("the final state", |t| t.is_final(&import.id))
+        .await;
+    let last = c.rest("alice", &import.id).await;
+    away.go_away();
+
+    let path = format!("/api/imports/{}", import.id);
+    let token = c.token("alice");
+    let (status, body) = c.apis[0].delete(&token, &path).await;
+    assert_eq!(status, 204, "{body}");
+
+    all_until(&mut open, "the delete", |t| {
+        t.removed.contains_key(&import.id)
+    })
+    .await;
+    for tab in &open {
+        assert!(!tab.latest.contains_key(&import.id), "node {}", tab.node);
+        assert_eq!(
+            tab.removed[&import.id],
+            last.version + 1,
+            "node {}",
+            tab.node
+        );
+    }
+    for api in &c.apis {
+        assert_eq!(api.get(&token, &path).await.0, 404, "gone on every node");
+    }
+
+    let back_on = c.nodes[0].ws();
+    away.connect(&c, &back_on).await;
+    assert_eq!(away.node, 0);
+    assert!(
+        !away.latest.contains_key(&import.id),
+        "the snapshot told the tab that was away"
+    );
+    assert_eq!(away.removed[&import.id], last.version + 1);
+
+    bob.catch_up().await;
+    assert!(
+        bob.history.is_empty() && bob.removed.is_empty(),
+        "bob heard nothing of alice's import"
+    );
+}
+
+/// A delete made while Redis is away reaches the other node's tabs once
+/// it is back: the node that made it still tells its own tabs at once and
+/// publishes what it held, and the other node's resync snapshot carries the
+/// tombstone (the resync sends only what is newer than what a connection
+/// has, so a delete has to be in it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_while_redis_is_away_reaches_the_other_node_once_it_is_back() {
+    let mut c = cluster(2).await;
+    let mut tabs = [c.tab(0, "alice").await, c.tab(1, "alice").await];
+    let import = c
+        .create(0, "alice", &c.content.video_url("outage-delete", 32 * KIB))
+        .await;
+    all_until(&mut tabs, "the final state", |t| t.is_final(&import.id)).await;
+
+    c.redis_away().await;
+    let (status, body) = c.apis[0]
+        .delete(&c.token("alice"), &format!("/api/imports/{}", import.id))
+        .await;
+    assert_eq!(status, 204, "{body}");
+    tabs[0]
+        .until("the delete on the node that made it", |t| {
+            t.removed.contains_key(&import.id)
+        })
+        .await;
+    tabs[1].catch_up().await;
+    assert!(
+        tabs[1].latest.contains_key(&import.id),
+        "nothing can cross while Redis is away"
+    );
+
+    c.redis_back().await;
+    tabs[1]
+        .until("the delete on the other node", |t| {
+            t.removed.contains_key(&import.id)
+        })
+        .await;
+    assert!(!tabs[1].latest.contains_key(&import.id));
 }
 
 /// Settings of the job tests: downloads only (the bodies are not real

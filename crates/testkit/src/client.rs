@@ -108,7 +108,7 @@ impl WsClient {
             "expected ready, got {ready:?}"
         );
         let imports = match client.message().await {
-            ServerMessage::Snapshot { imports } => imports,
+            ServerMessage::Snapshot { imports, .. } => imports,
             other => panic!("expected snapshot, got {other:?}"),
         };
         (client, ready, imports)

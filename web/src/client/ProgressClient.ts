@@ -375,10 +375,13 @@ export class ProgressClient {
         this.handleReady(message);
         return;
       case 'snapshot':
-        if (this.store.applySnapshot(message.imports)) this.notify();
+        if (this.store.applySnapshot(message.imports, message.removed)) this.notify();
         return;
       case 'import':
         if (this.store.apply(message.import)) this.notify();
+        return;
+      case 'import_removed':
+        if (this.store.applyRemoved(message)) this.notify();
         return;
       case 'auth_ok': {
         const expiresAt = this.expiryMs(message.expires_at, this.socketToken);

@@ -41,4 +41,46 @@ describe('ImportStore', () => {
     expect(store.list()).not.toBe(first);
     expect(store.list().map((i) => i.id)).toEqual(['z', 'x']);
   });
+
+  it('a delete drops the row and keeps its version, so nothing older brings it back', () => {
+    const store = new ImportStore();
+    store.apply(makeImport({ id: 'a', version: 4, status: 'completed' }));
+    expect(store.applyRemoved({ id: 'a', version: 5 })).toBe(true);
+    expect(store.get('a')).toBeUndefined();
+    expect(store.apply(makeImport({ id: 'a', version: 4 }))).toBe(false);
+    expect(store.apply(makeImport({ id: 'a', version: 5 }))).toBe(false);
+    expect(store.applySnapshot([makeImport({ id: 'a', version: 3 })])).toBe(false);
+    expect(store.applyRemoved({ id: 'a', version: 5 })).toBe(false);
+    expect(store.list()).toEqual([]);
+  });
+
+  it('a delete of an unknown import changes nothing but still blocks its older versions', () => {
+    const store = new ImportStore();
+    expect(store.applyRemoved({ id: 'x', version: 3 })).toBe(false);
+    expect(store.apply(makeImport({ id: 'x', version: 2 }))).toBe(false);
+    expect(store.get('x')).toBeUndefined();
+  });
+
+  it("a delete older than the row it names is stale and ignored", () => {
+    const store = new ImportStore();
+    store.apply(makeImport({ id: 'a', version: 9 }));
+    expect(store.applyRemoved({ id: 'a', version: 9 })).toBe(false);
+    expect(store.get('a')?.version).toBe(9);
+  });
+
+  it('a snapshot tells deleted (in removed) from merely absent (kept)', () => {
+    const store = new ImportStore();
+    store.apply(makeImport({ id: 'gone', version: 2, status: 'completed' }));
+    store.apply(makeImport({ id: 'old', version: 7, status: 'completed' }));
+    const changed = store.applySnapshot([makeImport({ id: 'new', version: 1 })], [{ id: 'gone', version: 3 }]);
+    expect(changed).toBe(true);
+    expect(store.list().map((i) => i.id).sort()).toEqual(['new', 'old']);
+  });
+
+  it('clear forgets the deletes too (another user)', () => {
+    const store = new ImportStore();
+    store.applyRemoved({ id: 'a', version: 5 });
+    store.clear();
+    expect(store.apply(makeImport({ id: 'a', version: 1 }))).toBe(true);
+  });
 });

@@ -1,4 +1,4 @@
-import type { Import, ServerMessage } from './types';
+import type { Import, RemovedImport, ServerMessage } from './types';
 
 /**
  * Turning raw WebSocket frames into typed messages, defensively.
@@ -21,6 +21,11 @@ export function isImport(value: unknown): value is Import {
   );
 }
 
+/** True when `value` names a deleted import and the version of its delete. */
+export function isRemovedImport(value: unknown): value is RemovedImport {
+  return isObject(value) && typeof value.id === 'string' && typeof value.version === 'number';
+}
+
 /** Parses one text frame; returns null for anything that is not a known, well-formed message. */
 export function parseServerMessage(data: unknown): ServerMessage | null {
   if (typeof data !== 'string') return null;
@@ -36,10 +41,16 @@ export function parseServerMessage(data: unknown): ServerMessage | null {
       return typeof value.user_id === 'string' ? (value as unknown as ServerMessage) : null;
     case 'snapshot':
       return Array.isArray(value.imports)
-        ? { type: 'snapshot', imports: value.imports.filter(isImport) }
+        ? {
+            type: 'snapshot',
+            imports: value.imports.filter(isImport),
+            removed: Array.isArray(value.removed) ? value.removed.filter(isRemovedImport) : [],
+          }
         : null;
     case 'import':
       return isImport(value.import) ? { type: 'import', import: value.import } : null;
+    case 'import_removed':
+      return isRemovedImport(value) ? { type: 'import_removed', id: value.id, version: value.version } : null;
     case 'auth_ok':
     case 'pong':
     case 'error':

@@ -63,16 +63,38 @@ export interface ReadyMessage {
   protocol?: number;
 }
 
-/** The user's current imports, sent once after every `ready`. */
+/**
+ * A deleted import: its id and the version of the delete (higher than any
+ * the import had). Anything about that id not newer than this is stale.
+ */
+export interface RemovedImport {
+  id: string;
+  version: number;
+}
+
+/**
+ * The user's current imports, sent once after every `ready`, and the recent
+ * deletes: an import absent from `imports` may just be old, one in
+ * `removed` is gone.
+ */
 export interface SnapshotMessage {
   type: 'snapshot';
   imports: Import[];
+  /** Absent from servers older than deletes on the socket: treat as empty. */
+  removed: RemovedImport[];
 }
 
 /** One change to one import. */
 export interface ImportMessage {
   type: 'import';
   import: Import;
+}
+
+/** One import was deleted (in this tab or any other): drop the row. */
+export interface ImportRemovedMessage {
+  type: 'import_removed';
+  id: string;
+  version: number;
 }
 
 /** Answer to an in-band `{"type":"auth"}` refresh. */
@@ -98,6 +120,7 @@ export type ServerMessage =
   | ReadyMessage
   | SnapshotMessage
   | ImportMessage
+  | ImportRemovedMessage
   | AuthOkMessage
   | PongMessage
   | ErrorMessage;

@@ -21,7 +21,8 @@ pub struct ImportEvent {
     pub import_id: String,
     pub version: u64,
     pub is_final: bool,
-    /// The whole `{"type":"import",...}` message, ready to write.
+    /// The whole `{"type":"import",...}` (or `import_removed`) message,
+    /// ready to write.
     pub payload: Utf8Bytes,
 }
 
@@ -35,6 +36,28 @@ impl ImportEvent {
             import_id: import.id.clone(),
             version: import.version,
             is_final: import.status.is_final(),
+            payload: Utf8Bytes::from(serde_json::to_string(&message)?),
+        }))
+    }
+
+    /// The delete of import `id`: its last change, at `version` (see
+    /// [`ServerMessage::ImportRemoved`]). Final, so no queue coalesces it
+    /// away, and carried like any other change, so it reaches every socket
+    /// of the user on every node in order with the import's other changes.
+    pub fn removed(
+        user_id: &str,
+        id: &str,
+        version: u64,
+    ) -> Result<Arc<ImportEvent>, serde_json::Error> {
+        let message = ServerMessage::ImportRemoved {
+            id: id.to_string(),
+            version,
+        };
+        Ok(Arc::new(ImportEvent {
+            user_id: user_id.to_string(),
+            import_id: id.to_string(),
+            version,
+            is_final: true,
             payload: Utf8Bytes::from(serde_json::to_string(&message)?),
         }))
     }

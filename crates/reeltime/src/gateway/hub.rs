@@ -14,11 +14,11 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use reeltime_protocol::Import;
 use tokio::sync::OnceCell;
 
 use super::Outbox;
 use crate::bus::ImportEvent;
+use crate::store::Snapshot;
 
 /// Shards keep concurrent connects and deliveries of different users from
 /// contending on one lock.
@@ -40,18 +40,18 @@ struct UserEntry {
 /// The first to ask reads; the others wait for its result.
 #[derive(Default)]
 pub struct SnapshotRead {
-    imports: OnceCell<Arc<Vec<Import>>>,
+    snapshot: OnceCell<Arc<Snapshot>>,
 }
 
 impl SnapshotRead {
     /// The snapshot, read by `read` unless someone sharing this read
     /// already did (a failed read is tried again by the next one).
-    pub async fn get_or_read<F, Fut, E>(&self, read: F) -> Result<Arc<Vec<Import>>, E>
+    pub async fn get_or_read<F, Fut, E>(&self, read: F) -> Result<Arc<Snapshot>, E>
     where
         F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<Vec<Import>, E>>,
+        Fut: std::future::Future<Output = Result<Snapshot, E>>,
     {
-        self.imports
+        self.snapshot
             .get_or_try_init(|| async { read().await.map(Arc::new) })
             .await
             .cloned()
@@ -203,14 +203,6 @@ impl Hub {
         })
     }
 
-    /// Drops `user_id`'s shared snapshot read: something changed that no
-    /// event carries (an import was deleted).
-    pub fn forget_snapshot(&self, user_id: &str) {
-        if let Some(entry) = self.shard(user_id).get_mut(user_id) {
-            entry.snapshot = Weak::new();
-        }
-    }
-
     /// Asks every connection on this node for a fresh snapshot (see
     /// [`Outbox::request_resync`]); returns how many were asked. The Redis
     /// bus calls this after it resubscribed, since whatever was published
@@ -301,10 +293,16 @@ mod tests {
         }
     }
 
-    fn imports(ids: &[&str]) -> Vec<Import> {
-        ids.iter()
-            .map(|id| crate::store::tests::import(id, reeltime_protocol::ImportStatus::Queued, 1))
-            .collect()
+    fn imports(ids: &[&str]) -> Snapshot {
+        Snapshot {
+            imports: ids
+                .iter()
+                .map(|id| {
+                    crate::store::tests::import(id, reeltime_protocol::ImportStatus::Queued, 1)
+                })
+                .collect(),
+            removed: Vec::new(),
+        }
     }
 
     /// Reads through `hub` for `user`, counting the store reads in `reads`.
@@ -318,7 +316,11 @@ mod tests {
             })
             .await
             .unwrap();
-        snapshot.iter().map(|import| import.id.clone()).collect()
+        snapshot
+            .imports
+            .iter()
+            .map(|import| import.id.clone())
+            .collect()
     }
 
     #[tokio::test]
@@ -365,11 +367,12 @@ mod tests {
             "never shared across users"
         );
         assert!(Arc::ptr_eq(&alices, &hub.snapshot_read("alice")));
-        hub.forget_snapshot("alice");
+        let delete = ImportEvent::removed("alice", "a1", 2).unwrap();
+        hub.deliver(&delete);
         let after_delete = hub.snapshot_read("alice");
         assert!(
             !Arc::ptr_eq(&alices, &after_delete),
-            "a delete starts another"
+            "a delete is a change like any other: it starts another"
         );
         hub.resync_all();
         assert!(
@@ -386,7 +389,7 @@ mod tests {
             .unwrap();
         let failed = hub
             .snapshot_read("alice")
-            .get_or_read(|| async { Err::<Vec<Import>, &str>("database away") })
+            .get_or_read(|| async { Err::<Snapshot, &str>("database away") })
             .await;
         assert_eq!(failed.err(), Some("database away"));
         let reads = AtomicUsize::new(0);

@@ -15,7 +15,7 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use reeltime_protocol::{Close, Import, MAX_CLIENT_MESSAGE_BYTES};
+use reeltime_protocol::{Close, MAX_CLIENT_MESSAGE_BYTES};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -27,7 +27,7 @@ use crate::auth::Verifier;
 use crate::imports::Imports;
 use crate::metrics::Metrics;
 use crate::net::TrustedProxies;
-use crate::store::StoreError;
+use crate::store::{Snapshot, StoreError};
 use crate::users::Users;
 
 /// How many bytes of queued messages a socket collects before writing
@@ -62,13 +62,18 @@ impl Gateway {
     /// What a socket of `user_id` gets on connect, with fresh media links:
     /// the store's snapshot, read once for the connects of that user that
     /// arrive together (see [`Hub::snapshot_read`]).
-    pub async fn snapshot(&self, user_id: &str) -> Result<Vec<Import>, StoreError> {
-        let imports = self
+    pub async fn snapshot(&self, user_id: &str) -> Result<Snapshot, StoreError> {
+        let read = self
             .hub
             .snapshot_read(user_id)
             .get_or_read(|| self.imports.store().snapshot(user_id))
             .await?;
-        Ok(self.imports.present_all(user_id, imports.iter().cloned()))
+        Ok(Snapshot {
+            imports: self
+                .imports
+                .present_all(user_id, read.imports.iter().cloned()),
+            removed: read.removed.clone(),
+        })
     }
 }
 

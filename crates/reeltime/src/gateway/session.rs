@@ -15,6 +15,7 @@ use tokio::time::{Instant, sleep_until, timeout};
 use super::{Admitted, Gateway, Outbox};
 use crate::auth::{AuthError, Claims};
 use crate::gateway::Reservation;
+use crate::store::Snapshot;
 
 /// A client that cannot take a message for this long is dropped (1013).
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -247,31 +248,41 @@ impl Session<'_> {
         Instant::now() + left
     }
 
-    /// Sends the user's snapshot, leaving out any import this connection
-    /// already sent at the same or a newer version (none, the first time),
-    /// so versions stay strictly increasing on the connection. Also used for
-    /// a resync after the bus came back (see [`Outbox::request_resync`]).
-    /// The user's snapshot, leaving out any import this connection already
-    /// sent at the same or a newer version (none, the first time), so
-    /// versions stay strictly increasing on the connection. Also used for a
-    /// resync after the bus came back (see [`Outbox::request_resync`]).
+    /// The user's snapshot, leaving out any import (or tombstone) this
+    /// connection already sent at the same or a newer version (none, the
+    /// first time), so versions stay strictly increasing on the connection.
+    /// Also used for a resync after the bus came back (see
+    /// [`Outbox::request_resync`]): a delete made while this node was cut
+    /// off arrives as a tombstone newer than what the connection had.
     async fn snapshot_message(&mut self) -> Result<Message, End> {
-        let mut imports = match self.gateway.snapshot(&self.user_id).await {
-            Ok(imports) => imports,
+        let Snapshot {
+            mut imports,
+            mut removed,
+        } = match self.gateway.snapshot(&self.user_id).await {
+            Ok(snapshot) => snapshot,
             Err(err) => {
                 tracing::error!(error = %err, "snapshot failed");
                 return Err(End::Close(Close::SERVER_ERROR));
             }
         };
-        imports.retain(|import| {
-            self.sent_versions
-                .get(&import.id)
-                .is_none_or(|sent| import.version > *sent)
-        });
-        for import in &imports {
-            self.sent_versions.insert(import.id.clone(), import.version);
+        imports.retain(|import| self.newer(&import.id, import.version));
+        removed.retain(|gone| self.newer(&gone.id, gone.version));
+        let sent = imports
+            .iter()
+            .map(|import| (&import.id, import.version))
+            .chain(removed.iter().map(|gone| (&gone.id, gone.version)));
+        for (id, version) in sent {
+            self.sent_versions.insert(id.clone(), version);
         }
-        encode(&ServerMessage::Snapshot { imports })
+        encode(&ServerMessage::Snapshot { imports, removed })
+    }
+
+    /// Whether `version` of import `id` is newer than what this connection
+    /// sent of it (anything is, when it sent nothing).
+    fn newer(&self, id: &str, version: u64) -> bool {
+        self.sent_versions
+            .get(id)
+            .is_none_or(|sent| version > *sent)
     }
 
     /// Writes everything queued for this socket in as few writes as the
@@ -283,11 +294,7 @@ impl Session<'_> {
         }
         for event in outbox.drain() {
             debug_assert_eq!(event.user_id, self.user_id);
-            let newer = self
-                .sent_versions
-                .get(&event.import_id)
-                .is_none_or(|sent| event.version > *sent);
-            if !newer {
+            if !self.newer(&event.import_id, event.version) {
                 continue;
             }
             self.sent_versions

@@ -85,8 +85,5 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     state.imports.delete(&caller.user_id, &id).await?;
-    // No event tells sockets of a delete: a tab opened next must not get a
-    // snapshot read before it.
-    state.gateway.hub.forget_snapshot(&caller.user_id);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,8 +1,8 @@
 //! Imports: the REST API, the job runner and the download.
 //!
-//! Every change to an import goes through [`Imports::commit`]: a
-//! compare-and-set write on `version` in the store, then one publish on the
-//! bus. That single path is what keeps versions strictly increasing and
+//! Every change to an import goes through [`Imports::commit`] (a delete
+//! through its twin [`Imports::commit_removal`]): a compare-and-set write on
+//! `version` in the store, then one publish on the bus. That single path is what keeps versions strictly increasing and
 //! sockets in step with the database, whoever made the change.
 
 pub mod api;
@@ -32,7 +32,7 @@ use crate::bus::{Bus, ImportEvent};
 use crate::media::MediaSigner;
 use crate::media::storage::MediaStorage;
 use crate::metrics::Metrics;
-use crate::store::{GroupCommit, OwnedImport, Store, StoreError};
+use crate::store::{GroupCommit, OwnedImport, Store, StoreError, TOMBSTONE_RETENTION};
 
 /// Attempts an import gets across restarts before failing `interrupted`.
 pub const MAX_ATTEMPTS: u32 = 3;
@@ -290,13 +290,27 @@ impl Imports {
         }
     }
 
-    /// Deletes a finished import and its files.
+    /// Deletes a finished import and its files. The delete is a change like
+    /// any other: a tombstone is written compare-and-set on `version` and
+    /// published (see [`Imports::commit_removal`]), so every socket of the
+    /// user learns of it.
     pub async fn delete(&self, user_id: &str, id: &str) -> Result<(), ImportsError> {
-        let owned = self.get_owned(user_id, id).await?;
-        if !owned.import.status.is_final() {
-            return Err(ImportsError::StillRunning);
+        loop {
+            let owned = self.get_owned(user_id, id).await?;
+            if !owned.import.status.is_final() {
+                return Err(ImportsError::StillRunning);
+            }
+            if self.commit_removal(&owned).await? {
+                break;
+            }
+            // Changed in between (another tab deleted it, or a late write):
+            // read again; a tombstone reads as not found.
         }
-        self.store.delete_import(id).await?;
+        match self.store.purge_tombstones(TOMBSTONE_RETENTION).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::debug!(purged, "expired tombstones purged"),
+            Err(err) => tracing::warn!(error = %err, "could not purge expired tombstones"),
+        }
         if let Err(err) = self.storage.delete_import(id).await {
             tracing::warn!(import_id = id, error = %err, "could not remove stored media");
         }
@@ -307,6 +321,24 @@ impl Imports {
             tracing::warn!(import_id = id, error = %err, "could not remove import files");
         }
         Ok(())
+    }
+
+    /// [`Imports::commit`] for a delete: replaces `owned` by its tombstone
+    /// if the stored version is still the one read, then publishes
+    /// `import_removed` at the tombstone's version. Returns false when
+    /// someone else changed the import first.
+    async fn commit_removal(&self, owned: &OwnedImport) -> Result<bool, ImportsError> {
+        let expected = owned.import.version;
+        if !self
+            .store
+            .remove_import(&owned.user_id, &owned.import.id, expected)
+            .await?
+        {
+            return Ok(false);
+        }
+        let event = ImportEvent::removed(&owned.user_id, &owned.import.id, expected + 1)?;
+        self.send(event).await;
+        Ok(true)
     }
 
     /// Writes `owned` if the stored version is still `expected`, bumping its
@@ -328,11 +360,15 @@ impl Imports {
 
     async fn publish(&self, owned: &OwnedImport) -> Result<(), ImportsError> {
         let event = ImportEvent::new(&owned.user_id, &self.present(owned))?;
+        self.send(event).await;
+        Ok(())
+    }
+
+    async fn send(&self, event: Arc<ImportEvent>) {
         if let Err(err) = self.bus.publish(event).await {
             // The state is stored: sockets catch up from the next snapshot.
             tracing::warn!(error = %err, "publish failed");
         }
-        Ok(())
     }
 
     /// Tells this node's runner to look for work now rather than at its

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use reeltime_protocol::{Import, User};
+use reeltime_protocol::{Import, RemovedImport, User};
 
 pub use group_commit::GroupCommit;
 pub use postgres::PostgresStore;
@@ -99,6 +99,27 @@ fn written_in_order(writes: &[ImportWrite], written_ids: Vec<String>) -> Vec<boo
 /// How many finished imports a snapshot carries besides the unfinished ones.
 pub const SNAPSHOT_FINISHED: i64 = 50;
 
+/// How many tombstones (the newest deletes) a snapshot carries. A tab that
+/// was away while more of its user's imports than this were deleted keeps
+/// the older ones until it reloads; 200 entries are ~10 KiB on the wire.
+pub const SNAPSHOT_REMOVED: i64 = 200;
+
+/// How long a tombstone is kept. A tab can only learn of a delete from a
+/// snapshot while the tombstone lasts, so this is how long a tab may be
+/// away (a laptop closed over a holiday) and still drop a row deleted
+/// meanwhile. A tombstone is a few dozen bytes; 30 days of them cost
+/// little, and are several times the 7 days a Clerk session lives by
+/// default, after which the user signs in again anyway.
+pub const TOMBSTONE_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// What a socket is sent on connect: see [`Store::snapshot`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    pub imports: Vec<Import>,
+    /// Tombstones of the user's newest deletes, at most [`SNAPSHOT_REMOVED`].
+    pub removed: Vec<RemovedImport>,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Creates the user on first sight, updates the email when it changed.
@@ -118,16 +139,21 @@ pub trait Store: Send + Sync + 'static {
     /// Bytes `user_id` keeps: the `result.size_bytes` of their completed
     /// imports (the served video; posters are not counted).
     async fn stored_bytes(&self, user_id: &str) -> Result<u64, StoreError>;
+    /// The import, unless it does not exist or was deleted (a tombstone is
+    /// never an import to anyone but a snapshot).
     async fn get_import(&self, id: &str) -> Result<Option<OwnedImport>, StoreError>;
-    /// The user's imports, newest first, strictly older than `before` (an id).
+    /// The user's imports, newest first, strictly older than `before` (an
+    /// id). Never tombstones.
     async fn list_imports(
         &self,
         user_id: &str,
         limit: i64,
         before: Option<&str>,
     ) -> Result<Vec<Import>, StoreError>;
-    /// Unfinished imports plus the [`SNAPSHOT_FINISHED`] newest finished ones.
-    async fn snapshot(&self, user_id: &str) -> Result<Vec<Import>, StoreError>;
+    /// Unfinished imports plus the [`SNAPSHOT_FINISHED`] newest finished
+    /// ones, newest first, and the tombstones of the [`SNAPSHOT_REMOVED`]
+    /// newest deletes: one query, as connects are the hot path.
+    async fn snapshot(&self, user_id: &str) -> Result<Snapshot, StoreError>;
     /// Writes `import` only if the stored version is still `expected_version`
     /// (compare-and-set); returns whether it was written. This is what keeps
     /// versions strictly increasing when a job and a cancel race.
@@ -144,7 +170,21 @@ pub trait Store: Send + Sync + 'static {
     async fn update_imports(&self, writes: &[ImportWrite]) -> Result<Vec<bool>, StoreError>;
     /// Every unfinished import, oldest first, for resuming after a restart.
     async fn unfinished_imports(&self) -> Result<Vec<OwnedImport>, StoreError>;
-    async fn delete_import(&self, id: &str) -> Result<bool, StoreError>;
+    /// Replaces `user_id`'s import `id` by its tombstone if the stored
+    /// version is still `expected_version` (compare-and-set, like
+    /// [`Store::update_import`]); the tombstone's version is one more.
+    /// Returns whether it was written. The caller checks that the import
+    /// is finished. A tombstone is never written over again: updates leave
+    /// it alone, so a late write of a job cannot bring the import back.
+    async fn remove_import(
+        &self,
+        user_id: &str,
+        id: &str,
+        expected_version: u64,
+    ) -> Result<bool, StoreError>;
+    /// Drops the tombstones of deletes more than `age` ago; returns how many.
+    async fn purge_tombstones(&self, age: Duration) -> Result<u64, StoreError>;
+    /// Imports per status (tombstones are not imports and not counted).
     async fn count_by_status(&self) -> Result<Vec<(String, u64)>, StoreError>;
 
     /// Whether several nodes may share this store. A store only one node

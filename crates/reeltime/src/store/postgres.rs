@@ -18,7 +18,10 @@ use reeltime_protocol::{Import, User};
 use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 
-use super::{ImportWrite, OwnedImport, SNAPSHOT_FINISHED, Store, StoreError, rows};
+use super::{
+    ImportWrite, OwnedImport, SNAPSHOT_FINISHED, SNAPSHOT_REMOVED, Snapshot, Store, StoreError,
+    rows,
+};
 
 /// Connections per node. Every socket's snapshot and every job's commit
 /// borrows one briefly; a few per node keep PostgreSQL's own per-connection
@@ -155,10 +158,12 @@ impl Store for PostgresStore {
     }
 
     async fn get_import(&self, id: &str) -> Result<Option<OwnedImport>, StoreError> {
-        let row = sqlx::query("SELECT user_id, data::text AS data FROM imports WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT user_id, data::text AS data FROM imports WHERE id = $1 AND deleted_at IS NULL",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(rows::owned).transpose()
     }
 
@@ -170,7 +175,7 @@ impl Store for PostgresStore {
     ) -> Result<Vec<Import>, StoreError> {
         let rows = sqlx::query(
             "SELECT data::text AS data FROM imports
-             WHERE user_id = $1 AND ($2::text IS NULL OR id < $2)
+             WHERE user_id = $1 AND deleted_at IS NULL AND ($2::text IS NULL OR id < $2)
              ORDER BY id DESC LIMIT $3",
         )
         .bind(user_id)
@@ -181,20 +186,28 @@ impl Store for PostgresStore {
         rows.iter().map(rows::import).collect()
     }
 
-    async fn snapshot(&self, user_id: &str) -> Result<Vec<Import>, StoreError> {
+    async fn snapshot(&self, user_id: &str) -> Result<Snapshot, StoreError> {
+        // Tombstones are finished rows too: the second part leaves them out.
         let rows = sqlx::query(
-            "SELECT data::text AS data FROM (
-                 (SELECT id, data FROM imports WHERE user_id = $1 AND NOT finished)
+            "SELECT removed, data::text AS data FROM (
+                 (SELECT id, FALSE AS removed, data FROM imports
+                  WHERE user_id = $1 AND NOT finished)
                  UNION ALL
-                 (SELECT id, data FROM imports WHERE user_id = $1 AND finished
+                 (SELECT id, FALSE, data FROM imports
+                  WHERE user_id = $1 AND finished AND deleted_at IS NULL
                   ORDER BY id DESC LIMIT $2)
+                 UNION ALL
+                 (SELECT id, TRUE, data FROM imports
+                  WHERE user_id = $1 AND deleted_at IS NOT NULL
+                  ORDER BY deleted_at DESC LIMIT $3)
              ) AS recent ORDER BY id DESC",
         )
         .bind(user_id)
         .bind(SNAPSHOT_FINISHED)
+        .bind(SNAPSHOT_REMOVED)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(rows::import).collect()
+        rows::snapshot(&rows)
     }
 
     async fn update_import(
@@ -205,7 +218,7 @@ impl Store for PostgresStore {
         let import = &owned.import;
         let done = sqlx::query(
             "UPDATE imports SET status = $1, version = $2, finished = $3, data = $4::jsonb
-             WHERE id = $5 AND user_id = $6 AND version = $7",
+             WHERE id = $5 AND user_id = $6 AND version = $7 AND deleted_at IS NULL",
         )
         .bind(import.status.as_str())
         .bind(version_param(import.version))
@@ -243,6 +256,7 @@ impl Store for PostgresStore {
              FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::bool[], $7::text[])
                   AS w(id, user_id, expected, version, status, finished, data)
              WHERE i.id = w.id AND i.user_id = w.user_id AND i.version = w.expected
+               AND i.deleted_at IS NULL
              RETURNING i.id",
         )
         .bind(&ids)
@@ -270,18 +284,46 @@ impl Store for PostgresStore {
         rows.iter().map(rows::owned).collect()
     }
 
-    async fn delete_import(&self, id: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM imports WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+    async fn remove_import(
+        &self,
+        user_id: &str,
+        id: &str,
+        expected_version: u64,
+    ) -> Result<bool, StoreError> {
+        let version = expected_version.saturating_add(1);
+        let done = sqlx::query(
+            "UPDATE imports SET status = 'deleted', version = $1, finished = TRUE,
+                                data = $2::jsonb, deleted_at = now(),
+                                lease_owner = NULL, lease_until = NULL
+             WHERE id = $3 AND user_id = $4 AND version = $5 AND deleted_at IS NULL",
+        )
+        .bind(version_param(version))
+        .bind(rows::tombstone_data(id, version)?)
+        .bind(id)
+        .bind(user_id)
+        .bind(version_param(expected_version))
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 
+    async fn purge_tombstones(&self, age: Duration) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM imports
+             WHERE deleted_at IS NOT NULL AND deleted_at <= now() - make_interval(secs => $1)",
+        )
+        .bind(age.as_secs_f64())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn count_by_status(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM imports GROUP BY status")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT status, COUNT(*) AS n FROM imports WHERE deleted_at IS NULL GROUP BY status",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(rows::status_count).collect()
     }
 

@@ -3,10 +3,10 @@
 //! beside it have the same names in both schemas, so one decoder per shape
 //! serves both row types.
 
-use reeltime_protocol::Import;
+use reeltime_protocol::{Import, RemovedImport};
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
-use super::{OwnedImport, StoreError};
+use super::{OwnedImport, Snapshot, StoreError};
 
 /// A row with a text column `data` holding an import.
 pub(super) fn import<R: Row>(row: &R) -> Result<Import, StoreError>
@@ -39,4 +39,33 @@ where
 {
     let n: i64 = row.try_get("n")?;
     Ok((row.try_get("status")?, u64::try_from(n).unwrap_or(0)))
+}
+
+/// The `data` of a tombstone: the id and the version of the delete, all a
+/// client needs, whatever the import carried before.
+pub(super) fn tombstone_data(id: &str, version: u64) -> Result<String, StoreError> {
+    Ok(serde_json::to_string(&RemovedImport {
+        id: id.to_string(),
+        version,
+    })?)
+}
+
+/// Rows of a snapshot query, each with a boolean `removed` and `data` (an
+/// import, or a tombstone's `{"id","version"}`), sorted into a snapshot.
+pub(super) fn snapshot<R: Row>(rows: &[R]) -> Result<Snapshot, StoreError>
+where
+    for<'r> &'r str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> bool: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let mut snapshot = Snapshot::default();
+    for row in rows {
+        if row.try_get::<bool, _>("removed")? {
+            let data: String = row.try_get("data")?;
+            snapshot.removed.push(serde_json::from_str(&data)?);
+        } else {
+            snapshot.imports.push(import(row)?);
+        }
+    }
+    Ok(snapshot)
 }

@@ -11,7 +11,10 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::{ImportWrite, OwnedImport, SNAPSHOT_FINISHED, Store, StoreError, rows};
+use super::{
+    ImportWrite, OwnedImport, SNAPSHOT_FINISHED, SNAPSHOT_REMOVED, Snapshot, Store, StoreError,
+    rows,
+};
 
 /// SQLite behind the [`Store`] trait.
 pub struct SqliteStore {
@@ -184,10 +187,11 @@ impl Store for SqliteStore {
     }
 
     async fn get_import(&self, id: &str) -> Result<Option<OwnedImport>, StoreError> {
-        let row = sqlx::query("SELECT user_id, data FROM imports WHERE id = ?1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT user_id, data FROM imports WHERE id = ?1 AND deleted_at IS NULL")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
         row.as_ref().map(rows::owned).transpose()
     }
 
@@ -198,7 +202,8 @@ impl Store for SqliteStore {
         before: Option<&str>,
     ) -> Result<Vec<Import>, StoreError> {
         let rows = sqlx::query(
-            "SELECT data FROM imports WHERE user_id = ?1 AND (?2 IS NULL OR id < ?2)
+            "SELECT data FROM imports
+             WHERE user_id = ?1 AND deleted_at IS NULL AND (?2 IS NULL OR id < ?2)
              ORDER BY id DESC LIMIT ?3",
         )
         .bind(user_id)
@@ -209,20 +214,27 @@ impl Store for SqliteStore {
         rows.iter().map(rows::import).collect()
     }
 
-    async fn snapshot(&self, user_id: &str) -> Result<Vec<Import>, StoreError> {
+    async fn snapshot(&self, user_id: &str) -> Result<Snapshot, StoreError> {
+        // Tombstones are finished rows too: the second part leaves them out.
         let rows = sqlx::query(
-            "SELECT data FROM (
-                 SELECT id, data FROM imports WHERE user_id = ?1 AND finished = 0
+            "SELECT removed, data FROM (
+                 SELECT id, 0 AS removed, data FROM imports WHERE user_id = ?1 AND finished = 0
                  UNION ALL
-                 SELECT * FROM (SELECT id, data FROM imports WHERE user_id = ?1 AND finished = 1
+                 SELECT * FROM (SELECT id, 0, data FROM imports
+                                WHERE user_id = ?1 AND finished = 1 AND deleted_at IS NULL
                                 ORDER BY id DESC LIMIT ?2)
+                 UNION ALL
+                 SELECT * FROM (SELECT id, 1, data FROM imports
+                                WHERE user_id = ?1 AND deleted_at IS NOT NULL
+                                ORDER BY deleted_at DESC LIMIT ?3)
              ) ORDER BY id DESC",
         )
         .bind(user_id)
         .bind(SNAPSHOT_FINISHED)
+        .bind(SNAPSHOT_REMOVED)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(rows::import).collect()
+        rows::snapshot(&rows)
     }
 
     async fn update_import(
@@ -234,7 +246,7 @@ impl Store for SqliteStore {
         let import = &owned.import;
         let done = sqlx::query(
             "UPDATE imports SET status = ?1, version = ?2, finished = ?3, data = ?4
-             WHERE id = ?5 AND user_id = ?6 AND version = ?7",
+             WHERE id = ?5 AND user_id = ?6 AND version = ?7 AND deleted_at IS NULL",
         )
         .bind(import.status.as_str())
         .bind(i64::try_from(import.version).unwrap_or(i64::MAX))
@@ -272,6 +284,7 @@ impl Store for SqliteStore {
              WHERE imports.id = json_extract(w.value, '$.id')
                AND imports.user_id = json_extract(w.value, '$.user_id')
                AND imports.version = json_extract(w.value, '$.expected')
+               AND imports.deleted_at IS NULL
              RETURNING imports.id",
         )
         .bind(serde_json::Value::Array(batch).to_string())
@@ -291,19 +304,48 @@ impl Store for SqliteStore {
         rows.iter().map(rows::owned).collect()
     }
 
-    async fn delete_import(&self, id: &str) -> Result<bool, StoreError> {
+    async fn remove_import(
+        &self,
+        user_id: &str,
+        id: &str,
+        expected_version: u64,
+    ) -> Result<bool, StoreError> {
+        let version = expected_version.saturating_add(1);
+        let data = rows::tombstone_data(id, version)?;
         let _writing = self.writes.lock().await;
-        let done = sqlx::query("DELETE FROM imports WHERE id = ?1")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        let done = sqlx::query(
+            "UPDATE imports SET status = 'deleted', version = ?1, finished = 1, data = ?2,
+                                deleted_at = ?3, lease_owner = NULL, lease_until = NULL
+             WHERE id = ?4 AND user_id = ?5 AND version = ?6 AND deleted_at IS NULL",
+        )
+        .bind(i64::try_from(version).unwrap_or(i64::MAX))
+        .bind(data)
+        .bind(millis(Utc::now()))
+        .bind(id)
+        .bind(user_id)
+        .bind(i64::try_from(expected_version).unwrap_or(i64::MAX))
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 
+    async fn purge_tombstones(&self, age: Duration) -> Result<u64, StoreError> {
+        let before = millis(Utc::now()) - i64::try_from(age.as_millis()).unwrap_or(i64::MAX / 2);
+        let _writing = self.writes.lock().await;
+        let done =
+            sqlx::query("DELETE FROM imports WHERE deleted_at IS NOT NULL AND deleted_at <= ?1")
+                .bind(before)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn count_by_status(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM imports GROUP BY status")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT status, COUNT(*) AS n FROM imports WHERE deleted_at IS NULL GROUP BY status",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(rows::status_count).collect()
     }
 

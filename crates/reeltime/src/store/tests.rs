@@ -5,11 +5,15 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use chrono::Utc;
-use reeltime_protocol::{Import, ImportStatus};
+use reeltime_protocol::{Import, ImportStatus, RemovedImport};
 
-use super::{GroupCommit, ImportWrite, OwnedImport, PostgresStore, SqliteStore, Store};
+use super::{
+    GroupCommit, ImportWrite, OwnedImport, PostgresStore, SNAPSHOT_REMOVED, SqliteStore, Store,
+    TOMBSTONE_RETENTION,
+};
 
 /// An import with made-up fields; also used by other modules' tests.
 pub(crate) fn import(id: &str, status: ImportStatus, version: u64) -> Import {
@@ -132,6 +136,7 @@ async fn batched_writes_compare_and_set_each(store: &dyn Store) {
             .snapshot("alice")
             .await
             .unwrap()
+            .imports
             .iter()
             .any(|i| i.id == "b1" && i.status == ImportStatus::Completed),
         "the finished flag is written with the status"
@@ -216,7 +221,7 @@ async fn snapshot_has_unfinished_and_recent_finished_only(store: &dyn Store) {
         .insert_import(&owned("bob", "999", ImportStatus::Queued, 1))
         .await
         .unwrap();
-    let snapshot = store.snapshot("alice").await.unwrap();
+    let snapshot = store.snapshot("alice").await.unwrap().imports;
     assert_eq!(snapshot.len(), 51);
     assert!(
         snapshot.iter().any(|i| i.id == "005"),
@@ -334,8 +339,8 @@ async fn users_unfinished_counts_and_delete(store: &dyn Store) {
             ("queued".to_string(), 1)
         ]
     );
-    assert!(store.delete_import("c").await.unwrap());
-    assert!(!store.delete_import("c").await.unwrap());
+    assert!(store.remove_import("dave", "c", 1).await.unwrap());
+    assert!(!store.remove_import("dave", "c", 1).await.unwrap());
     assert!(store.get_import("c").await.unwrap().is_none());
 }
 
@@ -448,6 +453,147 @@ async fn unfinished_cap_and_stored_bytes(store: Arc<dyn Store>) {
     assert_eq!(store.stored_bytes("nobody").await.unwrap(), 0);
 }
 
+/// A delete leaves a tombstone that only a snapshot shows, that nothing
+/// writes over, and that the purge drops.
+async fn deletes_leave_tombstones(store: &dyn Store) {
+    for (id, status) in [
+        ("t1", ImportStatus::Completed),
+        ("t2", ImportStatus::Failed),
+        ("t3", ImportStatus::Queued),
+    ] {
+        store
+            .insert_import(&owned("frank", id, status, 4))
+            .await
+            .unwrap();
+    }
+    store
+        .insert_import(&owned("grace", "g1", ImportStatus::Completed, 1))
+        .await
+        .unwrap();
+    assert!(
+        !store.remove_import("frank", "t1", 3).await.unwrap(),
+        "a stale version is refused"
+    );
+    assert!(
+        !store.remove_import("mallory", "t1", 4).await.unwrap(),
+        "another user's import is refused"
+    );
+    assert!(store.remove_import("frank", "t1", 4).await.unwrap());
+    assert!(
+        !store.remove_import("frank", "t1", 5).await.unwrap(),
+        "a tombstone is not removed twice"
+    );
+
+    assert!(store.get_import("t1").await.unwrap().is_none());
+    let listed: Vec<String> = store
+        .list_imports("frank", 10, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(listed, ["t3", "t2"], "lists never show tombstones");
+    let snapshot = store.snapshot("frank").await.unwrap();
+    let ids: Vec<&str> = snapshot.imports.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(ids, ["t3", "t2"]);
+    assert_eq!(
+        snapshot.removed,
+        [RemovedImport {
+            id: "t1".into(),
+            version: 5
+        }],
+        "the tombstone carries the version after the import's last"
+    );
+    assert!(
+        store.snapshot("grace").await.unwrap().removed.is_empty(),
+        "tombstones are their owner's only"
+    );
+
+    let late = owned("frank", "t1", ImportStatus::Completed, 6);
+    assert!(
+        !store.update_import(&late, 5).await.unwrap(),
+        "a tombstone is never written over, even at its own version"
+    );
+    let batch = store
+        .update_imports(&[ImportWrite {
+            owned: late,
+            expected_version: 5,
+        }])
+        .await
+        .unwrap();
+    assert_eq!(batch, [false], "nor by a batch");
+    let mut counts = store.count_by_status().await.unwrap();
+    counts.sort();
+    assert_eq!(
+        counts,
+        [
+            ("completed".to_string(), 1),
+            ("failed".to_string(), 1),
+            ("queued".to_string(), 1)
+        ],
+        "tombstones are not counted"
+    );
+    let unfinished: Vec<String> = store
+        .unfinished_imports()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.import.id)
+        .collect();
+    assert_eq!(unfinished, ["t3"]);
+
+    assert_eq!(
+        store.purge_tombstones(TOMBSTONE_RETENTION).await.unwrap(),
+        0,
+        "a fresh tombstone is kept"
+    );
+    assert_eq!(store.snapshot("frank").await.unwrap().removed.len(), 1);
+    assert_eq!(
+        store.purge_tombstones(Duration::ZERO).await.unwrap(),
+        1,
+        "an expired one is purged"
+    );
+    assert!(store.snapshot("frank").await.unwrap().removed.is_empty());
+    assert_eq!(
+        store.list_imports("frank", 10, None).await.unwrap().len(),
+        2,
+        "the purge touches tombstones only"
+    );
+}
+
+/// A snapshot carries at most [`SNAPSHOT_REMOVED`] tombstones, the newest.
+async fn snapshot_carries_the_newest_tombstones(store: &dyn Store) {
+    let total = SNAPSHOT_REMOVED + 5;
+    for n in 0..total {
+        let id = format!("{n:04}");
+        store
+            .insert_import(&owned("heidi", &id, ImportStatus::Completed, 1))
+            .await
+            .unwrap();
+    }
+    // Deleted newest id first, so the last deletes are the oldest ids.
+    for n in (0..total).rev() {
+        let id = format!("{n:04}");
+        assert!(store.remove_import("heidi", &id, 1).await.unwrap());
+        // Deletes in separate milliseconds, so "newest" is well defined.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let snapshot = store.snapshot("heidi").await.unwrap();
+    assert!(snapshot.imports.is_empty());
+    assert_eq!(snapshot.removed.len() as i64, SNAPSHOT_REMOVED);
+    assert!(
+        snapshot.removed.iter().any(|gone| gone.id == "0000"),
+        "the latest delete is in"
+    );
+    assert!(
+        !snapshot
+            .removed
+            .iter()
+            .any(|gone| gone.id == format!("{:04}", total - 1)),
+        "the earliest delete is left out"
+    );
+}
+
 /// Every scenario, each on a fresh store from `fresh`.
 async fn run_all<F, Fut>(mut fresh: F)
 where
@@ -461,6 +607,8 @@ where
     snapshot_has_unfinished_and_recent_finished_only(&*fresh("snapshot").await).await;
     uuid_ids_order_by_creation(&*fresh("order").await).await;
     users_unfinished_counts_and_delete(&*fresh("users").await).await;
+    deletes_leave_tombstones(&*fresh("tombstones").await).await;
+    snapshot_carries_the_newest_tombstones(&*fresh("tombstone_limit").await).await;
     claims_and_the_line_serve_users_in_turn(&*fresh("turns").await).await;
     unfinished_cap_and_stored_bytes(fresh("cap").await).await;
 }
