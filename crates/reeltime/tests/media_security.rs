@@ -110,6 +110,10 @@ async fn crafted_manifests_never_reach_another_import_or_files_outside() {
     let w = world(&[
         ("REELTIME_MEDIA_PROCESSING", "auto"),
         ("REELTIME_PROCESS_CONCURRENCY", "1"),
+        // One attacker sends many crafted files in a row: the per-user
+        // limits are not what this test is about.
+        ("REELTIME_IMPORT_RATE_BURST", "1000"),
+        ("REELTIME_MAX_ACTIVE_IMPORTS_PER_USER", "1000"),
     ])
     .await;
     let ready: serde_json::Value = w
