@@ -24,8 +24,8 @@ use std::time::Instant;
 
 use axum::extract::ws::Utf8Bytes;
 use futures_util::StreamExt;
-use reeltime::bus::ImportEvent;
 use reeltime::bus::redis::{all_channels, channel_of, decode, encode};
+use reeltime::events::{Deliver, ImportEvent};
 use reeltime::gateway::{Hub, Outbox, Registration};
 use reeltime_testkit::RedisServer;
 

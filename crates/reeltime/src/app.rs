@@ -10,6 +10,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{DevIssuer, JwksCache, KeyProvider, KeySet, Verifier};
 use crate::bus::{Bus, LocalBus, RedisBus};
 use crate::config::{Config, KeySource};
+use crate::events::{Deliver, SnapshotSource};
 use crate::gateway::{Admission, Gateway, Hub};
 use crate::http::{self, Admin, AppState};
 use crate::imports::fetch::Fetcher;
@@ -44,13 +45,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Short random id of this process: connection ids, and the Redis bus
     // skips its own messages by it.
     let node_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
+    // The buses hand changes to this node's sockets without knowing the hub.
+    let local: Arc<dyn Deliver> = Arc::clone(&hub) as Arc<dyn Deliver>;
     let bus: Arc<dyn Bus> = match &config.redis_url {
         Some(url) => {
             tracing::info!(node = %node_id, "using the Redis bus (REELTIME_REDIS_URL)");
-            RedisBus::start(url, &node_id, Arc::clone(&hub), shutdown.clone())
+            RedisBus::start(url, &node_id, local, shutdown.clone())
                 .context("bad setting REELTIME_REDIS_URL")?
         }
-        None => Arc::new(LocalBus::new(Arc::clone(&hub))),
+        None => Arc::new(LocalBus::new(local)),
     };
 
     let policy = Arc::new(Policy {
@@ -164,7 +167,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         hub,
         admission: Admission::new(budget.waiting, config.max_pending_auth_per_ip),
         trusted_proxies: config.trusted_proxies.clone(),
-        imports: Arc::clone(&imports),
+        // The gateway reads snapshots through this, never the service itself.
+        snapshots: Arc::clone(&imports) as Arc<dyn SnapshotSource>,
         metrics: Arc::clone(&metrics),
         allowed_origins: config.allowed_origins.clone(),
         auth_timeout: config.auth_timeout,

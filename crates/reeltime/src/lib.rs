@@ -1,13 +1,15 @@
 //! reeltime: authenticated real-time progress of server-side video imports.
 //!
 //! A progress change flows job → [`imports::Imports::commit`] (store, then
-//! [`bus`]) → [`gateway::Hub`] → each of the user's connection
-//! [`gateway::Outbox`]es → the socket. See `docs/architecture.md`.
+//! [`bus`]) → the node's [`events::Deliver`] (the [`gateway::Hub`]) → each
+//! of the user's connection [`gateway::Outbox`]es → the socket; every hop
+//! points down or through [`events`], never up. See `docs/architecture.md`.
 
 pub mod app;
 pub mod auth;
 pub mod bus;
 pub mod config;
+pub mod events;
 pub mod gateway;
 pub mod http;
 pub mod imports;

@@ -4,24 +4,24 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{Bus, BusError, ImportEvent};
-use crate::gateway::Hub;
+use super::{Bus, BusError};
+use crate::events::{Deliver, ImportEvent};
 
-/// Hands every change straight to this node's hub.
+/// Hands every change straight to this node's sockets.
 pub struct LocalBus {
-    hub: Arc<Hub>,
+    local: Arc<dyn Deliver>,
 }
 
 impl LocalBus {
-    pub fn new(hub: Arc<Hub>) -> LocalBus {
-        LocalBus { hub }
+    pub fn new(local: Arc<dyn Deliver>) -> LocalBus {
+        LocalBus { local }
     }
 }
 
 #[async_trait]
 impl Bus for LocalBus {
     async fn publish(&self, event: Arc<ImportEvent>) -> Result<(), BusError> {
-        self.hub.deliver(&event);
+        self.local.deliver(&event);
         Ok(())
     }
 }

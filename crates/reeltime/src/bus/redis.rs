@@ -3,7 +3,8 @@
 //! Layout: a fixed set of [`SHARDS`] channels, `reeltime:imports:{shard}`,
 //! with `shard = fnv1a(user_id) % SHARDS`, and every node subscribed to all
 //! of them for its whole life. Each node hands what it receives to its own
-//! [`Hub`], which already drops changes of users with no socket here. This
+//! [`Deliver`] (the hub), which already drops changes of users with no
+//! socket here. This
 //! was chosen over one channel per user by measuring (numbers in
 //! `docs/architecture.md`): at the sizes a node holds, Redis fans out a
 //! message to every node in microseconds, while per-user subscriptions cost
@@ -21,7 +22,7 @@
 //! without re-serializing it.
 //!
 //! Failures:
-//! - The publishing node delivers to its own hub at once and ignores its own
+//! - The publishing node delivers to its own sockets at once and ignores its own
 //!   messages coming back, so its local sockets keep their updates even
 //!   while Redis is away.
 //! - A publish that fails (Redis down) does not fail the caller: the store
@@ -31,7 +32,7 @@
 //!   resubscribed (and resynced) before this node noticed Redis was back.
 //! - When the subscription is lost (connection closed, or a PING unanswered)
 //!   the node reconnects with backoff, resubscribes, and then asks every
-//!   local connection for a fresh snapshot ([`Hub::resync_all`]): what was
+//!   local connection for a fresh snapshot ([`Deliver::resync_all`]): what was
 //!   published while it was cut off is in the store.
 //!
 //! Per-import order: one node's publishes go out over one connection in the
@@ -52,8 +53,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::{Bus, BusError, ImportEvent};
-use crate::gateway::Hub;
+use super::{Bus, BusError};
+use crate::events::{Deliver, ImportEvent};
 
 /// Number of channels. Every node subscribes to all of them, so the count
 /// only spreads the channels (over a Redis Cluster's shards, for one); all
@@ -205,7 +206,7 @@ impl Held {
 pub struct RedisBusStats {
     /// Successful (re)subscriptions; every one after the first is a resync.
     pub subscriptions: AtomicU64,
-    /// Events received from other nodes and handed to the hub.
+    /// Events received from other nodes and handed to this node's sockets.
     pub received: AtomicU64,
     /// Events held back while Redis was away and published later.
     pub republished: AtomicU64,
@@ -216,7 +217,9 @@ pub struct RedisBusStats {
 /// Redis pub/sub behind the [`Bus`] trait.
 pub struct RedisBus {
     node: String,
-    hub: Arc<Hub>,
+    /// This node's sockets (the hub): what is received, and what is
+    /// published here, goes there.
+    local: Arc<dyn Deliver>,
     publisher: ConnectionManager,
     held: Mutex<Held>,
     retry: Notify,
@@ -232,7 +235,7 @@ impl RedisBus {
     pub fn start(
         url: &str,
         node: &str,
-        hub: Arc<Hub>,
+        local: Arc<dyn Deliver>,
         shutdown: CancellationToken,
     ) -> Result<Arc<RedisBus>, BusError> {
         let client = ::redis::Client::open(url)
@@ -246,7 +249,7 @@ impl RedisBus {
             .map_err(|err| BusError::Unavailable(err.to_string()))?;
         let bus = Arc::new(RedisBus {
             node: node.to_string(),
-            hub,
+            local,
             publisher,
             held: Mutex::new(Held::default()),
             retry: Notify::new(),
@@ -360,7 +363,7 @@ impl RedisBus {
             // snapshot read now misses nothing. Sessions read it at their
             // next turn.
             let previous = self.stats.subscriptions.fetch_add(1, Ordering::SeqCst);
-            let asked = self.hub.resync_all();
+            let asked = self.local.resync_all();
             if previous == 0 {
                 tracing::info!(channels = channels.len(), "redis bus: subscribed");
             } else {
@@ -411,7 +414,7 @@ impl RedisBus {
             Ok((node, _)) if node == self.node => {} // delivered when published
             Ok((_, event)) => {
                 self.stats.received.fetch_add(1, Ordering::Relaxed);
-                self.hub.deliver(&event);
+                self.local.deliver(&event);
             }
             Err(err) => tracing::warn!(error = %err, "redis bus: ignoring a malformed message"),
         }
@@ -424,7 +427,7 @@ impl Bus for RedisBus {
     /// others. Never fails because Redis is away: the event is held and
     /// published when Redis answers again (see the module docs).
     async fn publish(&self, event: Arc<ImportEvent>) -> Result<(), BusError> {
-        self.hub.deliver(&event);
+        self.local.deliver(&event);
         {
             let mut held = self.held();
             if held.down {

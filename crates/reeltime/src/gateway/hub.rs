@@ -5,7 +5,8 @@
 //! It also shares snapshot reads between the connects of one user: the
 //! tabs of a browser connect at the same moment (and all of them again
 //! after a restart), and one store read serves those that arrive while it
-//! is under way. Every change of the user passes through [`Hub::deliver`],
+//! is under way. Every change of the user passes through the hub's
+//! [`Deliver::deliver`],
 //! which drops the shared read, so a connect never gets a snapshot older
 //! than a change it was not registered for.
 
@@ -17,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use tokio::sync::OnceCell;
 
 use super::Outbox;
-use crate::bus::ImportEvent;
+use crate::events::{Deliver, ImportEvent};
 use crate::store::Snapshot;
 
 /// Shards keep concurrent connects and deliveries of different users from
@@ -175,17 +176,6 @@ impl Hub {
         }
     }
 
-    /// Queues `event` on every connection of its user on this node.
-    pub fn deliver(&self, event: &Arc<ImportEvent>) {
-        let mut shard = self.shard(&event.user_id);
-        if let Some(entry) = shard.get_mut(&event.user_id) {
-            entry.snapshot = Weak::new();
-            for (_, outbox) in &entry.connections {
-                outbox.push(event);
-            }
-        }
-    }
-
     /// The snapshot read a connection of `user_id` should use: the one
     /// under way or done for its user, if no change arrived since it
     /// started, else a new one. Call after registering the connection, as
@@ -203,11 +193,40 @@ impl Hub {
         })
     }
 
+    /// Connections open on this node, those still authenticating included.
+    pub fn connection_count(&self) -> usize {
+        self.total.load(Ordering::SeqCst)
+    }
+
+    /// Users with at least one connection on this node (for bus subscriptions).
+    pub fn user_count(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| shard.lock().map(|s| s.len()).unwrap_or(0))
+            .sum()
+    }
+}
+
+/// What the buses hand changes to: this node's sockets.
+impl Deliver for Hub {
+    /// Queues `event` on every connection of its user on this node, and
+    /// drops the user's shared snapshot read: a connect after this change
+    /// must read again.
+    fn deliver(&self, event: &Arc<ImportEvent>) {
+        let mut shard = self.shard(&event.user_id);
+        if let Some(entry) = shard.get_mut(&event.user_id) {
+            entry.snapshot = Weak::new();
+            for (_, outbox) in &entry.connections {
+                outbox.push(event);
+            }
+        }
+    }
+
     /// Asks every connection on this node for a fresh snapshot (see
     /// [`Outbox::request_resync`]); returns how many were asked. The Redis
     /// bus calls this after it resubscribed, since whatever was published
     /// while it was cut off never arrived here.
-    pub fn resync_all(&self) -> usize {
+    fn resync_all(&self) -> usize {
         let mut asked = 0;
         for shard in &self.shards {
             let mut shard = match shard.lock() {
@@ -224,19 +243,6 @@ impl Hub {
             }
         }
         asked
-    }
-
-    /// Connections open on this node, those still authenticating included.
-    pub fn connection_count(&self) -> usize {
-        self.total.load(Ordering::SeqCst)
-    }
-
-    /// Users with at least one connection on this node (for bus subscriptions).
-    pub fn user_count(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|shard| shard.lock().map(|s| s.len()).unwrap_or(0))
-            .sum()
     }
 }
 

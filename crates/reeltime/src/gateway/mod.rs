@@ -1,6 +1,11 @@
 //! The WebSocket gateway: the upgrade handler, one session per connection,
 //! the hub that maps users to their connections and the per-connection
 //! outbox.
+//!
+//! It knows the rest of the server only through [`crate::events`]: the
+//! buses hand it changes as a [`Deliver`](crate::events::Deliver) (the
+//! hub), and it reads starting states from a [`SnapshotSource`]. It never
+//! names the bus or the imports service.
 
 mod admission;
 mod hub;
@@ -24,7 +29,7 @@ pub use hub::{Hub, LimitError, Registration, Reservation, SnapshotRead};
 pub use outbox::Outbox;
 
 use crate::auth::Verifier;
-use crate::imports::Imports;
+use crate::events::SnapshotSource;
 use crate::metrics::Metrics;
 use crate::net::TrustedProxies;
 use crate::store::{Snapshot, StoreError};
@@ -45,7 +50,9 @@ pub struct Gateway {
     pub admission: Arc<Admission>,
     /// Whose `X-Forwarded-For` names the client, for the per-address cap.
     pub trusted_proxies: TrustedProxies,
-    pub imports: Arc<Imports>,
+    /// Where a connect's snapshot comes from (the imports service, joined
+    /// in `app`).
+    pub snapshots: Arc<dyn SnapshotSource>,
     pub metrics: Arc<Metrics>,
     pub allowed_origins: Vec<String>,
     pub auth_timeout: Duration,
@@ -60,20 +67,16 @@ pub struct Gateway {
 
 impl Gateway {
     /// What a socket of `user_id` gets on connect, with fresh media links:
-    /// the store's snapshot, read once for the connects of that user that
-    /// arrive together (see [`Hub::snapshot_read`]).
+    /// the [`SnapshotSource`]'s read, done once for the connects of that
+    /// user that arrive together (see [`Hub::snapshot_read`]), presented
+    /// for each.
     pub async fn snapshot(&self, user_id: &str) -> Result<Snapshot, StoreError> {
         let read = self
             .hub
             .snapshot_read(user_id)
-            .get_or_read(|| self.imports.store().snapshot(user_id))
+            .get_or_read(|| self.snapshots.read(user_id))
             .await?;
-        Ok(Snapshot {
-            imports: self
-                .imports
-                .present_all(user_id, read.imports.iter().cloned()),
-            removed: read.removed.clone(),
-        })
+        Ok(self.snapshots.present(user_id, &read))
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
-use crate::bus::ImportEvent;
+use crate::events::ImportEvent;
 
 /// Above this many queued messages, a new change replaces the queued one of
 /// the same import instead of being appended.

@@ -11,6 +11,7 @@ pub mod guard;
 pub mod limits;
 mod line;
 mod runner;
+mod snapshots;
 pub mod sniff;
 mod synthetic;
 
@@ -28,7 +29,8 @@ use url::Url;
 
 pub use runner::{JobSettings, MediaWork, Runner};
 
-use crate::bus::{Bus, ImportEvent};
+use crate::bus::Bus;
+use crate::events::ImportEvent;
 use crate::media::MediaSigner;
 use crate::media::storage::MediaStorage;
 use crate::metrics::Metrics;

@@ -1,0 +1,23 @@
+//! The imports service as the gateway's [`SnapshotSource`]: the store's
+//! snapshot of a user, shown with fresh media links like every other view
+//! of an import.
+
+use async_trait::async_trait;
+
+use super::Imports;
+use crate::events::SnapshotSource;
+use crate::store::{Snapshot, StoreError};
+
+#[async_trait]
+impl SnapshotSource for Imports {
+    async fn read(&self, user_id: &str) -> Result<Snapshot, StoreError> {
+        self.store().snapshot(user_id).await
+    }
+
+    fn present(&self, user_id: &str, snapshot: &Snapshot) -> Snapshot {
+        Snapshot {
+            imports: self.present_all(user_id, snapshot.imports.iter().cloned()),
+            removed: snapshot.removed.clone(),
+        }
+    }
+}
