@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 
 pub use hub::{Hub, LimitError, Registration, SnapshotRead};
 pub use outbox::Outbox;
+pub use session::read_client_message;
 
 use crate::auth::Verifier;
 use crate::imports::Imports;
