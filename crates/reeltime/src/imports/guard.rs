@@ -150,6 +150,10 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
     if segments[..6].iter().all(|s| *s == 0) {
         return !ip.is_unspecified() && !ip.is_loopback() && is_public_v4(embedded);
     }
+    // SIIT's IPv4-translated form (::ffff:0:a.b.c.d) carries one too.
+    if segments[..4].iter().all(|s| *s == 0) && segments[4] == 0xffff && segments[5] == 0 {
+        return is_public_v4(embedded);
+    }
     if segments[0] == 0x64 && segments[1] == 0xff9b && segments[2..6].iter().all(|s| *s == 0) {
         return is_public_v4(embedded);
     }
@@ -168,7 +172,8 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         || (segments[0] & 0xffc0) == 0xfe80         // fe80::/10 link-local
         || (segments[0] & 0xffc0) == 0xfec0         // fec0::/10 site-local
         || (segments[0] == 0x2001 && segments[1] == 0x0db8) // documentation
-        || (segments[0] == 0x2001 && segments[1] == 0); // Teredo
+        || (segments[0] == 0x2001 && segments[1] == 0)  // Teredo
+        || (segments[0] == 0x64 && segments[1] == 0xff9b && segments[2] == 1); // local-use NAT64
     !blocked
 }
 
@@ -206,6 +211,15 @@ mod tests {
             "::127.0.0.1",
             "64:ff9b::7f00:1",
             "64:ff9b::a00:1",
+            // Found by fuzzing (fuzz/regressions/url_guard/): SIIT's
+            // IPv4-translated form and the local-use NAT64 prefix
+            // (64:ff9b:1::/48, RFC 8215, whatever IPv4 it carries).
+            "::ffff:0:127.0.0.1",
+            "::ffff:0:0.0.0.0",
+            "::ffff:0:169.254.169.254",
+            "64:ff9b:1::",
+            "64:ff9b:1::8.8.8.8",
+            "64:ff9b:1:ffff::1",
             "2002:7f00:1::",
             "fc00::1",
             "fd12:3456::1",
@@ -230,6 +244,7 @@ mod tests {
             "::ffff:8.8.8.8",
             "64:ff9b::808:808",
             "2002:808:808::",
+            "::ffff:0:8.8.8.8",
         ] {
             assert!(public(ip), "{ip} is public");
         }
@@ -244,6 +259,8 @@ mod tests {
         assert!(check("file:///etc/passwd").is_err());
         assert!(check("http://127.0.0.1/a").is_err());
         assert!(check("http://[::ffff:7f00:1]/a").is_err());
+        assert!(check("http://[::ffff:0:7f00:1]/a").is_err());
+        assert!(check("http://[64:ff9b:1::a9fe:a9fe]/a").is_err());
         assert!(
             check("http://2130706433/a").is_err(),
             "decimal IPv4 is parsed as an IP"
