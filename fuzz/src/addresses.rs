@@ -94,29 +94,27 @@ pub fn blocked(ip: IpAddr) -> bool {
     }
 }
 
+/// `network` with its host bits (past `prefix`, of `bits`) from `offset`.
+fn inside(network: u128, prefix: u8, bits: u32, offset: u128) -> u128 {
+    let host_bits = bits - u32::from(prefix);
+    let mask = match host_bits {
+        128 => u128::MAX,
+        _ => (1u128 << host_bits) - 1,
+    };
+    network | (offset & mask)
+}
+
 /// An address inside the `index`-th blocked IPv4 range (any index: it
 /// wraps), at `offset` within it.
 pub fn blocked_v4_at(index: usize, offset: u32) -> Ipv4Addr {
     let (network, prefix) = BLOCKED_V4[index % BLOCKED_V4.len()];
-    let host_bits = 32 - u32::from(prefix);
-    let mask = if host_bits == 32 {
-        u32::MAX
-    } else {
-        (1u32 << host_bits) - 1
-    };
-    Ipv4Addr::from(network | (offset & mask))
+    Ipv4Addr::from(inside(u128::from(network), prefix, 32, u128::from(offset)) as u32)
 }
 
 /// An address inside the `index`-th blocked IPv6 range (wrapping).
 pub fn blocked_v6_at(index: usize, offset: u128) -> Ipv6Addr {
     let (network, prefix) = BLOCKED_V6[index % BLOCKED_V6.len()];
-    let host_bits = 128 - u32::from(prefix);
-    let mask = if host_bits == 128 {
-        u128::MAX
-    } else {
-        (1u128 << host_bits) - 1
-    };
-    Ipv6Addr::from(network | (offset & mask))
+    Ipv6Addr::from(inside(network, prefix, 128, offset))
 }
 
 #[cfg(test)]
