@@ -9,3 +9,8 @@
 pub mod addresses;
 pub mod render;
 pub mod tokens;
+
+// The unit tests below link the instrumented crates: libFuzzer provides
+// the coverage callbacks they call (`scripts/fuzz` runs these tests).
+#[cfg(test)]
+use libfuzzer_sys as _;
