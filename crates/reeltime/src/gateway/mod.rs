@@ -27,6 +27,7 @@ use tokio_util::task::TaskTracker;
 pub use admission::{Admission, WaitRefused, Waiting};
 pub use hub::{Hub, LimitError, Registration, Reservation, SnapshotRead};
 pub use outbox::Outbox;
+pub use session::read_client_message;
 
 use crate::auth::Verifier;
 use crate::events::SnapshotSource;

@@ -138,9 +138,8 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
     if ip.is_unspecified() || ip.is_loopback() {
         return false;
     }
-    if let Some(v4) = embedded_v4(ip) {
-        return is_public_v4(v4);
-    }
+    // Ranges refused whatever they carry: a unique-local or Teredo address
+    // with an ISATAP-looking interface id is still not public.
     let segments = ip.segments();
     let blocked = ip.is_multicast()
         || (segments[0] == 0x64 && segments[1] == 0xff9b && segments[2] == 1) // 64:ff9b:1::/48 local-use NAT64
@@ -149,7 +148,13 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         || (segments[0] & 0xffc0) == 0xfec0         // fec0::/10 site-local
         || (segments[0] == 0x2001 && segments[1] == 0x0db8) // documentation
         || (segments[0] == 0x2001 && segments[1] == 0); // Teredo
-    !blocked
+    if blocked {
+        return false;
+    }
+    match embedded_v4(ip) {
+        Some(v4) => is_public_v4(v4),
+        None => true,
+    }
 }
 
 /// The IPv4 address an IPv6 address stands for, in every form that embeds
@@ -222,8 +227,18 @@ mod tests {
             "64:ff9b:1::a00:1",
             "2001:470::5efe:10.0.0.1",
             "fe80::200:5efe:127.0.0.1",
+            "64:ff9b:1::5efe:8.8.8.8",
+            "fd00::5efe:8.8.8.8",
+            "2001:0:1::5efe:8.8.8.8",
             "64:ff9b::7f00:1",
             "64:ff9b::a00:1",
+            // Found by fuzzing (fuzz/regressions/url_guard/): SIIT's
+            // IPv4-translated form and the local-use NAT64 prefix
+            // (64:ff9b:1::/48, RFC 8215, whatever IPv4 it carries).
+            "::ffff:0:0.0.0.0",
+            "64:ff9b:1::",
+            "64:ff9b:1::8.8.8.8",
+            "64:ff9b:1:ffff::1",
             "2002:7f00:1::",
             "fc00::1",
             "fd12:3456::1",
@@ -266,6 +281,7 @@ mod tests {
         assert!(check("http://[::ffff:7f00:1]/a").is_err());
         assert!(check("http://[::ffff:0:7f00:1]/a").is_err());
         assert!(check("http://[::ffff:0:a9fe:a9fe]/latest/meta-data").is_err());
+        assert!(check("http://[64:ff9b:1::a9fe:a9fe]/a").is_err());
         assert!(
             check("http://2130706433/a").is_err(),
             "decimal IPv4 is parsed as an IP"
