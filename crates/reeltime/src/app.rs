@@ -15,7 +15,7 @@ use crate::gateway::{Admission, Gateway, Hub};
 use crate::http::{self, Admin, AppState};
 use crate::imports::fetch::Fetcher;
 use crate::imports::guard::Policy;
-use crate::imports::{ImportRules, Imports, JobSettings, MediaLinks, MediaWork, Runner};
+use crate::imports::{ImportRules, Imports, JobSettings, MediaLinks, MediaWork, Runner, Sources};
 use crate::media::{self, MediaSigner, MediaState, MediaTools};
 use crate::metrics::Metrics;
 use crate::net::{self, ADMIN_CONNECTIONS, Budget, BudgetInputs, HttpLimits};
@@ -102,11 +102,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Some(url) => tracing::info!(url = %url, "media in object storage (REELTIME_MEDIA_URL)"),
         None => tracing::info!(dir = %media_dir.display(), "media in the data dir"),
     }
+    let fetcher = Fetcher::new(
+        Arc::clone(&policy),
+        config.import_max_bytes,
+        config.download_pace.clone(),
+        &node_id,
+    )?;
     let imports = Imports::new(
         Arc::clone(&store),
         Arc::clone(&bus),
         ImportRules {
-            policy: Arc::clone(&policy),
+            sources: Arc::new(Sources::standard(Arc::clone(&policy), fetcher)),
             limits: config.import_limits.clone(),
         },
         media_dir.clone(),
@@ -119,12 +125,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     let runner = Runner::new(
         Arc::clone(&imports),
-        Fetcher::new(
-            Arc::clone(&policy),
-            config.import_max_bytes,
-            config.download_pace.clone(),
-            &node_id,
-        )?,
         tools.map(|tools| MediaWork {
             tools,
             mode: config.transcode,

@@ -24,7 +24,13 @@ pub async fn create(
     })?;
     let import = state
         .imports
-        .create(&caller.user_id, &request.url, request.title.as_deref())
+        .create(
+            &caller.user_id,
+            crate::imports::NewImport {
+                title: request.title,
+                source: crate::imports::SourceSpec::Url(request.url),
+            },
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(import)))
 }

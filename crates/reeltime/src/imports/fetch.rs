@@ -9,11 +9,11 @@ use tokio::time::Instant;
 
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::watch;
 use url::Url;
 
 use super::guard::{Blocked, GuardedResolver, Policy};
 use super::sniff;
+use super::source::Reporter;
 
 /// Redirects followed before giving up.
 pub const MAX_REDIRECTS: usize = 5;
@@ -147,7 +147,7 @@ impl Fetcher {
         &self,
         url: &Url,
         dest: &Path,
-        progress: &watch::Sender<Progress>,
+        progress: &Reporter,
         quota_left: Option<u64>,
     ) -> Result<Downloaded, FetchError> {
         let deadline = self.pace.deadline;
@@ -168,7 +168,7 @@ impl Fetcher {
         &self,
         url: &Url,
         dest: &Path,
-        progress: &watch::Sender<Progress>,
+        progress: &Reporter,
         quota_left: Option<u64>,
     ) -> Result<Downloaded, FetchError> {
         let mut current = url.clone();
@@ -222,7 +222,7 @@ impl Fetcher {
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|value| value.to_str().ok())
             .map(str::to_string);
-        progress.send_replace(Progress { done: 0, total });
+        progress.report(0, total);
 
         let mut file =
             tokio::io::BufWriter::with_capacity(256 * 1024, tokio::fs::File::create(dest).await?);
@@ -252,7 +252,7 @@ impl Fetcher {
                 }
             }
             file.write_all(&chunk).await?;
-            progress.send_replace(Progress { done, total });
+            progress.report(done, total);
             if Instant::now() >= window.ends {
                 window = window.next(&self.pace, done)?;
             }

@@ -1,4 +1,5 @@
-//! Imports: the REST API, the job runner and the download.
+//! Imports: the REST API, the job runner and the sources (a URL download,
+//! a synthetic load-test import; [`source`]).
 //!
 //! Every change to an import goes through [`Imports::commit`] (a delete
 //! through its twin [`Imports::commit_removal`]): a compare-and-set write on
@@ -13,10 +14,9 @@ mod line;
 mod runner;
 mod snapshots;
 pub mod sniff;
-mod synthetic;
+pub mod source;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,9 +25,9 @@ use chrono::Utc;
 use reeltime_protocol::{Import, ImportError, ImportStatus};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use url::Url;
 
 pub use runner::{JobSettings, MediaWork, Runner};
+pub use source::{NewImport, SourceSpec, Sources};
 
 use crate::bus::Bus;
 use crate::events::ImportEvent;
@@ -69,7 +69,8 @@ pub struct Imports {
     /// same time by other jobs.
     commits: GroupCommit,
     bus: Arc<dyn Bus>,
-    policy: Arc<guard::Policy>,
+    /// What a new import is checked by, and what runs it.
+    sources: Arc<Sources>,
     limits: limits::ImportLimits,
     creation_rate: limits::CreationRate,
     downloads_dir: PathBuf,
@@ -82,9 +83,10 @@ pub struct Imports {
     storage: Arc<dyn MediaStorage>,
 }
 
-/// What a new import must pass: the URL policy and the user's limits.
+/// What a new import must pass: its source's own checks and the user's
+/// limits.
 pub struct ImportRules {
-    pub policy: Arc<guard::Policy>,
+    pub sources: Arc<Sources>,
     pub limits: limits::ImportLimits,
 }
 
@@ -104,12 +106,12 @@ impl Imports {
         storage: Arc<dyn MediaStorage>,
         metrics: Arc<Metrics>,
     ) -> Arc<Imports> {
-        let ImportRules { policy, limits } = rules;
+        let ImportRules { sources, limits } = rules;
         Arc::new(Imports {
             commits: GroupCommit::start(Arc::clone(&store), metrics),
             store,
             bus,
-            policy,
+            sources,
             creation_rate: limits::CreationRate::new(limits.rate_per_min, limits.rate_burst),
             limits,
             downloads_dir,
@@ -123,6 +125,11 @@ impl Imports {
     /// The per-user limits this node enforces.
     pub fn limits(&self) -> &limits::ImportLimits {
         &self.limits
+    }
+
+    /// The registry of import sources.
+    pub fn sources(&self) -> &Sources {
+        &self.sources
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -175,25 +182,22 @@ impl Imports {
         self.downloads_dir.join(import_id)
     }
 
-    /// Validates the URL, stores the import as `queued`, tells the user's
-    /// sockets, and queues the job. The user's creation rate is checked
-    /// first (before the URL's name lookup, which costs), and the cap on
-    /// unfinished imports as the import is stored.
-    pub async fn create(
-        &self,
-        user_id: &str,
-        url: &str,
-        title: Option<&str>,
-    ) -> Result<Import, ImportsError> {
+    /// Checks the new import with its source's rules, stores it as
+    /// `queued`, tells the user's sockets, and queues the job. The user's
+    /// creation rate is checked first (before a URL's name lookup, which
+    /// costs), and the cap on unfinished imports as the import is stored.
+    pub async fn create(&self, user_id: &str, new: NewImport) -> Result<Import, ImportsError> {
         self.creation_rate
             .take(user_id)
             .map_err(|retry_after| ImportsError::RateLimited { retry_after })?;
-        let url = self.check_new_url(url).await?;
-        let title = title
+        let accepted = self.sources.accept(&new.source).await?;
+        let title = new
+            .title
+            .as_deref()
             .map(str::trim)
             .filter(|title| !title.is_empty())
             .map(|title| title.chars().take(200).collect())
-            .unwrap_or_else(|| title_from_url(&url));
+            .unwrap_or(accepted.default_title);
         let now = Utc::now();
         let import = Import {
             id: uuid::Uuid::now_v7().to_string(),
@@ -204,7 +208,7 @@ impl Imports {
             bytes_total: None,
             version: 1,
             attempt: 1,
-            source_url: url.to_string(),
+            source_url: accepted.source_url,
             title,
             error: None,
             result: None,
@@ -223,45 +227,6 @@ impl Imports {
         self.publish(&owned).await?;
         self.work_arrived();
         Ok(self.present(&owned))
-    }
-
-    async fn check_new_url(&self, raw: &str) -> Result<Url, ImportsError> {
-        let raw = raw.trim();
-        if raw.is_empty() {
-            return Err(ImportsError::BadRequest("url is required".into()));
-        }
-        if raw.len() > 2048 {
-            return Err(ImportsError::BadRequest(
-                "url is longer than 2048 characters".into(),
-            ));
-        }
-        let url = Url::parse(raw)
-            .map_err(|err| ImportsError::BadRequest(format!("url is not a valid URL: {err}")))?;
-        if url.scheme() == synthetic::SCHEME {
-            if !self.policy.allow_synthetic {
-                return Err(ImportsError::UrlNotAllowed(
-                    "synthetic imports are off (REELTIME_SYNTHETIC_IMPORTS)".into(),
-                ));
-            }
-            synthetic::Plan::parse(&url).map_err(ImportsError::BadRequest)?;
-            return Ok(url);
-        }
-        self.policy
-            .check_url(&url)
-            .map_err(|blocked| ImportsError::UrlNotAllowed(blocked.0))?;
-        // Resolve now to refuse what can be told at creation; a failed
-        // lookup is not fatal here (the download reports it).
-        if let Some(url::Host::Domain(host)) = url.host() {
-            let port = url.port_or_known_default().unwrap_or(80);
-            let lookup = tokio::net::lookup_host((host, port));
-            if let Ok(Ok(addrs)) = tokio::time::timeout(Duration::from_secs(3), lookup).await {
-                let addrs: Vec<SocketAddr> = addrs.collect();
-                self.policy
-                    .check_resolved(&host.to_ascii_lowercase(), &addrs)
-                    .map_err(|blocked| ImportsError::UrlNotAllowed(blocked.0))?;
-            }
-        }
-        Ok(url)
     }
 
     /// The import if `user_id` owns it. Another user's import is "not
@@ -421,19 +386,4 @@ pub fn fail(import: &mut Import, code: &str, message: impl Into<String>) {
         code: code.to_string(),
         message: message.into(),
     });
-}
-
-fn title_from_url(url: &Url) -> String {
-    url.path_segments()
-        .and_then(|mut segments| segments.next_back())
-        .filter(|last| !last.is_empty())
-        .map(|last| percent_decode(last).chars().take(200).collect())
-        .unwrap_or_else(|| url.host_str().unwrap_or("video").to_string())
-}
-
-fn percent_decode(text: &str) -> String {
-    url::form_urlencoded::parse(format!("x={text}").as_bytes())
-        .next()
-        .map(|(_, value)| value.into_owned())
-        .unwrap_or_else(|| text.to_string())
 }
