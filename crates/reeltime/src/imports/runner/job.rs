@@ -122,7 +122,7 @@ impl Runner {
         phase: DownloadPhase,
         stop: &CancellationToken,
     ) -> Result<(), ImportsError> {
-        let (mut owned, slot) = if source.takes_download_slot() {
+        let (mut owned, slot) = if source.waits_in_download_line() {
             match self.wait_in_line(&self.downloads, owned, stop).await? {
                 Some((owned, slot)) => (owned, Some(slot)),
                 None => return Ok(()),

@@ -212,8 +212,10 @@ pub trait Source: Send + Sync {
     /// anything is stored.
     async fn accept(&self, spec: &SourceSpec) -> Result<Accepted, ImportsError>;
 
-    /// Whether the work waits for one of this node's download slots.
-    fn takes_download_slot(&self) -> bool {
+    /// Whether the work waits its turn in this node's download line. Every
+    /// job counts against the download slots when the runner claims work,
+    /// whatever this says.
+    fn waits_in_download_line(&self) -> bool {
         true
     }
 

@@ -2,7 +2,8 @@
 //! `synthetic:?duration_ms=5000&steps=50` makes `steps` progress changes over
 //! `duration_ms`, then completes. It goes through the same runner, store,
 //! bus and sockets as a real import; only the download is replaced, and it
-//! takes no download slot (a load test runs many at once).
+//! does not wait in the download line (it still counts against the
+//! node's download slots when work is claimed).
 
 use std::time::Duration;
 
@@ -97,7 +98,7 @@ impl Source for SyntheticSource {
         })
     }
 
-    fn takes_download_slot(&self) -> bool {
+    fn waits_in_download_line(&self) -> bool {
         false
     }
 
