@@ -12,9 +12,7 @@ use reeltime_protocol::Import;
 use serde_json::json;
 use url::Url;
 
-use super::{
-    Accepted, Fetched, Output, Resume, Source, SourceError, SourceJob, SourceSpec, kind, parse_url,
-};
+use super::{Accepted, Fetched, Output, Resume, Source, SourceError, SourceJob, SourceSpec, kind};
 use crate::imports::ImportsError;
 use crate::imports::runner::PROGRESS_EVERY;
 
@@ -84,8 +82,7 @@ impl Source for SyntheticSource {
     }
 
     async fn accept(&self, spec: &SourceSpec) -> Result<Accepted, ImportsError> {
-        let SourceSpec::Url(raw) = spec;
-        let url = parse_url(raw)?;
+        let url = spec.url()?;
         if !self.allowed {
             return Err(ImportsError::UrlNotAllowed(
                 "synthetic imports are off (REELTIME_SYNTHETIC_IMPORTS)".into(),

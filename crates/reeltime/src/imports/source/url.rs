@@ -9,9 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use url::Url;
 
-use super::{
-    Accepted, Fetched, Output, Resume, Source, SourceError, SourceJob, SourceSpec, kind, parse_url,
-};
+use super::{Accepted, Fetched, Output, Resume, Source, SourceError, SourceJob, SourceSpec, kind};
 use crate::imports::ImportsError;
 use crate::imports::fetch::{FetchError, Fetcher};
 use crate::imports::guard::Policy;
@@ -39,8 +37,7 @@ impl Source for UrlSource {
     /// URL itself, then its addresses. A failed lookup is not fatal here
     /// (the download reports it).
     async fn accept(&self, spec: &SourceSpec) -> Result<Accepted, ImportsError> {
-        let SourceSpec::Url(raw) = spec;
-        let url = parse_url(raw)?;
+        let url = spec.url()?;
         self.policy
             .check_url(&url)
             .map_err(|blocked| ImportsError::UrlNotAllowed(blocked.0))?;
