@@ -67,7 +67,10 @@ impl ImportStatus {
     }
 }
 
-/// Why an import failed, in a form both programs and people can read.
+/// Why an import failed (an [`Import`]'s `error`), in a form both programs
+/// and people can read. A refused REST request is an [`ApiErrorDetail`]
+/// instead: same shape, another meaning (the request failed, not the
+/// import).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImportError {
     /// Stable machine-readable code, e.g. `url_not_allowed`, `too_large`.
@@ -183,10 +186,20 @@ pub struct User {
     pub created_at: DateTime<Utc>,
 }
 
-/// Error body of every REST endpoint.
+/// Error body of every REST endpoint: `{"error":{"code","message"}}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApiErrorBody {
-    pub error: ImportError,
+    pub error: ApiErrorDetail,
+}
+
+/// Why a REST request was refused. Not an [`ImportError`]: that one says
+/// why an import failed, and travels inside the import.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiErrorDetail {
+    /// Stable machine-readable code, e.g. `bad_request`, `rate_limited`.
+    pub code: String,
+    /// A sentence for a person.
+    pub message: String,
 }
 
 /// Body of the development issuer's `POST /dev/token`.

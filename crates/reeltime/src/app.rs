@@ -12,11 +12,11 @@ use crate::bus::{Bus, LocalBus, RedisBus};
 use crate::config::{Config, KeySource};
 use crate::events::{Deliver, SnapshotSource};
 use crate::gateway::{Admission, Gateway, Hub};
-use crate::http::{self, Admin, AppState};
+use crate::http::{self, Admin, AppState, BearerAuth, Health, MediaState, PageConfig};
 use crate::imports::fetch::Fetcher;
 use crate::imports::guard::Policy;
 use crate::imports::{ImportRules, Imports, JobSettings, MediaLinks, MediaWork, Runner, Sources};
-use crate::media::{self, MediaSigner, MediaState, MediaTools};
+use crate::media::{self, MediaSigner, MediaTools};
 use crate::metrics::Metrics;
 use crate::net::{self, ADMIN_CONNECTIONS, Budget, BudgetInputs, HttpLimits};
 use crate::store::{self, Store};
@@ -211,17 +211,31 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             })
         }),
     };
-    let state = AppState {
-        gateway: Arc::clone(&gateway),
+    let health = Health {
+        store: Arc::clone(&store),
+        hub: Arc::clone(&gateway.hub),
+        admission: Arc::clone(&gateway.admission),
+        metrics: Arc::clone(&metrics),
         media_processing: runner.media_processing(),
         media_sandbox,
+    };
+    let state = AppState {
+        gateway: Arc::clone(&gateway),
         imports,
-        verifier,
-        users,
-        metrics,
+        auth: BearerAuth {
+            verifier,
+            users,
+            metrics,
+        },
+        page: Arc::new(PageConfig {
+            dev_issuer: dev.is_some(),
+            clerk_publishable_key: config.clerk_publishable_key.clone(),
+            media_processing: runner.media_processing(),
+            base_url,
+        }),
+        media,
+        health: health.clone(),
         dev,
-        clerk_publishable_key: config.clerk_publishable_key.clone(),
-        base_url,
     };
     let limits = HttpLimits {
         header_timeout: config.http_header_timeout,
@@ -234,7 +248,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             tracing::info!("admin endpoints (/metrics, /readyz) on http://{admin_address}");
             tokio::spawn(net::serve(
                 admin_listener,
-                http::admin_router(state.clone()),
+                http::admin_router(health),
                 HttpLimits {
                     max_connections: ADMIN_CONNECTIONS,
                     ..limits
@@ -248,7 +262,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!("listening on http://{address}");
     let server = tokio::spawn(net::serve(
         listener,
-        http::router(state, media, admin),
+        http::router(state, admin),
         limits,
         shutdown.clone(),
     ));

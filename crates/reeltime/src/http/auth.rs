@@ -1,12 +1,25 @@
 //! `Authorization: Bearer` for the REST API, through the same verifier as
 //! the WebSocket.
 
-use axum::extract::FromRequestParts;
+use std::sync::Arc;
+
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
-use super::{ApiError, AppState};
-use crate::auth::AuthError;
+use super::ApiError;
+use crate::auth::{AuthError, Verifier};
+use crate::metrics::Metrics;
+use crate::users::Users;
+
+/// What the [`Caller`] extractor needs: the verifier, the users table the
+/// caller is recorded in, and the counter of refused tokens.
+#[derive(Clone)]
+pub struct BearerAuth {
+    pub verifier: Arc<Verifier>,
+    pub users: Arc<Users>,
+    pub metrics: Arc<Metrics>,
+}
 
 /// The verified caller of a REST request.
 pub struct Caller {
@@ -14,10 +27,15 @@ pub struct Caller {
     pub email: Option<String>,
 }
 
-impl FromRequestParts<AppState> for Caller {
+impl<S> FromRequestParts<S> for Caller
+where
+    BearerAuth: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Caller, ApiError> {
+        let auth = BearerAuth::from_ref(state);
         let token = parts
             .headers
             .get(AUTHORIZATION)
@@ -30,12 +48,11 @@ impl FromRequestParts<AppState> for Caller {
             })
             .ok_or(AuthError::Missing);
         let claims = match token {
-            Ok(token) => state.verifier.verify(token).await,
+            Ok(token) => auth.verifier.verify(token).await,
             Err(err) => Err(err),
         };
-        let claims = claims.inspect_err(|err| state.metrics.auth_failure(err.reason()))?;
-        state
-            .users
+        let claims = claims.inspect_err(|err| auth.metrics.auth_failure(err.reason()))?;
+        auth.users
             .ensure(&claims.sub, claims.email.as_deref())
             .await
             .map_err(ApiError::internal)?;

@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use reeltime_protocol::{ApiErrorBody, ImportError};
+use reeltime_protocol::{ApiErrorBody, ApiErrorDetail};
 
 use crate::auth::AuthError;
 use crate::imports::ImportsError;
@@ -42,7 +42,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let unauthorized = self.status == StatusCode::UNAUTHORIZED;
         let body = ApiErrorBody {
-            error: ImportError {
+            error: ApiErrorDetail {
                 code: self.code.to_string(),
                 message: self.message.clone(),
             },

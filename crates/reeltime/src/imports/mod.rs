@@ -1,12 +1,12 @@
-//! Imports: the REST API, the job runner and the sources (a URL download,
-//! a synthetic load-test import; [`source`]).
+//! Imports: the service behind the REST API (in `http::imports`), the job
+//! runner and the sources (a URL download, a synthetic load-test import;
+//! [`source`]).
 //!
 //! Every change to an import goes through [`Imports::commit`] (a delete
 //! through its twin [`Imports::commit_removal`]): a compare-and-set write on
 //! `version` in the store, then one publish on the bus. That single path is what keeps versions strictly increasing and
 //! sockets in step with the database, whoever made the change.
 
-pub mod api;
 pub mod fetch;
 pub mod guard;
 pub mod limits;

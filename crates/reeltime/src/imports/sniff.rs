@@ -113,6 +113,18 @@ mod tests {
         assert_eq!(container(&[0, 0, 1, 0xB3, 0x14]), Some("m2v"));
     }
 
+    /// Here rather than in `media::input`: imports may depend on media,
+    /// never the other way round.
+    #[test]
+    fn every_sniffed_kind_has_a_demuxer() {
+        for kind in KINDS {
+            assert!(
+                crate::media::input::demuxer(kind).is_some(),
+                "{kind} has no demuxer"
+            );
+        }
+    }
+
     #[test]
     fn every_kind_is_listed() {
         let mut m2ts = vec![0u8; 400];

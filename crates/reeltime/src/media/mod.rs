@@ -12,11 +12,12 @@
 //! - [`ffmpeg`] runs ffmpeg for the poster and the web-ready copy, with
 //!   progress, cancel and stall detection.
 //! - [`links`] signs and checks the expiring URLs of a user's media.
-//! - [`serve`] answers those URLs (HTTP Range, content types, path safety).
+//! - [`serve`] holds the rules for answering those URLs (path safety, byte
+//!   ranges, content types); the handler itself is in `http::media`.
 //! - [`storage`] keeps the finished files: the local disk (one node) or
 //!   S3-compatible object storage (several nodes serve any import).
-//! - [`samples`] serves the small videos kept in the repo for a first run
-//!   with no internet.
+//! - [`samples`] embeds the small videos kept in the repo for a first run
+//!   with no internet (`http::samples` serves them).
 //!
 //! Every failure is a [`MediaError`] with a stable `code` (the import's
 //! `error.code`) and a sentence a person understands.
@@ -35,7 +36,7 @@ pub use ffmpeg::{TranscodeMode, needs_transcode, poster, transcode};
 pub use links::{LinkError, MediaSigner};
 pub use probe::{Probe, probe};
 pub use sandbox::Sandbox;
-pub use serve::{MediaState, OwnerLookup, media_handler, resolve_media_path, serve_file};
+pub use serve::resolve_media_path;
 pub use storage::{
     LocalStorage, MediaBody, MediaStorage, ObjectStorage, StorageError, publish_import,
 };

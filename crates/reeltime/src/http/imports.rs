@@ -1,5 +1,7 @@
 //! `/api/imports`: create, list, read, cancel and delete the caller's imports.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -7,11 +9,12 @@ use axum::http::StatusCode;
 use reeltime_protocol::{CreateImport, Import, ImportPage};
 use serde::Deserialize;
 
-use crate::http::{ApiError, AppState, Caller};
+use super::{ApiError, Caller};
+use crate::imports::Imports;
 
 /// `POST /api/imports` → 201 with the queued import.
 pub async fn create(
-    State(state): State<AppState>,
+    State(imports): State<Arc<Imports>>,
     caller: Caller,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Import>), ApiError> {
@@ -22,8 +25,7 @@ pub async fn create(
             format!("expected JSON like {{\"url\":\"https://...\",\"title\":\"...\"}}: {err}"),
         )
     })?;
-    let import = state
-        .imports
+    let import = imports
         .create(
             &caller.user_id,
             crate::imports::NewImport {
@@ -44,52 +46,51 @@ pub struct ListQuery {
 
 /// `GET /api/imports?limit=&before=`: newest first.
 pub async fn list(
-    State(state): State<AppState>,
+    State(imports): State<Arc<Imports>>,
     caller: Caller,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<ImportPage>, ApiError> {
     let limit = query.limit.unwrap_or(50).clamp(1, 200);
-    let imports = state
-        .imports
+    let rows = imports
         .store()
         .list_imports(&caller.user_id, limit, query.before.as_deref())
         .await
         .map_err(ApiError::internal)?;
-    let imports = state.imports.present_all(&caller.user_id, imports);
-    let next_cursor = (imports.len() as i64 == limit)
-        .then(|| imports.last().map(|import| import.id.clone()))
+    let page = imports.present_all(&caller.user_id, rows);
+    let next_cursor = (page.len() as i64 == limit)
+        .then(|| page.last().map(|import| import.id.clone()))
         .flatten();
     Ok(Json(ImportPage {
-        imports,
+        imports: page,
         next_cursor,
     }))
 }
 
 /// `GET /api/imports/{id}`: another user's import is 404.
 pub async fn get(
-    State(state): State<AppState>,
+    State(imports): State<Arc<Imports>>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Import>, ApiError> {
-    let owned = state.imports.get_owned(&caller.user_id, &id).await?;
-    Ok(Json(state.imports.present(&owned)))
+    let owned = imports.get_owned(&caller.user_id, &id).await?;
+    Ok(Json(imports.present(&owned)))
 }
 
 /// `POST /api/imports/{id}/cancel`: 409 when already finished.
 pub async fn cancel(
-    State(state): State<AppState>,
+    State(imports): State<Arc<Imports>>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Import>, ApiError> {
-    Ok(Json(state.imports.cancel(&caller.user_id, &id).await?))
+    Ok(Json(imports.cancel(&caller.user_id, &id).await?))
 }
 
 /// `DELETE /api/imports/{id}`: removes a finished import and its files.
 pub async fn delete(
-    State(state): State<AppState>,
+    State(imports): State<Arc<Imports>>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.imports.delete(&caller.user_id, &id).await?;
+    imports.delete(&caller.user_id, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
