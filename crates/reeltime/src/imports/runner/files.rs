@@ -68,14 +68,21 @@ impl Runner {
                 // A user's cancel stored `cancelled`: its files go. Anything
                 // else (shutdown, drain, a lost lease) leaves the saved state
                 // and files for whoever resumes it.
-                let cancelled = matches!(
-                    self.imports.store().get_import(&owned.import.id).await,
-                    Ok(Some(fresh)) if fresh.import.status.is_final()
-                );
-                if cancelled {
-                    remove_dir(dir).await;
-                } else {
-                    remove_file(&part_file(dir)).await;
+                match self.imports.store().get_import(&owned.import.id).await {
+                    Ok(Some(fresh)) if fresh.import.status.is_final() => remove_dir(dir).await,
+                    Ok(Some(fresh)) => {
+                        // A later attempt means another node claimed it: a
+                        // write of this job lost to that node's (the lease
+                        // renewal may not have noticed yet).
+                        if fresh.import.attempt > owned.import.attempt {
+                            tracing::warn!(
+                                import_id = %owned.import.id,
+                                "lease lost; stopping the job here"
+                            );
+                        }
+                        remove_file(&part_file(dir)).await;
+                    }
+                    _ => remove_file(&part_file(dir)).await,
                 }
                 Ok(())
             }
