@@ -124,45 +124,38 @@ impl ServiceProcess {
     /// has exited (killed after [`STOP_TIMEOUT`]), without blocking the
     /// test's runtime.
     async fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        if matches!(child.try_wait(), Ok(Some(_))) {
-            return;
+        if let Some(child) = self.child.take() {
+            let signal = self.stop_signal;
+            let _ = tokio::task::spawn_blocking(move || stop_child(child, signal)).await;
         }
-        signal(child.id(), self.stop_signal);
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while Instant::now() < deadline {
-            if !matches!(child.try_wait(), Ok(None)) {
-                return;
-            }
-            tokio::time::sleep(PROBE_EVERY).await;
-        }
-        let _ = child.kill();
-        let _ = child.wait();
     }
 }
 
 impl Drop for ServiceProcess {
     /// Like [`ServiceProcess::stop`], blocking: it is only the way out.
     fn drop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        if matches!(child.try_wait(), Ok(Some(_))) {
-            return;
+        if let Some(child) = self.child.take() {
+            stop_child(child, self.stop_signal);
         }
-        signal(child.id(), self.stop_signal);
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while Instant::now() < deadline {
-            if !matches!(child.try_wait(), Ok(None)) {
-                return;
-            }
-            std::thread::sleep(PROBE_EVERY);
-        }
-        let _ = child.kill();
-        let _ = child.wait();
     }
+}
+
+/// Signals `child` with `with` and waits for it to exit; kills it after
+/// [`STOP_TIMEOUT`]. Blocks the calling thread.
+fn stop_child(mut child: Child, with: &str) {
+    if matches!(child.try_wait(), Ok(Some(_))) {
+        return;
+    }
+    signal(child.id(), with);
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    while Instant::now() < deadline {
+        if !matches!(child.try_wait(), Ok(None)) {
+            return;
+        }
+        std::thread::sleep(PROBE_EVERY);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// A port that was free a moment ago. The service binds it right after; the
