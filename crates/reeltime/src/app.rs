@@ -15,7 +15,9 @@ use crate::gateway::{Admission, Gateway, Hub};
 use crate::http::{self, Admin, AppState, BearerAuth, Health, MediaState, PageConfig};
 use crate::imports::fetch::Fetcher;
 use crate::imports::guard::Policy;
-use crate::imports::{ImportRules, Imports, JobSettings, MediaLinks, MediaWork, Runner, Sources};
+use crate::imports::{
+    ImportRules, ImportService, JobSettings, MediaLinks, MediaWork, Runner, Sources,
+};
 use crate::media::{self, MediaSigner, MediaTools};
 use crate::metrics::Metrics;
 use crate::net::{self, ADMIN_CONNECTIONS, Budget, BudgetInputs, HttpLimits};
@@ -108,7 +110,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.download_pace.clone(),
         &node_id,
     )?;
-    let imports = Imports::new(
+    let imports = ImportService::new(
         Arc::clone(&store),
         Arc::clone(&bus),
         ImportRules {

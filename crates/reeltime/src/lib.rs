@@ -1,6 +1,6 @@
 //! reeltime: authenticated real-time progress of server-side video imports.
 //!
-//! A progress change flows job → [`imports::Imports::commit`] (store, then
+//! A progress change flows job → [`imports::ImportService::commit`] (store, then
 //! [`bus`]) → the node's [`events::Deliver`] (the [`gateway::Hub`]) → each
 //! of the user's connection [`gateway::Outbox`]es → the socket; every hop
 //! points down or through [`events`], never up. See `docs/architecture.md`.

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use reeltime_protocol::{ApiErrorBody, ApiErrorDetail};
 
 use crate::auth::AuthError;
-use crate::imports::ImportsError;
+use crate::imports::ImportServiceError;
 
 /// An error answer: status, stable code and a sentence.
 #[derive(Debug)]
@@ -74,21 +74,21 @@ impl From<AuthError> for ApiError {
     }
 }
 
-impl From<ImportsError> for ApiError {
-    fn from(err: ImportsError) -> ApiError {
+impl From<ImportServiceError> for ApiError {
+    fn from(err: ImportServiceError) -> ApiError {
         match err {
-            ImportsError::BadRequest(message) => {
+            ImportServiceError::BadRequest(message) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
             }
-            ImportsError::UrlNotAllowed(message) => {
+            ImportServiceError::UrlNotAllowed(message) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "url_not_allowed", message)
             }
-            ImportsError::TooManyActive { .. } => ApiError::new(
+            ImportServiceError::TooManyActive { .. } => ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_imports",
                 err.to_string(),
             ),
-            ImportsError::RateLimited { retry_after } => ApiError {
+            ImportServiceError::RateLimited { retry_after } => ApiError {
                 retry_after: Some(crate::imports::limits::retry_after_secs(retry_after)),
                 ..ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,
@@ -96,15 +96,15 @@ impl From<ImportsError> for ApiError {
                     err.to_string(),
                 )
             },
-            ImportsError::NotFound => {
+            ImportServiceError::NotFound => {
                 ApiError::new(StatusCode::NOT_FOUND, "not_found", "import not found")
             }
-            ImportsError::AlreadyFinished => ApiError::new(
+            ImportServiceError::AlreadyFinished => ApiError::new(
                 StatusCode::CONFLICT,
                 "already_finished",
                 "the import has already finished",
             ),
-            ImportsError::StillRunning => ApiError::new(
+            ImportServiceError::StillRunning => ApiError::new(
                 StatusCode::CONFLICT,
                 "still_running",
                 "the import is still running; cancel it first",

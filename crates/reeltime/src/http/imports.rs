@@ -10,11 +10,11 @@ use reeltime_protocol::{CreateImport, Import, ImportPage};
 use serde::Deserialize;
 
 use super::{ApiError, Caller};
-use crate::imports::Imports;
+use crate::imports::ImportService;
 
 /// `POST /api/imports` → 201 with the queued import.
 pub async fn create(
-    State(imports): State<Arc<Imports>>,
+    State(imports): State<Arc<ImportService>>,
     caller: Caller,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Import>), ApiError> {
@@ -46,7 +46,7 @@ pub struct ListQuery {
 
 /// `GET /api/imports?limit=&before=`: newest first.
 pub async fn list(
-    State(imports): State<Arc<Imports>>,
+    State(imports): State<Arc<ImportService>>,
     caller: Caller,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<ImportPage>, ApiError> {
@@ -68,7 +68,7 @@ pub async fn list(
 
 /// `GET /api/imports/{id}`: another user's import is 404.
 pub async fn get(
-    State(imports): State<Arc<Imports>>,
+    State(imports): State<Arc<ImportService>>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Import>, ApiError> {
@@ -78,7 +78,7 @@ pub async fn get(
 
 /// `POST /api/imports/{id}/cancel`: 409 when already finished.
 pub async fn cancel(
-    State(imports): State<Arc<Imports>>,
+    State(imports): State<Arc<ImportService>>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Import>, ApiError> {
@@ -87,7 +87,7 @@ pub async fn cancel(
 
 /// `DELETE /api/imports/{id}`: removes a finished import and its files.
 pub async fn delete(
-    State(imports): State<Arc<Imports>>,
+    State(imports): State<Arc<ImportService>>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {

@@ -2,7 +2,7 @@
 //! handlers themselves, one module per concern. Domain modules (`imports`,
 //! `media`, `auth`, `store`, ...) never import this one; it imports them.
 //!
-//! Each handler takes only the sub-state it needs (`State<Arc<Imports>>`,
+//! Each handler takes only the sub-state it needs (`State<Arc<ImportService>>`,
 //! `State<MediaState>`, `State<Health>`, ...); [`AppState`] only bundles
 //! them for the router, through axum's [`FromRef`].
 
@@ -35,7 +35,7 @@ pub use web::PageConfig;
 
 use crate::auth::DevIssuer;
 use crate::gateway::Gateway;
-use crate::imports::Imports;
+use crate::imports::ImportService;
 use crate::users::Users;
 
 /// The sub-states of the public listener, for the router: a handler never
@@ -45,7 +45,7 @@ pub struct AppState {
     /// The WebSocket edge (`/api/ws/progress`).
     pub gateway: Arc<Gateway>,
     /// `/api/imports...`.
-    pub imports: Arc<Imports>,
+    pub imports: Arc<ImportService>,
     /// The `Caller` extractor of every authenticated REST route.
     pub auth: BearerAuth,
     /// `/api/config`.
@@ -65,8 +65,8 @@ impl FromRef<AppState> for Arc<Gateway> {
     }
 }
 
-impl FromRef<AppState> for Arc<Imports> {
-    fn from_ref(state: &AppState) -> Arc<Imports> {
+impl FromRef<AppState> for Arc<ImportService> {
+    fn from_ref(state: &AppState) -> Arc<ImportService> {
         Arc::clone(&state.imports)
     }
 }

@@ -2,8 +2,8 @@
 //! runner and the sources (a URL download, a synthetic load-test import;
 //! [`source`]).
 //!
-//! Every change to an import goes through [`Imports::commit`] (a delete
-//! through its twin [`Imports::commit_removal`]): a compare-and-set write on
+//! Every change to an import goes through [`ImportService::commit`] (a delete
+//! through its twin [`ImportService::commit_removal`]): a compare-and-set write on
 //! `version` in the store, then one publish on the bus. That single path is what keeps versions strictly increasing and
 //! sockets in step with the database, whoever made the change.
 
@@ -41,7 +41,7 @@ pub const MAX_ATTEMPTS: u32 = 3;
 
 /// Failures of import operations, each with the HTTP answer it deserves.
 #[derive(Debug, thiserror::Error)]
-pub enum ImportsError {
+pub enum ImportServiceError {
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -63,7 +63,7 @@ pub enum ImportsError {
 }
 
 /// The import operations shared by the API and the runner.
-pub struct Imports {
+pub struct ImportService {
     store: Arc<dyn Store>,
     /// Where every change is written: batched with the changes made at the
     /// same time by other jobs.
@@ -96,7 +96,7 @@ pub struct MediaLinks {
     pub ttl: Duration,
 }
 
-impl Imports {
+impl ImportService {
     pub fn new(
         store: Arc<dyn Store>,
         bus: Arc<dyn Bus>,
@@ -105,9 +105,9 @@ impl Imports {
         links: MediaLinks,
         storage: Arc<dyn MediaStorage>,
         metrics: Arc<Metrics>,
-    ) -> Arc<Imports> {
+    ) -> Arc<ImportService> {
         let ImportRules { sources, limits } = rules;
-        Arc::new(Imports {
+        Arc::new(ImportService {
             commits: GroupCommit::start(Arc::clone(&store), metrics),
             store,
             bus,
@@ -186,10 +186,14 @@ impl Imports {
     /// `queued`, tells the user's sockets, and queues the job. The user's
     /// creation rate is checked first (before a URL's name lookup, which
     /// costs), and the cap on unfinished imports as the import is stored.
-    pub async fn create(&self, user_id: &str, new: NewImport) -> Result<Import, ImportsError> {
+    pub async fn create(
+        &self,
+        user_id: &str,
+        new: NewImport,
+    ) -> Result<Import, ImportServiceError> {
         self.creation_rate
             .take(user_id)
-            .map_err(|retry_after| ImportsError::RateLimited { retry_after })?;
+            .map_err(|retry_after| ImportServiceError::RateLimited { retry_after })?;
         let accepted = self.sources.accept(&new.source).await?;
         let title = new
             .title
@@ -222,7 +226,7 @@ impl Imports {
         };
         let max = self.limits.max_active_per_user;
         if !self.store.insert_import_within(&owned, max).await? {
-            return Err(ImportsError::TooManyActive { max });
+            return Err(ImportServiceError::TooManyActive { max });
         }
         self.publish(&owned).await?;
         self.work_arrived();
@@ -231,19 +235,23 @@ impl Imports {
 
     /// The import if `user_id` owns it. Another user's import is "not
     /// found", never "forbidden": its existence is not theirs to learn.
-    pub async fn get_owned(&self, user_id: &str, id: &str) -> Result<OwnedImport, ImportsError> {
+    pub async fn get_owned(
+        &self,
+        user_id: &str,
+        id: &str,
+    ) -> Result<OwnedImport, ImportServiceError> {
         match self.store.get_import(id).await? {
             Some(owned) if owned.user_id == user_id => Ok(owned),
-            _ => Err(ImportsError::NotFound),
+            _ => Err(ImportServiceError::NotFound),
         }
     }
 
     /// Cancels a queued or running import; the runner stops and cleans up.
-    pub async fn cancel(&self, user_id: &str, id: &str) -> Result<Import, ImportsError> {
+    pub async fn cancel(&self, user_id: &str, id: &str) -> Result<Import, ImportServiceError> {
         loop {
             let owned = self.get_owned(user_id, id).await?;
             if owned.import.status.is_final() {
-                return Err(ImportsError::AlreadyFinished);
+                return Err(ImportServiceError::AlreadyFinished);
             }
             let mut next = owned.clone();
             next.import.status = ImportStatus::Cancelled;
@@ -259,13 +267,13 @@ impl Imports {
 
     /// Deletes a finished import and its files. The delete is a change like
     /// any other: a tombstone is written compare-and-set on `version` and
-    /// published (see [`Imports::commit_removal`]), so every socket of the
+    /// published (see [`ImportService::commit_removal`]), so every socket of the
     /// user learns of it.
-    pub async fn delete(&self, user_id: &str, id: &str) -> Result<(), ImportsError> {
+    pub async fn delete(&self, user_id: &str, id: &str) -> Result<(), ImportServiceError> {
         loop {
             let owned = self.get_owned(user_id, id).await?;
             if !owned.import.status.is_final() {
-                return Err(ImportsError::StillRunning);
+                return Err(ImportServiceError::StillRunning);
             }
             if self.commit_removal(&owned).await? {
                 break;
@@ -290,11 +298,11 @@ impl Imports {
         Ok(())
     }
 
-    /// [`Imports::commit`] for a delete: replaces `owned` by its tombstone
+    /// [`ImportService::commit`] for a delete: replaces `owned` by its tombstone
     /// if the stored version is still the one read, then publishes
     /// `import_removed` at the tombstone's version. Returns false when
     /// someone else changed the import first.
-    async fn commit_removal(&self, owned: &OwnedImport) -> Result<bool, ImportsError> {
+    async fn commit_removal(&self, owned: &OwnedImport) -> Result<bool, ImportServiceError> {
         let expected = owned.import.version;
         if !self
             .store
@@ -315,7 +323,7 @@ impl Imports {
         &self,
         owned: &mut OwnedImport,
         expected: u64,
-    ) -> Result<bool, ImportsError> {
+    ) -> Result<bool, ImportServiceError> {
         owned.import.version = expected + 1;
         owned.import.updated_at = Utc::now().max(owned.import.updated_at);
         if !self.commits.update_import(owned, expected).await? {
@@ -325,7 +333,7 @@ impl Imports {
         Ok(true)
     }
 
-    async fn publish(&self, owned: &OwnedImport) -> Result<(), ImportsError> {
+    async fn publish(&self, owned: &OwnedImport) -> Result<(), ImportServiceError> {
         let event = ImportEvent::new(&owned.user_id, &self.present(owned))?;
         self.send(event).await;
         Ok(())
@@ -344,7 +352,7 @@ impl Imports {
         self.work.notify_one();
     }
 
-    /// Resolves when [`Imports::work_arrived`] was called.
+    /// Resolves when [`ImportService::work_arrived`] was called.
     pub async fn wait_for_work(&self) {
         self.work.notified().await
     }

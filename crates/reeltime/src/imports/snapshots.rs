@@ -4,12 +4,12 @@
 
 use async_trait::async_trait;
 
-use super::Imports;
+use super::ImportService;
 use crate::events::SnapshotSource;
 use crate::store::{Snapshot, StoreError};
 
 #[async_trait]
-impl SnapshotSource for Imports {
+impl SnapshotSource for ImportService {
     async fn read(&self, user_id: &str) -> Result<Snapshot, StoreError> {
         self.store().snapshot(user_id).await
     }

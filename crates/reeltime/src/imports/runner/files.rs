@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::Runner;
 use super::job::Outcome;
-use crate::imports::{ImportsError, fail};
+use crate::imports::{ImportServiceError, fail};
 use crate::media::Probe;
 use crate::store::OwnedImport;
 
@@ -28,7 +28,10 @@ pub(crate) fn source_file(dir: &Path, container: &str) -> PathBuf {
 }
 
 impl Runner {
-    pub(super) async fn quota_left(&self, user_id: &str) -> Result<Option<u64>, ImportsError> {
+    pub(super) async fn quota_left(
+        &self,
+        user_id: &str,
+    ) -> Result<Option<u64>, ImportServiceError> {
         let Some(quota) = self.imports.limits().quota_bytes else {
             return Ok(None);
         };
@@ -42,7 +45,7 @@ impl Runner {
         &self,
         user_id: &str,
         result: &serde_json::Value,
-    ) -> Result<Option<Outcome<()>>, ImportsError> {
+    ) -> Result<Option<Outcome<()>>, ImportServiceError> {
         let Some(left) = self.quota_left(user_id).await? else {
             return Ok(None);
         };
@@ -61,7 +64,7 @@ impl Runner {
         mut owned: OwnedImport,
         dir: &Path,
         outcome: Outcome<T>,
-    ) -> Result<(), ImportsError> {
+    ) -> Result<(), ImportServiceError> {
         match outcome {
             Outcome::Done(_) => Ok(()),
             Outcome::Stopped => {
@@ -105,7 +108,7 @@ impl Runner {
         mut owned: OwnedImport,
         dir: &Path,
         result: serde_json::Value,
-    ) -> Result<(), ImportsError> {
+    ) -> Result<(), ImportServiceError> {
         let _quota_gate = match self.imports.limits().quota_bytes {
             Some(_) => Some(self.quota_gate.lock().await),
             None => None,

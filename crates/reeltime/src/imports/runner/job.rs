@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::files::{self, find_source, remove_dir, remove_outputs};
 use super::{DownloadPhase, PROGRESS_EVERY, Runner, stage};
 use crate::imports::source::{Fetched, Output, Reporter, Resume, Source, SourceJob};
-use crate::imports::{ImportsError, MAX_ATTEMPTS, fail};
+use crate::imports::{ImportServiceError, MAX_ATTEMPTS, fail};
 use crate::media::MediaError;
 use crate::store::OwnedImport;
 
@@ -48,7 +48,7 @@ impl Runner {
         mut owned: OwnedImport,
         phase: DownloadPhase,
         stop: &CancellationToken,
-    ) -> Result<(), ImportsError> {
+    ) -> Result<(), ImportServiceError> {
         let id = owned.import.id.clone();
         let source = match self.imports.sources().for_import(&owned.import) {
             Ok(source) => Arc::clone(source),
@@ -121,7 +121,7 @@ impl Runner {
         owned: OwnedImport,
         phase: DownloadPhase,
         stop: &CancellationToken,
-    ) -> Result<(), ImportsError> {
+    ) -> Result<(), ImportServiceError> {
         let (mut owned, slot) = if source.waits_in_download_line() {
             match self.wait_in_line(&self.downloads, owned, stop).await? {
                 Some((owned, slot)) => (owned, Some(slot)),
@@ -227,7 +227,7 @@ impl Runner {
         mut owned: OwnedImport,
         bytes: u64,
         result: serde_json::Value,
-    ) -> Result<(), ImportsError> {
+    ) -> Result<(), ImportServiceError> {
         let expected = owned.import.version;
         let import = &mut owned.import;
         import.status = ImportStatus::Completed;
@@ -247,7 +247,7 @@ impl Runner {
         owned: &mut OwnedImport,
         name: &str,
         progress: f64,
-    ) -> Result<bool, ImportsError> {
+    ) -> Result<bool, ImportServiceError> {
         let expected = owned.import.version;
         owned.import.stage = Some(name.to_string());
         owned.import.queue_position = None;
@@ -270,7 +270,7 @@ impl Runner {
         mut progress: watch::Receiver<P>,
         apply: impl Fn(&mut Import, P),
         committed: impl Fn(P),
-    ) -> Result<Outcome<T>, ImportsError> {
+    ) -> Result<Outcome<T>, ImportServiceError> {
         tokio::pin!(work);
         let mut pending = false;
         let mut next_commit = Instant::now();

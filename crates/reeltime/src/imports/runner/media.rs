@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use super::files::{find_source, media_result, remove_file, result_files};
 use super::job::{Outcome, map_unit};
 use super::{DOWNLOAD_SHARE, Runner, TRANSCODE_FROM, stage};
-use crate::imports::ImportsError;
+use crate::imports::ImportServiceError;
 use crate::media;
 use crate::store::OwnedImport;
 
@@ -17,7 +17,7 @@ impl Runner {
         &self,
         owned: OwnedImport,
         stop: &CancellationToken,
-    ) -> Result<(), ImportsError> {
+    ) -> Result<(), ImportServiceError> {
         let Some(media) = &self.media else {
             return Ok(());
         };

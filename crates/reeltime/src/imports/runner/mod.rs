@@ -25,7 +25,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::Imports;
+use super::ImportService;
 use super::line::Line;
 use crate::media::{MediaTools, TranscodeMode};
 use crate::store::OwnedImport;
@@ -76,7 +76,7 @@ const POSITIONS_SHOWN: i64 = 1000;
 
 /// Claims imports from the store and runs them.
 pub struct Runner {
-    imports: Arc<Imports>,
+    imports: Arc<ImportService>,
     media: Option<MediaWork>,
     node: String,
     lease: Duration,
@@ -106,7 +106,7 @@ impl Drop for DownloadPhase {
 
 impl Runner {
     pub fn new(
-        imports: Arc<Imports>,
+        imports: Arc<ImportService>,
         media: Option<MediaWork>,
         jobs: JobSettings,
         shutdown: CancellationToken,

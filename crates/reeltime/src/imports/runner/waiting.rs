@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::{POSITIONS_SHOWN, Runner};
-use crate::imports::ImportsError;
+use crate::imports::ImportServiceError;
 use crate::imports::line::{Line, Slot};
 use crate::store::OwnedImport;
 
@@ -38,7 +38,7 @@ impl Runner {
         line: &Arc<Line>,
         owned: OwnedImport,
         stop: &CancellationToken,
-    ) -> Result<Option<(OwnedImport, Slot)>, ImportsError> {
+    ) -> Result<Option<(OwnedImport, Slot)>, ImportServiceError> {
         let id = owned.import.id.clone();
         let slot = match line.join(&id, &owned.user_id) {
             Ok(slot) => slot,

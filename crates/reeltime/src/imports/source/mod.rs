@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use reeltime_protocol::Import;
 use tokio::sync::watch;
 
-use super::ImportsError;
+use super::ImportServiceError;
 use super::fetch::{FetchError, Fetcher, Progress};
 use super::guard::Policy;
 
@@ -51,14 +51,14 @@ impl SourceSpec {
     /// The URL-shaped spec's URL, after the checks every URL gets; a
     /// source that is given another shape refuses it (so a new variant
     /// does not touch the existing sources).
-    pub fn url(&self) -> Result<::url::Url, ImportsError> {
+    pub fn url(&self) -> Result<::url::Url, ImportServiceError> {
         match self {
             SourceSpec::Url(raw) => parse_url(raw),
         }
     }
 }
 
-/// A new import as the caller describes it (see [`super::Imports::create`]).
+/// A new import as the caller describes it (see [`super::ImportService::create`]).
 #[derive(Debug, Clone)]
 pub struct NewImport {
     pub title: Option<String>,
@@ -219,7 +219,7 @@ pub trait Source: Send + Sync {
 
     /// Checks a new import's spec with this source's own rules, before
     /// anything is stored.
-    async fn accept(&self, spec: &SourceSpec) -> Result<Accepted, ImportsError>;
+    async fn accept(&self, spec: &SourceSpec) -> Result<Accepted, ImportServiceError>;
 
     /// Whether the work waits its turn in this node's download line. Every
     /// job counts against the download slots when the runner claims work,
@@ -281,10 +281,10 @@ impl Sources {
     }
 
     /// Checks a new import's spec with its source's rules.
-    pub async fn accept(&self, spec: &SourceSpec) -> Result<Accepted, ImportsError> {
+    pub async fn accept(&self, spec: &SourceSpec) -> Result<Accepted, ImportServiceError> {
         let source = self
             .get(spec.kind())
-            .map_err(|unknown| ImportsError::BadRequest(unknown.to_string()))?;
+            .map_err(|unknown| ImportServiceError::BadRequest(unknown.to_string()))?;
         source.accept(spec).await
     }
 }
@@ -303,18 +303,18 @@ fn kind_of_url(raw: &str) -> &'static str {
 }
 
 /// The checks every URL-shaped spec gets: present, not huge, parseable.
-fn parse_url(raw: &str) -> Result<::url::Url, ImportsError> {
+fn parse_url(raw: &str) -> Result<::url::Url, ImportServiceError> {
     let raw = raw.trim();
     if raw.is_empty() {
-        return Err(ImportsError::BadRequest("url is required".into()));
+        return Err(ImportServiceError::BadRequest("url is required".into()));
     }
     if raw.len() > 2048 {
-        return Err(ImportsError::BadRequest(
+        return Err(ImportServiceError::BadRequest(
             "url is longer than 2048 characters".into(),
         ));
     }
     ::url::Url::parse(raw)
-        .map_err(|err| ImportsError::BadRequest(format!("url is not a valid URL: {err}")))
+        .map_err(|err| ImportServiceError::BadRequest(format!("url is not a valid URL: {err}")))
 }
 
 #[cfg(test)]
@@ -400,12 +400,15 @@ mod tests {
         let bad = sources
             .accept(&SourceSpec::Url("synthetic:?steps=0".into()))
             .await;
-        assert!(matches!(bad, Err(ImportsError::BadRequest(_))), "{bad:?}");
+        assert!(
+            matches!(bad, Err(ImportServiceError::BadRequest(_))),
+            "{bad:?}"
+        );
         let blocked = sources
             .accept(&SourceSpec::Url("http://127.0.0.1/a.mp4".into()))
             .await;
         assert!(
-            matches!(blocked, Err(ImportsError::UrlNotAllowed(_))),
+            matches!(blocked, Err(ImportServiceError::UrlNotAllowed(_))),
             "{blocked:?}"
         );
     }

@@ -13,7 +13,7 @@ use serde_json::json;
 use url::Url;
 
 use super::{Accepted, Fetched, Output, Resume, Source, SourceError, SourceJob, SourceSpec, kind};
-use crate::imports::ImportsError;
+use crate::imports::ImportServiceError;
 use crate::imports::runner::PROGRESS_EVERY;
 
 pub const SCHEME: &str = "synthetic";
@@ -81,14 +81,14 @@ impl Source for SyntheticSource {
         kind::SYNTHETIC
     }
 
-    async fn accept(&self, spec: &SourceSpec) -> Result<Accepted, ImportsError> {
+    async fn accept(&self, spec: &SourceSpec) -> Result<Accepted, ImportServiceError> {
         let url = spec.url()?;
         if !self.allowed {
-            return Err(ImportsError::UrlNotAllowed(
+            return Err(ImportServiceError::UrlNotAllowed(
                 "synthetic imports are off (REELTIME_SYNTHETIC_IMPORTS)".into(),
             ));
         }
-        Plan::parse(&url).map_err(ImportsError::BadRequest)?;
+        Plan::parse(&url).map_err(ImportServiceError::BadRequest)?;
         Ok(Accepted {
             source_url: url.to_string(),
             default_title: "video".into(),

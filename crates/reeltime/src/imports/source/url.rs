@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use url::Url;
 
 use super::{Accepted, Fetched, Output, Resume, Source, SourceError, SourceJob, SourceSpec, kind};
-use crate::imports::ImportsError;
+use crate::imports::ImportServiceError;
 use crate::imports::fetch::{FetchError, Fetcher};
 use crate::imports::guard::Policy;
 use crate::imports::runner::files;
@@ -36,11 +36,11 @@ impl Source for UrlSource {
     /// The guard's checks that can be made before anything is stored: the
     /// URL itself, then its addresses. A failed lookup is not fatal here
     /// (the download reports it).
-    async fn accept(&self, spec: &SourceSpec) -> Result<Accepted, ImportsError> {
+    async fn accept(&self, spec: &SourceSpec) -> Result<Accepted, ImportServiceError> {
         let url = spec.url()?;
         self.policy
             .check_url(&url)
-            .map_err(|blocked| ImportsError::UrlNotAllowed(blocked.0))?;
+            .map_err(|blocked| ImportServiceError::UrlNotAllowed(blocked.0))?;
         if let Some(url::Host::Domain(host)) = url.host() {
             let port = url.port_or_known_default().unwrap_or(80);
             let lookup = tokio::net::lookup_host((host, port));
@@ -48,7 +48,7 @@ impl Source for UrlSource {
                 let addrs: Vec<SocketAddr> = addrs.collect();
                 self.policy
                     .check_resolved(&host.to_ascii_lowercase(), &addrs)
-                    .map_err(|blocked| ImportsError::UrlNotAllowed(blocked.0))?;
+                    .map_err(|blocked| ImportServiceError::UrlNotAllowed(blocked.0))?;
             }
         }
         Ok(Accepted {
