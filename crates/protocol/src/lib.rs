@@ -22,6 +22,9 @@ pub use close::Close;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ImportStatus {
+    /// An upload whose bytes are still arriving (`source: "upload"`); the
+    /// usual stages follow once the last byte is stored.
+    Uploading,
     Queued,
     Downloading,
     Processing,
@@ -32,7 +35,8 @@ pub enum ImportStatus {
 
 impl ImportStatus {
     /// Every status, for metrics and documentation.
-    pub const ALL: [ImportStatus; 6] = [
+    pub const ALL: [ImportStatus; 7] = [
+        ImportStatus::Uploading,
         ImportStatus::Queued,
         ImportStatus::Downloading,
         ImportStatus::Processing,
@@ -52,6 +56,7 @@ impl ImportStatus {
     /// The name used on the wire and in the database.
     pub fn as_str(self) -> &'static str {
         match self {
+            ImportStatus::Uploading => "uploading",
             ImportStatus::Queued => "queued",
             ImportStatus::Downloading => "downloading",
             ImportStatus::Processing => "processing",
@@ -79,6 +84,34 @@ pub struct ImportError {
     pub message: String,
 }
 
+/// Where an import's bytes come from. Stored imports from before this field
+/// existed are URL imports, hence the default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImportSource {
+    /// Downloaded by the server from `source_url` (also the load-test
+    /// `synthetic:` imports).
+    #[default]
+    Url,
+    /// Sent by the browser over tus (`/api/uploads`); `file_name` is set,
+    /// `source_url` is null.
+    Upload,
+    /// Run by the app's own workers, which report its progress through the
+    /// server API; Reeltime only carries the progress.
+    External,
+}
+
+impl ImportSource {
+    /// The name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImportSource::Url => "url",
+            ImportSource::Upload => "upload",
+            ImportSource::External => "external",
+        }
+    }
+}
+
 /// One video import, identical in the REST API and on the WebSocket.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Import {
@@ -94,10 +127,21 @@ pub struct Import {
     /// Strictly increasing per import; clients drop anything not newer.
     pub version: u64,
     pub attempt: u32,
-    pub source_url: String,
+    #[serde(default)]
+    pub source: ImportSource,
+    /// The URL a `url` import downloads; null for other sources.
+    pub source_url: Option<String>,
+    /// The name of the uploaded file (`upload` imports), as the browser
+    /// gave it; never a path on the server.
+    #[serde(default)]
+    pub file_name: Option<String>,
     pub title: String,
     pub error: Option<ImportError>,
     pub result: Option<serde_json::Value>,
+    /// The app's own JSON object (at most 4 KiB) linking the import to its
+    /// records, as given when the import was created; null when none.
+    #[serde(default)]
+    pub metadata: Option<serde_json::Value>,
     /// Place in the waiting line while queued (1 = next), else `None`.
     #[serde(default)]
     pub queue_position: Option<u64>,

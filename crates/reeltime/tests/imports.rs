@@ -26,7 +26,7 @@ async fn an_import_runs_to_completion_with_ordered_progress_on_the_socket() {
     assert_eq!(created.status, ImportStatus::Queued);
     assert_eq!(created.version, 1);
     assert_eq!(created.attempt, 1);
-    assert_eq!(created.source_url, url);
+    assert_eq!(created.source_url.as_deref(), Some(url.as_str()));
     assert_eq!(created.title, "paced");
 
     let started = std::time::Instant::now();

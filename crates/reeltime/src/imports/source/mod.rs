@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use reeltime_protocol::Import;
+use reeltime_protocol::{Import, ImportSource};
 use tokio::sync::watch;
 
 use super::ImportServiceError;
@@ -30,6 +30,10 @@ pub mod kind {
     /// A load-test import that only reports progress
     /// ([`super::synthetic::SyntheticSource`]).
     pub const SYNTHETIC: &str = "synthetic";
+    /// A browser upload over tus (`/api/uploads`).
+    pub const UPLOAD: &str = "upload";
+    /// An import the app's own workers run and report on.
+    pub const EXTERNAL: &str = "external";
 }
 
 /// What a user asks to import. The REST API speaks of a URL today; the
@@ -68,10 +72,26 @@ pub struct NewImport {
 /// A spec its source accepted: what is stored in the new import.
 #[derive(Debug, Clone)]
 pub struct Accepted {
-    /// Stored as the import's `source_url` (the wire format is unchanged).
-    pub source_url: String,
+    /// The import's `source` on the wire.
+    pub source: ImportSource,
+    /// The import's `source_url` (URL imports only).
+    pub source_url: Option<String>,
+    /// The import's `file_name` (uploads only).
+    pub file_name: Option<String>,
     /// The title when the caller gave none.
     pub default_title: String,
+}
+
+impl Accepted {
+    /// What a URL-shaped source stores.
+    pub fn url(url: &::url::Url, default_title: String) -> Accepted {
+        Accepted {
+            source: ImportSource::Url,
+            source_url: Some(url.to_string()),
+            file_name: None,
+            default_title,
+        }
+    }
 }
 
 /// What a source can do for an import that was interrupted (a restart, a
@@ -289,10 +309,14 @@ impl Sources {
     }
 }
 
-/// A stored import's kind. Derived from `source_url` until the protocol
-/// stores the kind itself (`source: "url" | "upload"`, next issue).
+/// A stored import's kind: its `source`, and for a URL import the scheme
+/// (a `synthetic:` URL is a load-test import).
 pub fn kind_of(import: &Import) -> &'static str {
-    kind_of_url(&import.source_url)
+    match import.source {
+        ImportSource::Url => kind_of_url(import.source_url.as_deref().unwrap_or_default()),
+        ImportSource::Upload => kind::UPLOAD,
+        ImportSource::External => kind::EXTERNAL,
+    }
 }
 
 fn kind_of_url(raw: &str) -> &'static str {
@@ -335,7 +359,10 @@ mod tests {
             bytes_total: None,
             version: 1,
             attempt: 1,
-            source_url: source_url.into(),
+            source: ImportSource::Url,
+            source_url: Some(source_url.into()),
+            file_name: None,
+            metadata: None,
             title: "t".into(),
             error: None,
             result: None,
@@ -396,7 +423,7 @@ mod tests {
             .accept(&SourceSpec::Url("synthetic:?steps=5".into()))
             .await
             .unwrap();
-        assert_eq!(accepted.source_url, "synthetic:?steps=5");
+        assert_eq!(accepted.source_url.as_deref(), Some("synthetic:?steps=5"));
         let bad = sources
             .accept(&SourceSpec::Url("synthetic:?steps=0".into()))
             .await;

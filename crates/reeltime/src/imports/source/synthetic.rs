@@ -52,7 +52,7 @@ impl Plan {
     }
 
     fn of(import: &Import) -> Result<Plan, String> {
-        Url::parse(&import.source_url)
+        Url::parse(import.source_url.as_deref().unwrap_or_default())
             .map_err(|err| err.to_string())
             .and_then(|url| Plan::parse(&url))
     }
@@ -89,10 +89,7 @@ impl Source for SyntheticSource {
             ));
         }
         Plan::parse(&url).map_err(ImportServiceError::BadRequest)?;
-        Ok(Accepted {
-            source_url: url.to_string(),
-            default_title: "video".into(),
-        })
+        Ok(Accepted::url(&url, "video".into()))
     }
 
     fn waits_in_download_line(&self) -> bool {

@@ -51,10 +51,7 @@ impl Source for UrlSource {
                     .map_err(|blocked| ImportServiceError::UrlNotAllowed(blocked.0))?;
             }
         }
-        Ok(Accepted {
-            source_url: url.to_string(),
-            default_title: title_from_url(&url),
-        })
+        Ok(Accepted::url(&url, title_from_url(&url)))
     }
 
     fn output(&self) -> Output {
@@ -70,7 +67,7 @@ impl Source for UrlSource {
         tokio::fs::create_dir_all(&job.dir)
             .await
             .map_err(FetchError::Io)?;
-        let Ok(url) = Url::parse(&job.import.source_url) else {
+        let Ok(url) = Url::parse(job.import.source_url.as_deref().unwrap_or_default()) else {
             return Err(FetchError::NotAllowed("the stored URL is invalid".into()).into());
         };
         if job.quota_left == Some(0) {
