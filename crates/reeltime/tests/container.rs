@@ -102,10 +102,10 @@ async fn listening_address(name: &str) -> String {
         while let Ok(Some(line)) = lines.next_line().await {
             log.push_str(&line);
             log.push('\n');
-            if let Some((_, address)) = line.split_once("listening on http://") {
-                if let Some(address) = address.split_whitespace().next() {
-                    return address.to_string();
-                }
+            if let Some((_, address)) = line.split_once("listening on http://")
+                && let Some(address) = address.split_whitespace().next()
+            {
+                return address.to_string();
             }
         }
         panic!("the container stopped before listening:\n{log}");
