@@ -78,7 +78,7 @@ impl Cleanup {
 impl Drop for Cleanup {
     fn drop(&mut self) {
         for name in &self.containers {
-            let _ = podman_output(&["rm", "--force", "--time", "0", name]);
+            let _ = podman_output(&["rm", "--force", "--volumes", "--time", "0", name]);
         }
         for name in &self.volumes {
             let _ = podman_output(&["volume", "rm", "--force", name]);
