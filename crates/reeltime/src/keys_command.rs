@@ -28,7 +28,10 @@ pub async fn run(database_url: &str, action: KeysCommand) -> anyhow::Result<()> 
             if listed.is_empty() {
                 eprintln!("no server API keys (reeltime keys create --name NAME)");
             }
-            println!("{:<24} {:<20} {:<20} STATUS", "NAME", "CREATED", "LAST USED");
+            println!(
+                "{:<24} {:<20} {:<20} STATUS",
+                "NAME", "CREATED", "LAST USED"
+            );
             let show = |at: Option<chrono::DateTime<chrono::Utc>>| {
                 at.map_or_else(
                     || "never".to_string(),

@@ -40,9 +40,7 @@ const MAX_NAME_CHARS: usize = 64;
 pub enum ServerKeyError {
     #[error("a key named {0:?} already exists (revoke it first, or pick another name)")]
     NameTaken(String),
-    #[error(
-        "a key name is 1 to {MAX_NAME_CHARS} letters, digits, '-', '_' or '.', got {0:?}"
-    )]
+    #[error("a key name is 1 to {MAX_NAME_CHARS} letters, digits, '-', '_' or '.', got {0:?}")]
     BadName(String),
     #[error("no key named {0:?} that is not revoked")]
     NotFound(String),

@@ -37,7 +37,8 @@ const MAX_STAGE_CHARS: usize = 64;
 const MAX_RESULT_BYTES: usize = 16 * 1024;
 /// Keys of `result` that name the server's own media files: never taken
 /// from a worker (the server signs links for them).
-const RESERVED_RESULT_KEYS: [&str; 4] = ["video_file", "thumbnail_file", "video_url", "thumbnail_url"];
+const RESERVED_RESULT_KEYS: [&str; 4] =
+    ["video_file", "thumbnail_file", "video_url", "thumbnail_url"];
 
 /// Body of `POST /api/server/imports/{id}/progress`; every field optional.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -93,7 +94,9 @@ impl ProgressReport {
         if let (Some(done), Some(total)) = (self.bytes_done, self.bytes_total)
             && done > total
         {
-            return bad(format!("bytes_done ({done}) is more than bytes_total ({total})"));
+            return bad(format!(
+                "bytes_done ({done}) is more than bytes_total ({total})"
+            ));
         }
         Ok(())
     }
@@ -252,7 +255,11 @@ impl ImportService {
             }
             report.check_forward(&shown.import)?;
             report.apply(&mut shown.import);
-            let merged = held.report.clone().unwrap_or_default().merge(report.clone());
+            let merged = held
+                .report
+                .clone()
+                .unwrap_or_default()
+                .merge(report.clone());
             let turn = turn_in(&owned.import);
             if owned.import.status == ImportStatus::Queued || turn.is_zero() {
                 let mut next = owned.clone();
