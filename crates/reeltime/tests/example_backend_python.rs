@@ -128,16 +128,18 @@ async fn the_python_backend_drives_external_imports_a_tab_watches() {
         .unwrap();
     assert_eq!(refused.status().as_u16(), 401, "the example checks tokens");
 
-    let started: Value = http
-        .post(format!("{base}/renders"))
-        .bearer_auth(&token)
-        .json(&json!({"title": "Holiday cut", "steps": 4}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let start_render = |title: &str, steps: u32| {
+        let request = http
+            .post(format!("{base}/renders"))
+            .bearer_auth(&token)
+            .json(&json!({"title": title, "steps": steps}));
+        async move {
+            let response = request.send().await.expect("POST /renders");
+            assert_eq!(response.status().as_u16(), 201);
+            response.json::<Value>().await.expect("JSON")
+        }
+    };
+    let started = start_render("Holiday cut", 4).await;
     let id = started["import"]["id"]
         .as_str()
         .expect("an import id")
@@ -159,16 +161,7 @@ async fn the_python_backend_drives_external_imports_a_tab_watches() {
     );
 
     // Cancelled in the browser: the worker stops at its next report.
-    let slow: Value = http
-        .post(format!("{base}/renders"))
-        .bearer_auth(&token)
-        .json(&json!({"title": "Long cut", "steps": 200}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let slow = start_render("Long cut", 200).await;
     let slow_id = slow["import"]["id"].as_str().unwrap().to_string();
     let slow_render = slow["render_id"].as_str().unwrap().to_string();
     wait_for(&mut tab, &slow_id, |i| i.status == ImportStatus::Processing).await;
