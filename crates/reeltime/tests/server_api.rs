@@ -703,3 +703,68 @@ async fn an_external_import_driven_through_two_nodes_reaches_tabs_on_both() {
         assert_eq!(seen.status, ImportStatus::Cancelled);
     }
 }
+
+#[tokio::test]
+async fn the_backend_creates_url_imports_for_a_user_whose_tabs_see_them_run() {
+    // A browser gets one import a minute here; the app's backend is not
+    // held to the browsers' creation rate.
+    let world = common::world(&[
+        ("REELTIME_IMPORT_RATE_PER_MIN", "1"),
+        ("REELTIME_IMPORT_RATE_BURST", "1"),
+    ])
+    .await;
+    let secret = create_key(&data_dir_env(&world.server), "backend").await;
+    let backend = Backend::new(&world.server.http(), &secret);
+    let (mut tab, _) = world.socket("user_gus").await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let url = world
+            .content
+            .video_url(&format!("server-{n}.mp4"), 8 * 1024);
+        let created = backend
+            .post(
+                "/api/server/imports",
+                &json!({"user_id": "user_gus", "url": url, "title": format!("clip {n}")}),
+            )
+            .await;
+        assert_eq!(created.status, 201, "{}", created.body);
+        assert_eq!(created.body["source"], "url");
+        ids.push(created.body["id"].as_str().unwrap().to_string());
+    }
+    let mut finished = std::collections::HashMap::new();
+    tab.imports_until(|i| {
+        if ids.contains(&i.id) && i.status.is_final() {
+            finished.insert(i.id.clone(), i.status);
+        }
+        finished.len() == ids.len()
+    })
+    .await;
+    assert!(
+        finished.values().all(|s| *s == ImportStatus::Completed),
+        "{finished:?}"
+    );
+    let token = world.token("user_gus");
+    let (_, page) = world.api.get(&token, "/api/imports").await;
+    assert_eq!(page["imports"].as_array().unwrap().len(), 3, "{page}");
+    // The browser is still held to its rate.
+    let url = world.content.video_url("browser.mp4", 1024);
+    assert_eq!(world.api.create_import(&token, &url).await.0, 201);
+    assert_eq!(world.api.create_import(&token, &url).await.0, 429);
+    // Bad requests name what is wrong.
+    for (body, expected) in [
+        (json!({"user_id": "", "url": url}), "user_id"),
+        (
+            json!({"user_id": "u", "source": "external", "url": url}),
+            "no url",
+        ),
+        (json!({"user_id": "u"}), "url is required"),
+        (json!({"user_id": "u", "source": "ftp"}), "source must be"),
+    ] {
+        let refused = backend.post("/api/server/imports", &body).await;
+        assert_eq!(refused.status, 400, "{body}");
+        let message = refused.body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(expected), "{message}");
+    }
+    let bad_status = backend.get("/api/server/imports?status=nope").await;
+    assert_eq!(bad_status.status, 400);
+}
