@@ -200,6 +200,39 @@ pub struct Settings {
     /// Longest media accepted, in seconds, as the probe reads it (too_long).
     #[arg(long, env = "REELTIME_MAX_DURATION_SECS", default_value_t = 14_400, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_duration_secs: u64,
+
+    /// With no command the server runs.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What the binary does besides serving: commands that use the server's
+/// own settings (REELTIME_DATABASE_URL, REELTIME_DATA_DIR) and exit.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Server API keys for the app's backend (`Authorization: Bearer rt_sk_...` on /api/server/*).
+    Keys {
+        #[command(subcommand)]
+        action: KeysCommand,
+    },
+}
+
+/// `reeltime keys ...`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum KeysCommand {
+    /// Makes a new key and prints its secret, once: only its hash is stored.
+    Create {
+        /// A name to tell keys apart (letters, digits, - _ .).
+        #[arg(long)]
+        name: String,
+    },
+    /// Lists the keys: name, created, last used (to the minute), revoked.
+    List,
+    /// Revokes the key named NAME: every node refuses it from the next request.
+    Revoke {
+        /// The key's name.
+        name: String,
+    },
 }
 
 fn parse_flag(raw: &str) -> Result<bool, String> {
@@ -364,6 +397,7 @@ pub const DEV_ISSUER: &str = "reeltime-dev";
 impl Config {
     /// Checks the settings together and derives what follows from them.
     pub fn from_settings(s: Settings) -> anyhow::Result<Config> {
+        let database_url = database_url(&s)?;
         let clean = |list: Vec<String>| -> Vec<String> {
             list.into_iter()
                 .map(|item| item.trim().trim_end_matches('/').to_string())
@@ -430,13 +464,6 @@ impl Config {
             }
         }
 
-        let database_url = given(s.database_url, "REELTIME_DATABASE_URL")?
-            .unwrap_or_else(|| format!("sqlite://{}", s.data_dir.join("reeltime.db").display()));
-        if !database_url.starts_with("sqlite:") && !crate::store::is_postgres_url(&database_url) {
-            bail!(
-                "bad setting REELTIME_DATABASE_URL: expected sqlite://..., postgres://... or postgresql://..."
-            );
-        }
         let media_url = given(s.media_url, "REELTIME_MEDIA_URL")?.map(|url| url.trim().to_string());
         if let Some(url) = &media_url {
             let parsed = url::Url::parse(url).context("bad setting REELTIME_MEDIA_URL")?;
@@ -529,6 +556,19 @@ impl Config {
     pub fn is_development(&self) -> bool {
         matches!(self.key_source, KeySource::Development { .. })
     }
+}
+
+/// The database the settings name: REELTIME_DATABASE_URL, or the SQLite
+/// file in REELTIME_DATA_DIR. Shared by the server and `reeltime keys`.
+pub fn database_url(s: &Settings) -> anyhow::Result<String> {
+    let database_url = given(s.database_url.clone(), "REELTIME_DATABASE_URL")?
+        .unwrap_or_else(|| format!("sqlite://{}", s.data_dir.join("reeltime.db").display()));
+    if !database_url.starts_with("sqlite:") && !crate::store::is_postgres_url(&database_url) {
+        bail!(
+            "bad setting REELTIME_DATABASE_URL: expected sqlite://..., postgres://... or postgresql://..."
+        );
+    }
+    Ok(database_url)
 }
 
 /// Half the cores, at least one: transcoding is CPU-bound and the node must
@@ -725,6 +765,21 @@ mod tests {
         assert!(err.to_string().contains("CLERK_JWT_KEY"), "{err}");
         let err = Config::from_settings(settings(&["--issuer", ""])).unwrap_err();
         assert!(err.to_string().contains("REELTIME_ISSUER"), "{err}");
+    }
+
+    #[test]
+    fn keys_commands_parse_beside_the_settings() {
+        let parsed = settings(&["keys", "create", "--name", "backend"]);
+        assert!(matches!(
+            parsed.command,
+            Some(Command::Keys { action: KeysCommand::Create { ref name } }) if name == "backend"
+        ));
+        let parsed = settings(&["--data-dir", "/tmp/x", "keys", "revoke", "old"]);
+        assert_eq!(
+            database_url(&parsed).unwrap(),
+            "sqlite:///tmp/x/reeltime.db"
+        );
+        assert!(settings(&[]).command.is_none());
     }
 
     #[test]
