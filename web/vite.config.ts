@@ -1,4 +1,5 @@
 /// <reference types="vitest/config" />
+import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vite';
 
 /**
@@ -34,7 +35,14 @@ export default defineConfig({
     },
   },
   test: {
-    include: ['src/**/*.test.{ts,tsx}'],
+    include: ['src/**/*.test.{ts,tsx}', 'packages/*/src/**/*.test.{ts,tsx}'],
+    // Unit tests run on the packages' sources; the build (and so the page
+    // served by the server) uses their built `dist/`, as an outside app would.
+    alias: {
+      '@reeltime/client': fileURLToPath(new URL('./packages/client/src/index.ts', import.meta.url)),
+      '@reeltime/react/upload': fileURLToPath(new URL('./packages/react/src/upload.ts', import.meta.url)),
+      '@reeltime/react': fileURLToPath(new URL('./packages/react/src/index.ts', import.meta.url)),
+    },
     environment: 'node',
     restoreMocks: true,
   },

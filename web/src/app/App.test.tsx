@@ -6,7 +6,7 @@
 import { act } from 'react';
 import { createRoot, type Root } from 'react-dom/client';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { flush, makeImport, makeJwt, nowSecs, readyMessage, recordSockets, type FakeSocket } from '../test/fakes';
+import { flush, makeImport, makeJwt, nowSecs, readyMessage, recordSockets, type FakeSocket } from '../../packages/client/test/fakes.js';
 import { App } from './App';
 
 (globalThis as { IS_REACT_ACT_ENVIRONMENT?: boolean }).IS_REACT_ACT_ENVIRONMENT = true;
@@ -175,7 +175,7 @@ describe('the page', () => {
     expect(text(completed, 'import-delete')).toBe('Delete');
     expect(text(completed, 'import-cancel')).toBeNull();
 
-    expect(text(failed, 'import-error')).toBe('That address did not return a video file.');
+    expect(text(failed, 'import-error')).toBe('That is not a video file.');
 
     act(() => live().receive({ type: 'import', import: makeImport({ id: 'd', version: 4, progress: 0.9, created_at: '2030-01-01T00:00:03.000Z' }) }));
     expect(text($$('import-row')[1], 'import-percent')).toBe('90%');
