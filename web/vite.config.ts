@@ -42,6 +42,10 @@ export default defineConfig({
       '@reeltime/client': fileURLToPath(new URL('./packages/client/src/index.ts', import.meta.url)),
       '@reeltime/react/upload': fileURLToPath(new URL('./packages/react/src/upload.ts', import.meta.url)),
       '@reeltime/react': fileURLToPath(new URL('./packages/react/src/index.ts', import.meta.url)),
+      // Tests run in Node (with happy-dom for a browser): take tus-js-client's
+      // browser build (Blob, XMLHttpRequest, localStorage), as a bundler does
+      // through its `browser` field, not the Node one (Buffer, streams).
+      'tus-js-client': fileURLToPath(new URL('./node_modules/tus-js-client/lib.esm/browser/index.js', import.meta.url)),
     },
     environment: 'node',
     restoreMocks: true,
