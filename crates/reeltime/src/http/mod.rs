@@ -7,6 +7,7 @@
 //! them for the router, through axum's [`FromRef`].
 
 mod auth;
+mod cors;
 mod dev;
 mod error;
 mod health;
@@ -15,6 +16,7 @@ mod log;
 mod me;
 mod media;
 mod samples;
+mod uploads;
 mod web;
 
 use std::sync::Arc;
@@ -23,9 +25,10 @@ use axum::Router;
 use axum::extract::FromRef;
 use axum::http::StatusCode;
 use axum::middleware;
-use axum::routing::{get, post};
+use axum::routing::{get, head, post};
 
 pub use auth::{BearerAuth, Caller};
+pub use cors::Cors;
 pub use dev::is_loopback_host;
 pub use error::ApiError;
 pub use health::Health;
@@ -36,6 +39,7 @@ pub use web::PageConfig;
 use crate::auth::DevIssuer;
 use crate::gateway::Gateway;
 use crate::imports::ImportService;
+use crate::imports::uploads::Uploads;
 use crate::users::Users;
 
 /// The sub-states of the public listener, for the router: a handler never
@@ -46,6 +50,10 @@ pub struct AppState {
     pub gateway: Arc<Gateway>,
     /// `/api/imports...`.
     pub imports: Arc<ImportService>,
+    /// `/api/uploads...` (tus).
+    pub uploads: Arc<Uploads>,
+    /// The CORS policy of every route (REELTIME_ALLOWED_ORIGINS).
+    pub cors: Arc<Cors>,
     /// The `Caller` extractor of every authenticated REST route.
     pub auth: BearerAuth,
     /// `/api/config`.
@@ -68,6 +76,12 @@ impl FromRef<AppState> for Arc<Gateway> {
 impl FromRef<AppState> for Arc<ImportService> {
     fn from_ref(state: &AppState) -> Arc<ImportService> {
         Arc::clone(&state.imports)
+    }
+}
+
+impl FromRef<AppState> for Arc<Uploads> {
+    fn from_ref(state: &AppState) -> Arc<Uploads> {
+        Arc::clone(&state.uploads)
     }
 }
 
@@ -120,6 +134,17 @@ pub fn router(state: AppState, admin: Admin) -> Router {
             get(imports::get).delete(imports::delete),
         )
         .route("/api/imports/{id}/cancel", post(imports::cancel))
+        .route(
+            "/api/uploads",
+            post(uploads::create).options(uploads::options),
+        )
+        .route(
+            "/api/uploads/{id}",
+            head(uploads::head)
+                .patch(uploads::patch)
+                .delete(uploads::terminate)
+                .options(uploads::options),
+        )
         .route("/api/me", get(me::me))
         .route("/api/config", get(web::page_config))
         .route("/media/{import_id}/{file}", get(media::media_handler))
@@ -137,9 +162,11 @@ pub fn router(state: AppState, admin: Admin) -> Router {
             .merge(dev_routes)
             .route(samples::ROUTE, get(samples::samples_handler));
     }
+    let cors = Cors::clone(&state.cors);
     router
         .merge(web::routes())
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(cors, cors::cors))
         .layer(middleware::from_fn(log::log_request))
         .with_state(state)
 }

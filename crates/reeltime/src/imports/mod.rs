@@ -15,6 +15,7 @@ mod runner;
 mod snapshots;
 pub mod sniff;
 pub mod source;
+pub mod uploads;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -194,6 +195,23 @@ impl ImportService {
         self.creation_rate
             .take(user_id)
             .map_err(|retry_after| ImportServiceError::RateLimited { retry_after })?;
+        let owned = self.new_import(user_id, new).await?;
+        let max = self.limits.max_active_per_user;
+        if !self.store.insert_import_within(&owned, max).await? {
+            return Err(ImportServiceError::TooManyActive { max });
+        }
+        self.publish(&owned).await?;
+        self.work_arrived();
+        Ok(self.present(&owned))
+    }
+
+    /// A new `queued` import of `user_id`, checked by its source, not yet
+    /// stored: what every kind of creation starts from.
+    async fn new_import(
+        &self,
+        user_id: &str,
+        new: NewImport,
+    ) -> Result<OwnedImport, ImportServiceError> {
         let accepted = self.sources.accept(&new.source).await?;
         let title = new
             .title
@@ -223,17 +241,10 @@ impl ImportService {
             created_at: now,
             updated_at: now,
         };
-        let owned = OwnedImport {
+        Ok(OwnedImport {
             user_id: user_id.to_string(),
             import,
-        };
-        let max = self.limits.max_active_per_user;
-        if !self.store.insert_import_within(&owned, max).await? {
-            return Err(ImportServiceError::TooManyActive { max });
-        }
-        self.publish(&owned).await?;
-        self.work_arrived();
-        Ok(self.present(&owned))
+        })
     }
 
     /// The import if `user_id` owns it. Another user's import is "not
@@ -262,6 +273,11 @@ impl ImportService {
             next.import.queue_position = None;
             if self.commit(&mut next, owned.import.version).await? {
                 self.stop_job(id);
+                if next.import.source == reeltime_protocol::ImportSource::Upload {
+                    // The sweeper frees its bytes (a PATCH in flight lets
+                    // go of them when it sees the cancel).
+                    self.store.expire_upload(id).await?;
+                }
                 return Ok(self.present(&next));
             }
             // The job moved on in between: read again and retry.

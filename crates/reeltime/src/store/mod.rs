@@ -24,6 +24,7 @@ mod rows;
 mod sqlite;
 #[cfg(test)]
 pub(crate) mod tests;
+mod uploads;
 
 use std::sync::Arc;
 
@@ -35,6 +36,7 @@ use reeltime_protocol::{Import, RemovedImport, User};
 pub use group_commit::GroupCommit;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+pub use uploads::{UploadInsert, UploadRow, UploadStore};
 
 /// Opens the store `url` names: `sqlite:` (the embedded default) or
 /// `postgres://`/`postgresql://` (shared by several nodes). The caller only
@@ -121,7 +123,7 @@ pub struct Snapshot {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: UploadStore + Send + Sync + 'static {
     /// Creates the user on first sight, updates the email when it changed.
     async fn upsert_user(&self, id: &str, email: Option<&str>) -> Result<User, StoreError>;
     async fn get_user(&self, id: &str) -> Result<Option<User>, StoreError>;

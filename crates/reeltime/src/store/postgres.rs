@@ -34,11 +34,11 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// First key of the advisory locks that serialize one user's creates
 /// (the second is a hash of the user id); any constant no other lock uses.
-const USER_CREATE_LOCKS: i32 = 0x7265_656c; // "reel"
+pub(super) const USER_CREATE_LOCKS: i32 = 0x7265_656c; // "reel"
 
 /// PostgreSQL behind the [`Store`] trait.
 pub struct PostgresStore {
-    pool: PgPool,
+    pub(super) pool: PgPool,
 }
 
 impl PostgresStore {
@@ -63,7 +63,7 @@ fn version_param(version: u64) -> i64 {
 
 /// The insert of `owned`; with `max_unfinished`, one that inserts nothing
 /// when its user already has that many unfinished imports.
-fn insert(
+pub(super) fn insert(
     owned: &OwnedImport,
     max_unfinished: Option<u64>,
 ) -> Result<sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>, StoreError> {
@@ -340,7 +340,8 @@ impl Store for PostgresStore {
         let rows = sqlx::query(
             "UPDATE imports SET lease_owner = $1, lease_until = now() + make_interval(secs => $2)
              WHERE id IN (SELECT id FROM imports AS i
-                          WHERE NOT finished AND (lease_until IS NULL OR lease_until < now())
+                          WHERE NOT finished AND status <> 'uploading'
+                            AND (lease_until IS NULL OR lease_until < now())
                           ORDER BY (SELECT COUNT(*) FROM imports AS older
                                     WHERE older.user_id = i.user_id AND NOT older.finished
                                       AND older.id < i.id),

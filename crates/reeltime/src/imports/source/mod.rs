@@ -10,6 +10,7 @@
 //! (docs/architecture.md, "Adding an import source").
 
 pub mod synthetic;
+pub mod upload;
 pub mod url;
 
 use std::path::PathBuf;
@@ -36,12 +37,15 @@ pub mod kind {
     pub const EXTERNAL: &str = "external";
 }
 
-/// What a user asks to import. The REST API speaks of a URL today; the
-/// browser uploads of the next issue add their own variant.
+/// What a user asks to import: a URL (`POST /api/imports`) or a file the
+/// browser uploads (`POST /api/uploads`).
 #[derive(Debug, Clone)]
 pub enum SourceSpec {
     /// The `url` of `POST /api/imports`, as sent.
     Url(String),
+    /// A tus upload: the `filename` of its `Upload-Metadata` (may be
+    /// empty) and its `Upload-Length`.
+    Upload { file_name: String, length: u64 },
 }
 
 impl SourceSpec {
@@ -49,6 +53,7 @@ impl SourceSpec {
     pub fn kind(&self) -> &'static str {
         match self {
             SourceSpec::Url(raw) => kind_of_url(raw),
+            SourceSpec::Upload { .. } => kind::UPLOAD,
         }
     }
 
@@ -58,6 +63,9 @@ impl SourceSpec {
     pub fn url(&self) -> Result<::url::Url, ImportServiceError> {
         match self {
             SourceSpec::Url(raw) => parse_url(raw),
+            SourceSpec::Upload { .. } => Err(ImportServiceError::BadRequest(
+                "an upload has no URL".into(),
+            )),
         }
     }
 }
@@ -280,11 +288,16 @@ impl Sources {
     }
 
     /// This server's sources: the one place a new source is registered.
-    pub fn standard(policy: Arc<Policy>, fetcher: Fetcher) -> Sources {
+    pub fn standard(
+        policy: Arc<Policy>,
+        fetcher: Fetcher,
+        uploads: Arc<dyn super::uploads::bytes::UploadBytes>,
+    ) -> Sources {
         let synthetic_allowed = policy.allow_synthetic;
         Sources::new(vec![
             Arc::new(url::UrlSource::new(policy, fetcher)),
             Arc::new(synthetic::SyntheticSource::new(synthetic_allowed)),
+            Arc::new(upload::UploadSource::new(uploads)),
         ])
     }
 
