@@ -205,7 +205,7 @@ describe('the page', () => {
     expect(upload.querySelector('.import-title')?.textContent).toBe('holiday.mp4');
     expect(upload.querySelector('.pill')?.textContent).toBe('Uploading');
     expect(upload.querySelector('a.import-source')).toBeNull();
-    expect(text(upload, 'import-upload-source')).toBe('uploaded from holiday.mp4');
+    expect(text(upload, 'import-upload-source')).toBe('uploaded file');
     expect(upload.querySelector('[data-testid="import-progress"]')?.getAttribute('value')).toBe('0.3');
     expect(text(upload, 'import-bytes')).toBe('3.0 MB of 10 MB');
     expect(text(upload, 'import-cancel')).toBe('Cancel');
@@ -220,6 +220,7 @@ describe('the page', () => {
       }),
     );
     expect($$('import-row')[0].querySelector('.import-title')?.textContent).toBe('Summer');
+    expect($$('import-row')[0].querySelector('[data-testid="import-upload-source"]')?.textContent).toBe('uploaded from holiday.mp4');
     expect($$('import-row')[0].querySelector('[data-testid="import-percent"]')?.textContent).toBe('80%');
   });
 

@@ -105,7 +105,7 @@ export function ImportRow({ item, getToken }: { item: Import; getToken: GetToken
             </a>
           ) : item.source === 'upload' ? (
             <span className="import-source" data-testid="import-upload-source">
-              uploaded{item.file_name ? ` from ${item.file_name}` : ''}
+              {item.file_name && item.file_name !== displayTitle(item) ? `uploaded from ${item.file_name}` : 'uploaded file'}
             </span>
           ) : null}
         </div>
