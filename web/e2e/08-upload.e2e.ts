@@ -137,3 +137,60 @@ test('8. upload a 20 MB video over a slow uplink: a second tab follows the bar; 
     );
     await watcher.screenshot('3 completed, playing');
   }));
+
+test('8b. several files at once become rows at once; Cancel on an upload row stops the sending tab and frees the upload', () =>
+  runStory('08b upload several and cancel', chromium(), async ({ server, profile, tab, note, defer }) => {
+    const big = makeVideo();
+    const small = path.join(path.dirname(new URL(import.meta.url).pathname), 'fixtures', 'clip.mp4');
+    const proxy = new TcpProxy(server.port);
+    await proxy.start();
+    defer(() => proxy.stop());
+    const uploader = await tab(await profile(), 'alice uploads', `${proxy.url}/`);
+    await uploader.signIn('alice');
+    const watcher = await tab(await profile(), 'alice watches');
+    await watcher.signIn('alice');
+    const cdp = await uploader.page.context().newCDPSession(uploader.page);
+    await cdp.send('Network.enable');
+    await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 20, downloadThroughput: -1, uploadThroughput: 1_000_000 });
+    let patchesAfterCancel = 0;
+    let cancelled = false;
+    uploader.page.on('request', (request: Request) => {
+      if (cancelled && request.method() === 'PATCH') patchesAfterCancel += 1;
+    });
+
+    // Both files in one pick: two rows, in the other tab too.
+    await uploader.page.getByTestId('upload-input').setInputFiles([big, small]);
+    const rows = watcher.page.locator('[data-testid="import-row"]');
+    await watcher.page.waitForFunction(() => document.querySelectorAll('[data-testid="import-row"]').length === 2);
+    const titles = await rows.locator('.import-title').allTextContents();
+    expect(titles.sort()).toEqual([path.basename(big), path.basename(small)].sort());
+    const bigId = (await watcher.page.locator('[data-testid="import-row"]', { hasText: path.basename(big) }).getAttribute('data-import-id'))!;
+    const smallId = (await watcher.page.locator('[data-testid="import-row"]', { hasText: path.basename(small) }).getAttribute('data-import-id'))!;
+    note(`two uploads: ${bigId} (big), ${smallId} (small)`);
+
+    // The small one finishes; the big one is cancelled from its row in the uploading tab mid-way.
+    await watcher.waitForRowStatus(smallId, 'completed');
+    await server.waitForImport('alice', bigId, (i) => i.bytes_done > 2_000_000, 'under way');
+    await uploader.screenshot('1 two uploads, one done');
+    await uploader.row(bigId).getByTestId('import-cancel').click();
+    await uploader.waitForRowStatus(bigId, 'cancelled');
+    // From the moment the page knows, it must not start another PATCH.
+    cancelled = true;
+    await watcher.waitForRowStatus(bigId, 'cancelled');
+    const bytesAtCancel = proxy.bytesUp;
+    note(`cancelled with ${bytesAtCancel} bytes sent through the proxy`);
+    await uploader.screenshot('2 cancelled');
+
+    // The sending tab stopped: the server answers 404 for the upload, and the tab sends no more bodies.
+    const head = await fetch(`${server.url}/api/uploads/${bigId}`, {
+      method: 'HEAD',
+      headers: { 'Tus-Resumable': '1.0.0', Authorization: `Bearer ${await server.token('alice')}` },
+    });
+    expect(head.status).toBe(404);
+    // "Sends nothing more" needs a window to look at: 1 s is a sixth of a chunk at this uplink's
+    // rate, and the next PATCH would start at once after the one that was aborted.
+    await uploader.page.evaluate(() => new Promise((resolve) => setTimeout(resolve, 1_000)));
+    expect(patchesAfterCancel).toBe(0);
+    expect(proxy.bytesUp - bytesAtCancel).toBeLessThan(64 * 1024);
+    expect(await server.getImport('alice', bigId)).toMatchObject({ status: 'cancelled', source: 'upload' });
+  }));
