@@ -52,6 +52,8 @@ class TusServer {
   /** PATCHes at or past `holdFrom` wait for this before answering (to act while an upload is in flight). */
   gate: Promise<void> | null = null;
   holdFrom = 0;
+  /** Creations wait for this before answering. */
+  creationGate: Promise<void> | null = null;
   private server!: Server;
   private nextId = 1;
   base = '';
@@ -90,6 +92,7 @@ class TusServer {
     }
     res.setHeader('Tus-Resumable', '1.0.0');
     if (req.method === 'POST' && path === '/api/uploads') {
+      if (this.creationGate) await this.creationGate;
       if (this.refuseCreation) {
         const { status, code, message } = this.refuseCreation;
         this.refuseCreation = null;
@@ -283,7 +286,7 @@ describe('useUpload', () => {
     await vi.waitFor(() => expect(server.seen.some((s) => s.method === 'PATCH')).toBe(true));
     act(() => ws.receive({ type: 'import', import: makeImport({ id, version: 5, status: 'cancelled', source: 'upload', source_url: null }) }));
     await expect(handle.done).rejects.toThrow();
-    expect(phase()).toEqual(['cancelled']);
+    await vi.waitFor(() => expect(phase()).toEqual(['cancelled']));
     server.gate = null;
     release();
     // No request after the one in flight when the cancel arrived.
@@ -304,7 +307,22 @@ describe('useUpload', () => {
     await cancelled;
     await vi.waitFor(() => expect(server.uploads.get('imp-1')!.deleted).toBe(true));
     expect(server.seen.find((s) => s.method === 'DELETE')?.auth).toMatch(/^Bearer /);
-    expect(phase()).toEqual(['cancelled']);
+    await vi.waitFor(() => expect(phase()).toEqual(['cancelled']));
+  });
+
+  it('cancel() while the creation is in flight terminates the upload once it exists', async () => {
+    await mount(16 * 1024);
+    let release!: () => void;
+    server.creationGate = new Promise<void>((resolve) => (release = resolve));
+    const handle = start(video(32 * 1024));
+    await vi.waitFor(() => expect(server.seen.some((s) => s.method === 'POST')).toBe(true));
+    await handle.cancel();
+    await vi.waitFor(() => expect(phase()).toEqual(['cancelled']));
+    server.creationGate = null;
+    release();
+    await vi.waitFor(() => expect(server.uploads.get('imp-1')?.deleted).toBe(true));
+    expect(server.seen.filter((s) => s.method === 'PATCH')).toHaveLength(0);
+    await expect(handle.importId).rejects.toThrow('upload cancelled');
   });
 
   it('picking the same file again resumes from the offset the server has, sending no byte twice', async () => {

@@ -221,6 +221,8 @@ export function useUpload(options: UseUploadOptions = {}): UseUploadResult {
 
       let skipCache = false;
       let refreshedAfter401 = false;
+      // cancel() before the server answered the creation: terminate it as soon as it exists.
+      let terminateOnCreation = false;
       const tusOptions: UploadOptions = {
         endpoint,
         chunkSize: current.chunkSize ?? DEFAULT_CHUNK_SIZE,
@@ -244,6 +246,10 @@ export function useUpload(options: UseUploadOptions = {}): UseUploadResult {
         },
         onUploadUrlAvailable() {
           if (tus.url === null) return;
+          if (terminateOnCreation) {
+            void tus.abort(true).catch(() => undefined);
+            return;
+          }
           const id = importIdOfUploadUrl(tus.url);
           const entry = running.current.get(key);
           if (entry) entry.importId = id;
@@ -301,8 +307,13 @@ export function useUpload(options: UseUploadOptions = {}): UseUploadResult {
           patch(key, { phase: 'cancelled' });
           rejectId(new Error('upload cancelled'));
           rejectDone(new Error('upload cancelled'));
+          if (tus.url === null) {
+            // Still creating: let the creation finish, then terminate what it made.
+            terminateOnCreation = true;
+            return;
+          }
           // Termination (DELETE) ends the import as cancelled and frees the space.
-          await tus.abort(tus.url !== null).catch(() => undefined);
+          await tus.abort(true).catch(() => undefined);
         },
       };
     },
