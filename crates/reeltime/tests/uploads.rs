@@ -130,6 +130,28 @@ impl Tus {
             .expect("PATCH")
     }
 
+    /// A PATCH sent in the background (its body may pause), with
+    /// `Content-Length` when given.
+    fn patch_in_background(
+        &self,
+        id: &str,
+        offset: usize,
+        len: Option<usize>,
+        body: reqwest::Body,
+    ) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
+        let mut request = self
+            .http
+            .patch(self.url(id))
+            .bearer_auth(&self.token)
+            .header("Tus-Resumable", "1.0.0")
+            .header("Upload-Offset", offset)
+            .header("Content-Type", "application/offset+octet-stream");
+        if let Some(len) = len {
+            request = request.header("Content-Length", len);
+        }
+        tokio::spawn(request.body(body).send())
+    }
+
     async fn delete(&self, id: &str) -> reqwest::Response {
         self.http
             .delete(self.url(id))
@@ -537,17 +559,7 @@ async fn a_dropped_patch_keeps_its_stored_bytes_across_a_restart() {
     let sent = 1536 * 1024;
     let (go, wait) = oneshot::channel();
     let body = paused_body(video[..sent].to_vec(), video[sent..].to_vec(), wait);
-    let patch = tokio::spawn({
-        let request = client
-            .http
-            .patch(client.url(&id))
-            .bearer_auth(&client.token)
-            .header("Tus-Resumable", "1.0.0")
-            .header("Upload-Offset", 0)
-            .header("Content-Type", "application/offset+octet-stream")
-            .body(body);
-        async move { request.send().await }
-    });
+    let patch = client.patch_in_background(&id, 0, None, body);
     // Stored bytes reach every tab while the PATCH runs.
     wait_for(&mut tab, &id, |i| i.bytes_done >= 1024 * 1024).await;
     drop(go); // the network goes away
@@ -586,18 +598,7 @@ async fn of_two_racing_patches_one_wins_and_the_other_gets_409() {
     let split = 1536 * 1024;
     let (go, wait) = oneshot::channel();
     let body = paused_body(video[..split].to_vec(), video[split..].to_vec(), wait);
-    let first = tokio::spawn({
-        let request = client
-            .http
-            .patch(client.url(&id))
-            .bearer_auth(&client.token)
-            .header("Tus-Resumable", "1.0.0")
-            .header("Upload-Offset", 0)
-            .header("Content-Type", "application/offset+octet-stream")
-            .header("Content-Length", video.len())
-            .body(body);
-        async move { request.send().await }
-    });
+    let first = client.patch_in_background(&id, 0, Some(video.len()), body);
     wait_for(&mut tab, &id, |i| i.bytes_done >= 1024 * 1024).await;
     // The same offset while the first holds the upload: refused, nothing
     // written.
@@ -772,22 +773,16 @@ async fn two_nodes_on_postgres_and_s3_take_alternate_patches() {
     // A racing pair at the same offset, one on each node: whichever
     // holds the upload first wins, the other gets 409 and writes nothing.
     let (go, wait) = oneshot::channel();
-    let slow = tokio::spawn({
-        let request = on_a
-            .http
-            .patch(on_a.url(&id))
-            .bearer_auth(&token)
-            .header("Tus-Resumable", "1.0.0")
-            .header("Upload-Offset", 9 * MIB)
-            .header("Content-Type", "application/offset+octet-stream")
-            .header("Content-Length", 4 * MIB)
-            .body(paused_body(
-                video[9 * MIB..9 * MIB + 1024].to_vec(),
-                video[9 * MIB + 1024..].to_vec(),
-                wait,
-            ));
-        async move { request.send().await }
-    });
+    let slow = on_a.patch_in_background(
+        &id,
+        9 * MIB,
+        Some(4 * MIB),
+        paused_body(
+            video[9 * MIB..9 * MIB + 1024].to_vec(),
+            video[9 * MIB + 1024..].to_vec(),
+            wait,
+        ),
+    );
     let quick = on_b
         .patch(&id, 9 * MIB as u64, video[9 * MIB..9 * MIB + 1024].to_vec())
         .await;

@@ -179,6 +179,12 @@ impl Uploads {
             .creation_rate
             .take(user_id)
             .map_err(|retry_after| ImportServiceError::RateLimited { retry_after })?;
+        if new.length == 0 {
+            return Err(ImportServiceError::BadRequest(
+                "Upload-Length is 0: an empty file is not a video".into(),
+            )
+            .into());
+        }
         if new.length > self.settings.max_bytes {
             return Err(UploadError::TooLarge(format!(
                 "the file is {} bytes; the most this server accepts is {} bytes",
