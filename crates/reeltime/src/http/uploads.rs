@@ -67,8 +67,7 @@ pub async fn create(
         Ok(import) => import,
         Err(err) => return upload_error(err),
     };
-    let mut answer = HeaderMap::new();
-    answer.insert(TUS_RESUMABLE, HeaderValue::from_static(TUS_VERSION));
+    let mut answer = tus_headers(None);
     if let Ok(value) = HeaderValue::from_str(&location(&import.id)) {
         answer.insert(header::LOCATION, value);
     }
@@ -109,11 +108,9 @@ pub async fn head(
     }
     match uploads.status(&caller.user_id, &id).await {
         Ok(status) => {
-            let mut answer = HeaderMap::new();
-            answer.insert(TUS_RESUMABLE, HeaderValue::from_static(TUS_VERSION));
+            let mut answer = tus_headers(Some(&status));
             answer.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             answer.insert(UPLOAD_LENGTH, HeaderValue::from(status.length));
-            add_status(&mut answer, &status);
             (StatusCode::OK, answer).into_response()
         }
         Err(err) => upload_error(err),
@@ -151,12 +148,7 @@ pub async fn patch(
         .append(&caller.user_id, &id, offset, declared, stream)
         .await
     {
-        Ok(status) => {
-            let mut answer = HeaderMap::new();
-            answer.insert(TUS_RESUMABLE, HeaderValue::from_static(TUS_VERSION));
-            add_status(&mut answer, &status);
-            (StatusCode::NO_CONTENT, answer).into_response()
-        }
+        Ok(status) => (StatusCode::NO_CONTENT, tus_headers(Some(&status))).into_response(),
         Err(err) => upload_error(err),
     }
 }
@@ -173,11 +165,7 @@ pub async fn terminate(
         return refused;
     }
     match uploads.terminate(&caller.user_id, &id).await {
-        Ok(()) => {
-            let mut answer = HeaderMap::new();
-            answer.insert(TUS_RESUMABLE, HeaderValue::from_static(TUS_VERSION));
-            (StatusCode::NO_CONTENT, answer).into_response()
-        }
+        Ok(()) => (StatusCode::NO_CONTENT, tus_headers(None)).into_response(),
         Err(err) => upload_error(err),
     }
 }
@@ -283,6 +271,16 @@ fn content_type(headers: &HeaderMap) -> Option<&str> {
         .to_str()
         .ok()
         .map(|value| value.split(';').next().unwrap_or_default().trim())
+}
+
+/// `Tus-Resumable`, and where the upload stands when there is one.
+fn tus_headers(status: Option<&UploadStatus>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(TUS_RESUMABLE, HeaderValue::from_static(TUS_VERSION));
+    if let Some(status) = status {
+        add_status(&mut headers, status);
+    }
+    headers
 }
 
 fn add_status(headers: &mut HeaderMap, status: &UploadStatus) {

@@ -34,7 +34,7 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// First key of the advisory locks that serialize one user's creates
 /// (the second is a hash of the user id); any constant no other lock uses.
-pub(super) const USER_CREATE_LOCKS: i32 = 0x7265_656c; // "reel"
+const USER_CREATE_LOCKS: i32 = 0x7265_656c; // "reel"
 
 /// PostgreSQL behind the [`Store`] trait.
 pub struct PostgresStore {
@@ -81,6 +81,21 @@ pub(super) fn insert(
     .bind(import.status.is_final())
     .bind(serde_json::to_string(import)?)
     .bind(max_unfinished.map(|max| i64::try_from(max).unwrap_or(i64::MAX))))
+}
+
+/// Serializes `user_id`'s creates on every node until the transaction
+/// ends (a transaction-scoped advisory lock per user): under READ COMMITTED
+/// two inserts would otherwise both count the same rows against a cap.
+pub(super) async fn lock_user_creates(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    user_id: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+        .bind(USER_CREATE_LOCKS)
+        .bind(user_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 fn decode_user(row: &PgRow) -> Result<User, StoreError> {
@@ -130,15 +145,8 @@ impl Store for PostgresStore {
         owned: &OwnedImport,
         max_unfinished: u64,
     ) -> Result<bool, StoreError> {
-        // A transaction-scoped advisory lock per user serializes that
-        // user's creates on every node: under READ COMMITTED two inserts
-        // would otherwise both count the same rows.
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
-            .bind(USER_CREATE_LOCKS)
-            .bind(&owned.user_id)
-            .execute(&mut *tx)
-            .await?;
+        lock_user_creates(&mut tx, &owned.user_id).await?;
         let done = insert(owned, Some(max_unfinished))?
             .execute(&mut *tx)
             .await?;

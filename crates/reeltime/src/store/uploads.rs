@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
-use super::postgres::{USER_CREATE_LOCKS, insert as pg_insert};
+use super::postgres::{insert as pg_insert, lock_user_creates};
 use super::sqlite::{from_millis, millis};
 use super::{OwnedImport, PostgresStore, SqliteStore, StoreError};
 
@@ -301,14 +301,10 @@ impl UploadStore for PostgresStore {
         max_unfinished: u64,
         max_uploading: u64,
     ) -> Result<UploadInsert, StoreError> {
-        // The same per-user advisory lock as every create: the counts below
-        // cannot change between the check and the insert.
+        // The same per-user lock as every create: the counts below cannot
+        // change between the check and the insert.
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
-            .bind(USER_CREATE_LOCKS)
-            .bind(&owned.user_id)
-            .execute(&mut *tx)
-            .await?;
+        lock_user_creates(&mut tx, &owned.user_id).await?;
         let uploading: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM imports WHERE user_id = $1 AND status = 'uploading'",
         )

@@ -146,7 +146,7 @@ pub struct Uploads {
     settings: UploadSettings,
     /// When each upload's progress was last committed on this node, so a
     /// client sending tiny PATCHes still makes at most 10 changes a second.
-    last_progress: Mutex<HashMap<String, Instant>>,
+    last_progress: Arc<Mutex<HashMap<String, Instant>>>,
     /// This node's name as the holder of uploads the sweeper works on.
     sweeper: String,
 }
@@ -161,7 +161,7 @@ impl Uploads {
             imports,
             bytes,
             settings,
-            last_progress: Mutex::new(HashMap::new()),
+            last_progress: Arc::new(Mutex::new(HashMap::new())),
             sweeper: format!("sweeper-{}", uuid::Uuid::new_v4().simple()),
         })
     }
@@ -179,6 +179,12 @@ impl Uploads {
             .creation_rate
             .take(user_id)
             .map_err(|retry_after| ImportServiceError::RateLimited { retry_after })?;
+        if new.length == 0 {
+            return Err(ImportServiceError::BadRequest(
+                "Upload-Length is 0: an empty file is not a video".into(),
+            )
+            .into());
+        }
         if new.length > self.settings.max_bytes {
             return Err(UploadError::TooLarge(format!(
                 "the file is {} bytes; the most this server accepts is {} bytes",
@@ -242,9 +248,13 @@ impl Uploads {
             Err(ImportServiceError::NotFound) => return Err(UploadError::NotFound),
             Err(err) => return Err(err.into()),
         };
-        if owned.import.source != reeltime_protocol::ImportSource::Upload
-            || owned.import.status.is_final()
-        {
+        // A completed upload still answers (every byte is in); a cancelled,
+        // failed or expired one is gone.
+        let ended = matches!(
+            owned.import.status,
+            ImportStatus::Cancelled | ImportStatus::Failed
+        );
+        if owned.import.source != reeltime_protocol::ImportSource::Upload || ended {
             return Err(UploadError::NotFound);
         }
         Ok(owned)
@@ -351,7 +361,7 @@ impl Uploads {
                         message: "the upload was taken over by another request".into(),
                     });
                 }
-                self.report(owned, row.offset, row.length, true).await?;
+                self.report_at_end(owned, row.offset, row.length).await?;
                 Ok(UploadStatus {
                     id: row.id,
                     offset: row.offset,
@@ -442,52 +452,70 @@ impl Uploads {
         })
     }
 
-    /// Commits the stored bytes as the import's progress, at most every
-    /// [`PROGRESS_EVERY`] per upload unless `always`. Returns the import as
-    /// written, or `None` when it is no longer uploading (cancelled).
+    /// Commits the stored bytes as the import's progress. Returns the
+    /// import as written, or `None` when it is no longer uploading
+    /// (cancelled). The caller keeps to [`PROGRESS_EVERY`].
     async fn report(
         &self,
-        mut owned: OwnedImport,
+        owned: OwnedImport,
         done: u64,
         length: u64,
-        always: bool,
     ) -> Result<Option<OwnedImport>, UploadError> {
-        if !always && !self.progress_due(&owned.import.id) {
-            return Ok(Some(owned));
-        }
-        loop {
-            if owned.import.bytes_done == done {
-                return Ok(Some(owned));
-            }
-            let expected = owned.import.version;
-            owned.import.bytes_done = done;
-            owned.import.progress = Some(if length == 0 {
-                self.settings.progress_share
-            } else {
-                self.settings.progress_share * (done as f64 / length as f64).min(1.0)
-            });
-            if self.imports.commit(&mut owned, expected).await? {
-                return Ok(Some(owned));
-            }
-            match self.imports.store.get_import(&owned.import.id).await? {
-                Some(fresh) if fresh.import.status == ImportStatus::Uploading => owned = fresh,
-                _ => return Ok(None),
-            }
-        }
+        let id = owned.import.id.clone();
+        let written = commit_progress(
+            &self.imports,
+            owned,
+            done,
+            length,
+            self.settings.progress_share,
+        )
+        .await?;
+        mark(&self.last_progress, &id);
+        Ok(written)
     }
 
-    fn progress_due(&self, id: &str) -> bool {
-        let Ok(mut last) = self.last_progress.lock() else {
-            return true;
-        };
-        let now = Instant::now();
-        match last.get(id) {
-            Some(at) if now.duration_since(*at) < PROGRESS_EVERY => false,
-            _ => {
-                last.insert(id.to_string(), now);
-                true
-            }
+    /// The last progress of a PATCH: now if the last commit is old enough,
+    /// else when it is (a client sending tiny PATCHes still makes at most
+    /// 10 changes a second, and the bar still ends where the bytes are).
+    async fn report_at_end(
+        &self,
+        owned: OwnedImport,
+        done: u64,
+        length: u64,
+    ) -> Result<(), UploadError> {
+        let at = self.next_progress_at(&owned.import.id);
+        if at <= Instant::now() {
+            self.report(owned, done, length).await?;
+            return Ok(());
         }
+        let imports = Arc::clone(&self.imports);
+        let last = Arc::clone(&self.last_progress);
+        let share = self.settings.progress_share;
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            let id = owned.import.id.clone();
+            let Ok(Some(fresh)) = imports.store.get_import(&id).await else {
+                return;
+            };
+            if fresh.import.status != ImportStatus::Uploading || fresh.import.bytes_done >= done {
+                return;
+            }
+            if let Err(err) = commit_progress(&imports, fresh, done, length, share).await {
+                tracing::warn!(import_id = %id, error = %err, "could not commit upload progress");
+            }
+            mark(&last, &id);
+        });
+        Ok(())
+    }
+
+    /// When the next progress of upload `id` may be committed.
+    fn next_progress_at(&self, id: &str) -> Instant {
+        self.last_progress
+            .lock()
+            .ok()
+            .and_then(|last| last.get(id).copied())
+            .map(|at| at + PROGRESS_EVERY)
+            .unwrap_or_else(Instant::now)
     }
 
     fn forget_progress(&self, id: &str) {
@@ -607,6 +635,9 @@ impl Uploads {
                     let _ = self.imports.store.save_upload(&row, holder, None).await;
                     return;
                 }
+                // Bytes first: when a tab sees `upload_expired`, they are
+                // gone. The row goes last, so a failed commit is retried.
+                self.bytes.discard(&row.id, &state.parts).await;
                 let message = "the upload was not continued in time; upload the file again";
                 if let Err(err) = self.fail_import(owned, "upload_expired", message).await {
                     tracing::warn!(import_id = %row.id, error = %err, "could not expire an upload");
@@ -621,6 +652,42 @@ impl Uploads {
                 let _ = self.imports.store.delete_upload(&row.id, holder).await;
             }
             _ => self.drop_upload(&row.id, holder, &state.parts).await,
+        }
+    }
+}
+
+fn mark(last: &Mutex<HashMap<String, Instant>>, id: &str) {
+    if let Ok(mut last) = last.lock() {
+        last.insert(id.to_string(), Instant::now());
+    }
+}
+
+/// Writes `done` stored bytes into the import through the one write path
+/// (compare-and-set, group commit, bus), re-reading on a lost race.
+async fn commit_progress(
+    imports: &ImportService,
+    mut owned: OwnedImport,
+    done: u64,
+    length: u64,
+    share: f64,
+) -> Result<Option<OwnedImport>, UploadError> {
+    loop {
+        if owned.import.bytes_done >= done {
+            return Ok(Some(owned));
+        }
+        let expected = owned.import.version;
+        owned.import.bytes_done = done;
+        owned.import.progress = Some(if length == 0 {
+            share
+        } else {
+            share * (done as f64 / length as f64).min(1.0)
+        });
+        if imports.commit(&mut owned, expected).await? {
+            return Ok(Some(owned));
+        }
+        match imports.store.get_import(&owned.import.id).await? {
+            Some(fresh) if fresh.import.status == ImportStatus::Uploading => owned = fresh,
+            _ => return Ok(None),
         }
     }
 }
@@ -672,7 +739,23 @@ impl Patch<'_> {
         let mut received = 0u64;
         let mut next_renew = Instant::now() + RENEW_EVERY;
         let last_needed = self.length.min(sniff::SNIFF_BYTES as u64) as usize;
-        while let Some(chunk) = body.next().await {
+        let mut reported = 0u64;
+        let mut next_progress = uploads.next_progress_at(&id);
+        loop {
+            let pending = writer.stored() > reported;
+            let chunk = tokio::select! {
+                chunk = body.next() => chunk,
+                // Stored bytes reach the tabs even while the body pauses.
+                _ = tokio::time::sleep_until(next_progress), if pending => {
+                    reported = writer.stored();
+                    self.progress(reported).await?;
+                    next_progress = Instant::now() + PROGRESS_EVERY;
+                    continue;
+                }
+            };
+            let Some(chunk) = chunk else {
+                break;
+            };
             let chunk = match chunk {
                 Ok(chunk) => chunk,
                 Err(err) => {
@@ -706,7 +789,11 @@ impl Patch<'_> {
             if let Err(err) = writer.write(chunk).await {
                 return Err(self.storage_failed(&err));
             }
-            self.progress(writer.stored()).await?;
+            if writer.stored() > reported && Instant::now() >= next_progress {
+                reported = writer.stored();
+                self.progress(reported).await?;
+                next_progress = Instant::now() + PROGRESS_EVERY;
+            }
             if Instant::now() >= next_renew {
                 next_renew = Instant::now() + RENEW_EVERY;
                 self.save(writer.stored(), writer.parts(), state).await?;
@@ -729,7 +816,7 @@ impl Patch<'_> {
         let done = self.start + stored;
         match self
             .uploads
-            .report(self.owned.clone(), done, self.length, false)
+            .report(self.owned.clone(), done, self.length)
             .await
         {
             Ok(Some(owned)) => {
