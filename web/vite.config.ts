@@ -1,4 +1,5 @@
 /// <reference types="vitest/config" />
+import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vite';
 
 /**
@@ -34,7 +35,18 @@ export default defineConfig({
     },
   },
   test: {
-    include: ['src/**/*.test.{ts,tsx}'],
+    include: ['src/**/*.test.{ts,tsx}', 'packages/*/src/**/*.test.{ts,tsx}'],
+    // Unit tests run on the packages' sources; the build (and so the page
+    // served by the server) uses their built `dist/`, as an outside app would.
+    alias: {
+      '@reeltime/client': fileURLToPath(new URL('./packages/client/src/index.ts', import.meta.url)),
+      '@reeltime/react/upload': fileURLToPath(new URL('./packages/react/src/upload.ts', import.meta.url)),
+      '@reeltime/react': fileURLToPath(new URL('./packages/react/src/index.ts', import.meta.url)),
+      // Tests run in Node (with happy-dom for a browser): take tus-js-client's
+      // browser build (Blob, XMLHttpRequest, localStorage), as a bundler does
+      // through its `browser` field, not the Node one (Buffer, streams).
+      'tus-js-client': fileURLToPath(new URL('./node_modules/tus-js-client/lib.esm/browser/index.js', import.meta.url)),
+    },
     environment: 'node',
     restoreMocks: true,
   },

@@ -11,7 +11,7 @@
 //!
 //! To add a code or a reason: add it to the `close_codes!` list below, run
 //! `REELTIME_BLESS=1 cargo test -p reeltime-protocol close` to rewrite the
-//! JSON, then add the row to `web/src/client/closeCodes.ts` and to the table
+//! JSON, then add the row to `web/packages/client/src/closeCodes.ts` and to the table
 //! in `docs/protocol.md` (tests check both).
 
 use serde::Serialize;

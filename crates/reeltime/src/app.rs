@@ -15,6 +15,9 @@ use crate::gateway::{Admission, Gateway, Hub};
 use crate::http::{self, Admin, AppState, BearerAuth, Health, MediaState, PageConfig, ServerApi};
 use crate::imports::fetch::Fetcher;
 use crate::imports::guard::Policy;
+use crate::imports::uploads::bytes::{LocalBytes, UploadBytes};
+use crate::imports::uploads::s3::BucketBytes;
+use crate::imports::uploads::{UploadSettings, Uploads};
 use crate::imports::{
     ImportRules, ImportService, JobSettings, MediaLinks, MediaWork, Runner, Sources,
 };
@@ -110,11 +113,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.download_pace.clone(),
         &node_id,
     )?;
+    // Where tus uploads keep their bytes: the bucket when there is one (any
+    // node takes any PATCH), else the import directories of this node.
+    let upload_bytes: Arc<dyn UploadBytes> = match media_storage.bucket() {
+        Some(bucket) => Arc::new(BucketBytes::new(bucket)),
+        None => LocalBytes::new(media_dir.clone()),
+    };
     let imports = ImportService::new(
         Arc::clone(&store),
         Arc::clone(&bus),
         ImportRules {
-            sources: Arc::new(Sources::standard(Arc::clone(&policy), fetcher)),
+            sources: Arc::new(Sources::standard(
+                Arc::clone(&policy),
+                fetcher,
+                Arc::clone(&upload_bytes),
+            )),
             limits: config.import_limits.clone(),
         },
         media_dir.clone(),
@@ -142,6 +155,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         shutdown.clone(),
     );
     let runner_loop = tokio::spawn(Arc::clone(&runner).run());
+    let uploads = Uploads::new(
+        Arc::clone(&imports),
+        upload_bytes,
+        UploadSettings {
+            max_bytes: config.import_max_bytes,
+            max_per_user: config.max_uploads_per_user,
+            expire_after: config.upload_expire,
+            progress_share: runner.download_share(),
+        },
+    );
+    tokio::spawn(Arc::clone(&uploads).sweep(shutdown.clone()));
 
     let budget = Budget::for_this_process(|open_files| BudgetInputs {
         open_files,
@@ -231,6 +255,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         gateway: Arc::clone(&gateway),
         imports,
         server,
+        uploads,
+        cors: Arc::new(http::Cors::new(&config.allowed_origins)),
         auth: BearerAuth {
             verifier,
             users,

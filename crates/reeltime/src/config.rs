@@ -173,6 +173,14 @@ pub struct Settings {
     #[arg(long, env = "REELTIME_MAX_ACTIVE_IMPORTS_PER_USER", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_active_imports_per_user: u64,
 
+    /// Uploads (imports still `uploading`) one user may have at once; more gets 429. Uploads count in REELTIME_MAX_ACTIVE_IMPORTS_PER_USER too.
+    #[arg(long, env = "REELTIME_MAX_UPLOADS_PER_USER", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_uploads_per_user: u64,
+
+    /// Seconds an upload may go without a byte before it fails `upload_expired` and its bytes are removed (tus `Upload-Expires`).
+    #[arg(long, env = "REELTIME_UPLOAD_EXPIRE_SECS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..))]
+    pub upload_expire_secs: u64,
+
     /// Imports one user may create per minute on this node, on average (token bucket); more gets 429 with Retry-After.
     #[arg(long, env = "REELTIME_IMPORT_RATE_PER_MIN", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
     pub import_rate_per_min: u32,
@@ -371,6 +379,10 @@ pub struct Config {
     pub import_max_bytes: u64,
     pub download_concurrency: usize,
     pub import_limits: crate::imports::limits::ImportLimits,
+    /// REELTIME_MAX_UPLOADS_PER_USER.
+    pub max_uploads_per_user: u64,
+    /// REELTIME_UPLOAD_EXPIRE_SECS.
+    pub upload_expire: Duration,
     pub download_pace: crate::imports::fetch::DownloadPace,
     /// Media longer than this fails `too_long` after the probe.
     pub max_duration: Duration,
@@ -522,6 +534,8 @@ impl Config {
                 .map(|host| host.to_ascii_lowercase())
                 .collect(),
             import_max_bytes: s.import_max_bytes,
+            max_uploads_per_user: s.max_uploads_per_user,
+            upload_expire: Duration::from_secs(s.upload_expire_secs),
             download_concurrency: usize::try_from(s.download_concurrency).unwrap_or(4),
             import_limits: crate::imports::limits::ImportLimits {
                 max_active_per_user: s.max_active_imports_per_user,
@@ -630,6 +644,8 @@ mod tests {
         assert_eq!(config.max_connections_per_user, 32);
         assert_eq!(config.import_limits.max_active_per_user, 20);
         assert_eq!(config.import_limits.quota_bytes, None);
+        assert_eq!(config.max_uploads_per_user, 4);
+        assert_eq!(config.upload_expire, Duration::from_secs(86_400));
         assert_eq!(config.download_pace.min_bytes_per_min, 1 << 20);
         assert_eq!(config.max_duration, Duration::from_secs(14_400));
     }

@@ -13,6 +13,8 @@ export class TcpProxy {
   /** Connections accepted while online / refused while offline. */
   accepted = 0;
   refused = 0;
+  /** Bytes the browser sent towards the server through this proxy (requests, bodies, socket frames). */
+  bytesUp = 0;
   private readonly server = net.createServer((client) => {
     if (!this.online) {
       this.refused += 1;
@@ -29,6 +31,9 @@ export class TcpProxy {
         upstream.destroy();
       });
     }
+    client.on('data', (chunk: Buffer) => {
+      this.bytesUp += chunk.length;
+    });
     client.pipe(upstream);
     upstream.pipe(client);
   });

@@ -3,7 +3,7 @@ import { EventEmitter } from 'node:events';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { Import } from '../../src/client/types';
+import type { Import } from '@reeltime/client';
 import { poll, waitForEvent, WAIT_MS, WEB_DIR } from './util';
 
 /** The server binary: `REELTIME_BIN`, else `../target/debug/reeltime` relative to `web/`. */

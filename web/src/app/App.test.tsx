@@ -6,7 +6,7 @@
 import { act } from 'react';
 import { createRoot, type Root } from 'react-dom/client';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { flush, makeImport, makeJwt, nowSecs, readyMessage, recordSockets, type FakeSocket } from '../test/fakes';
+import { flush, makeImport, makeJwt, nowSecs, readyMessage, recordSockets, type FakeSocket } from '../../packages/client/test/fakes.js';
 import { App } from './App';
 
 (globalThis as { IS_REACT_ACT_ENVIRONMENT?: boolean }).IS_REACT_ACT_ENVIRONMENT = true;
@@ -175,10 +175,69 @@ describe('the page', () => {
     expect(text(completed, 'import-delete')).toBe('Delete');
     expect(text(completed, 'import-cancel')).toBeNull();
 
-    expect(text(failed, 'import-error')).toBe('That address did not return a video file.');
+    expect(text(failed, 'import-error')).toBe('That is not a video file.');
 
     act(() => live().receive({ type: 'import', import: makeImport({ id: 'd', version: 4, progress: 0.9, created_at: '2030-01-01T00:00:03.000Z' }) }));
     expect(text($$('import-row')[1], 'import-percent')).toBe('90%');
+  });
+
+  it('shows upload rows: the file name as title, the stored bytes, no source link, Cancel', async () => {
+    await signIn();
+    serverReady(live(), [
+      makeImport({
+        id: 'u',
+        version: 2,
+        status: 'uploading',
+        source: 'upload',
+        source_url: null,
+        file_name: 'holiday.mp4',
+        title: null,
+        progress: 0.3,
+        bytes_done: 3_000_000,
+        bytes_total: 10_000_000,
+        created_at: '2030-01-01T00:00:02.000Z',
+      }),
+      makeImport({ id: 'l', version: 1, created_at: '2030-01-01T00:00:01.000Z' }),
+    ]);
+    const [upload, link] = $$('import-row');
+    const text = (row: HTMLElement, id: string) => row.querySelector(`[data-testid="${id}"]`)?.textContent ?? null;
+    expect(upload.dataset.status).toBe('uploading');
+    expect(upload.querySelector('.import-title')?.textContent).toBe('holiday.mp4');
+    expect(upload.querySelector('.pill')?.textContent).toBe('Uploading');
+    expect(upload.querySelector('a.import-source')).toBeNull();
+    expect(text(upload, 'import-upload-source')).toBe('uploaded file');
+    expect(upload.querySelector('[data-testid="import-progress"]')?.getAttribute('value')).toBe('0.3');
+    expect(text(upload, 'import-bytes')).toBe('3.0 MB of 10 MB');
+    expect(text(upload, 'import-cancel')).toBe('Cancel');
+    // A URL import keeps its link.
+    expect(link.querySelector('a.import-source')?.getAttribute('href')).toBe('https://example.com/a.mp4');
+
+    // The server's stored offset moves the bar; a typed title wins over the file name.
+    act(() =>
+      live().receive({
+        type: 'import',
+        import: makeImport({ id: 'u', version: 3, status: 'uploading', source: 'upload', source_url: null, file_name: 'holiday.mp4', title: 'Summer', progress: 0.8, created_at: '2030-01-01T00:00:02.000Z' }),
+      }),
+    );
+    expect($$('import-row')[0].querySelector('.import-title')?.textContent).toBe('Summer');
+    expect($$('import-row')[0].querySelector('[data-testid="import-upload-source"]')?.textContent).toBe('uploaded from holiday.mp4');
+    expect($$('import-row')[0].querySelector('[data-testid="import-percent"]')?.textContent).toBe('80%');
+  });
+
+  it('offers a picker for several video files and takes files dropped on the New import card', async () => {
+    await signIn();
+    serverReady(live());
+    const input = $('upload-input') as HTMLInputElement;
+    expect(input.type).toBe('file');
+    expect(input.multiple).toBe(true);
+    expect(input.accept).toBe('video/*');
+    expect($('upload-pick')?.textContent).toBe('Choose files…');
+    const card = $('new-import')!;
+    const dragOver = new Event('dragover', { bubbles: true, cancelable: true });
+    Object.defineProperty(dragOver, 'dataTransfer', { value: { types: ['Files'], dropEffect: 'none' } });
+    await act(async () => card.dispatchEvent(dragOver));
+    expect(dragOver.defaultPrevented).toBe(true); // without it the browser would open the file instead
+    expect(card.className).toContain('card-dragging');
   });
 
   it('starts imports from the form and from a sample, with a bearer token', async () => {

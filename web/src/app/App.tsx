@@ -1,5 +1,5 @@
 import { useCallback, useEffect, useMemo, useState } from 'react';
-import { WebSocketProvider } from '../react';
+import { WebSocketProvider } from '@reeltime/react';
 import { fetchConfig, type AppConfig } from './api';
 import { Dashboard } from './components/Dashboard';
 import { SignIn } from './components/SignIn';

@@ -1,4 +1,4 @@
-import type { GetToken, Import } from '../client/types';
+import type { GetToken, Import } from '@reeltime/client';
 
 /**
  * The few REST calls the page makes. Errors from the server arrive as

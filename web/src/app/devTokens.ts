@@ -1,4 +1,4 @@
-import type { GetToken } from '../client/types';
+import type { GetToken } from '@reeltime/client';
 
 /** Tokens are reused until they have less than this left. */
 const REUSE_MARGIN_MS = 5_000;

@@ -23,7 +23,7 @@ describe('format', () => {
   });
 
   it('errors in plain words, falling back to the server message', () => {
-    expect(describeError({ code: 'not_a_video', message: 'magic bytes' })).toBe('That address did not return a video file.');
+    expect(describeError({ code: 'not_a_video', message: 'magic bytes' })).toBe('That is not a video file.');
     expect(describeError({ code: 'too_large', message: '' })).toMatch(/larger/);
     expect(describeError({ code: 'something_new', message: 'Disk quota reached' })).toBe('Disk quota reached');
     expect(describeError({ code: 'something_new', message: '' })).toBe('Something went wrong (something_new).');

@@ -1,4 +1,4 @@
-import type { Import, ImportError, ImportStatus } from '../client/types';
+import type { Import, ImportError, ImportStatus } from '@reeltime/client';
 
 /**
  * Turning import data into words and numbers a person reads at a glance.
@@ -42,6 +42,7 @@ export function formatTransfer(item: Pick<Import, 'bytes_done' | 'bytes_total'>)
 }
 
 const STATUS_LABELS: Record<ImportStatus, string> = {
+  uploading: 'Uploading',
   queued: 'Queued',
   downloading: 'Downloading',
   processing: 'Processing',
@@ -65,7 +66,11 @@ const ERROR_SENTENCES: Record<string, string> = {
   url_not_allowed:
     'This address cannot be imported: only public http:// or https:// addresses are allowed.',
   too_large: 'The file is larger than this server accepts.',
-  not_a_video: 'That address did not return a video file.',
+  not_a_video: 'That is not a video file.',
+  upload_expired: 'The upload was left unfinished for too long and was given up. Pick the file again to start over.',
+  storage_error: 'The server could not store the file. Try again later.',
+  too_many_uploads: 'You have too many unfinished uploads. Wait for some to finish, or cancel some.',
+  network: 'The upload could not reach the server.',
   unreadable_media: 'The file looks like a video but could not be read. It may be damaged or in an unsupported format.',
   interrupted: 'The import was interrupted several times (the server restarted) and was given up.',
   download_failed: 'The download failed: the other site could not be reached or stopped sending data.',
@@ -93,15 +98,20 @@ export function describeError(error: Pick<ImportError, 'code' | 'message'>): str
   return `Something went wrong (${error.code}).`;
 }
 
-/** A readable name: the title, else the file name in the URL, else the host. */
-export function displayTitle(item: Pick<Import, 'title' | 'source_url'>): string {
+/**
+ * A readable name: the title, else the uploaded file's name, else the file
+ * name in the URL, else the host.
+ */
+export function displayTitle(item: Pick<Import, 'title' | 'source_url'> & Partial<Pick<Import, 'file_name'>>): string {
   if (item.title && item.title.trim() !== '') return item.title;
+  if (item.file_name && item.file_name.trim() !== '') return item.file_name;
+  if (!item.source_url) return 'Untitled import';
   try {
     const url = new URL(item.source_url);
     const last = url.pathname.split('/').filter(Boolean).pop();
     return last ? decodeURIComponent(last) : url.host;
   } catch {
-    return item.source_url || 'Untitled import';
+    return item.source_url;
   }
 }
 

@@ -7,6 +7,7 @@
 //! them for the router, through axum's [`FromRef`].
 
 mod auth;
+mod cors;
 mod dev;
 mod error;
 mod health;
@@ -18,6 +19,7 @@ mod media;
 mod samples;
 mod server_api;
 mod server_auth;
+mod uploads;
 mod web;
 
 use std::sync::Arc;
@@ -26,9 +28,10 @@ use axum::Router;
 use axum::extract::FromRef;
 use axum::http::StatusCode;
 use axum::middleware;
-use axum::routing::{get, post};
+use axum::routing::{get, head, post};
 
 pub use auth::{BearerAuth, Caller};
+pub use cors::Cors;
 pub use dev::is_loopback_host;
 pub use error::ApiError;
 pub use health::Health;
@@ -40,6 +43,7 @@ pub use web::PageConfig;
 use crate::auth::DevIssuer;
 use crate::gateway::Gateway;
 use crate::imports::ImportService;
+use crate::imports::uploads::Uploads;
 use crate::users::Users;
 
 /// The sub-states of the public listener, for the router: a handler never
@@ -50,6 +54,10 @@ pub struct AppState {
     pub gateway: Arc<Gateway>,
     /// `/api/imports...`.
     pub imports: Arc<ImportService>,
+    /// `/api/uploads...` (tus).
+    pub uploads: Arc<Uploads>,
+    /// The CORS policy of every route (REELTIME_ALLOWED_ORIGINS).
+    pub cors: Arc<Cors>,
     /// The `Caller` extractor of every authenticated REST route.
     pub auth: BearerAuth,
     /// The `ServerCaller` extractor and idempotency of `/api/server/*`.
@@ -74,6 +82,12 @@ impl FromRef<AppState> for Arc<Gateway> {
 impl FromRef<AppState> for Arc<ImportService> {
     fn from_ref(state: &AppState) -> Arc<ImportService> {
         Arc::clone(&state.imports)
+    }
+}
+
+impl FromRef<AppState> for Arc<Uploads> {
+    fn from_ref(state: &AppState) -> Arc<Uploads> {
+        Arc::clone(&state.uploads)
     }
 }
 
@@ -133,6 +147,17 @@ pub fn router(state: AppState, admin: Admin) -> Router {
         )
         .route("/api/imports/{id}/cancel", post(imports::cancel))
         .merge(server_routes(&state))
+        .route(
+            "/api/uploads",
+            post(uploads::create).options(uploads::options),
+        )
+        .route(
+            "/api/uploads/{id}",
+            head(uploads::head)
+                .patch(uploads::patch)
+                .delete(uploads::terminate)
+                .options(uploads::options),
+        )
         .route("/api/me", get(me::me))
         .route("/api/config", get(web::page_config))
         .route("/media/{import_id}/{file}", get(media::media_handler))
@@ -150,9 +175,11 @@ pub fn router(state: AppState, admin: Admin) -> Router {
             .merge(dev_routes)
             .route(samples::ROUTE, get(samples::samples_handler));
     }
+    let cors = Cors::clone(&state.cors);
     router
         .merge(web::routes())
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(cors, cors::cors))
         .layer(middleware::from_fn(log::log_request))
         .with_state(state)
 }

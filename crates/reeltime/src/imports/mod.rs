@@ -16,6 +16,7 @@ mod runner;
 mod snapshots;
 pub mod sniff;
 pub mod source;
+pub mod uploads;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -238,6 +239,27 @@ impl ImportService {
             .get(new.source.kind())
             .map_err(|unknown| ImportServiceError::BadRequest(unknown.to_string()))?
             .runs_on_nodes();
+        let owned = self.new_import(user_id, new).await?;
+        let max = self.limits.max_active_per_user;
+        if !runs_on_nodes {
+            self.store.insert_import(&owned).await?;
+        } else if !self.store.insert_import_within(&owned, max).await? {
+            return Err(ImportServiceError::TooManyActive { max });
+        }
+        self.publish(&owned).await?;
+        if runs_on_nodes {
+            self.work_arrived();
+        }
+        Ok(self.present(&owned))
+    }
+
+    /// A new `queued` import of `user_id`, checked by its source, not yet
+    /// stored: what every kind of creation starts from.
+    async fn new_import(
+        &self,
+        user_id: &str,
+        new: NewImport,
+    ) -> Result<OwnedImport, ImportServiceError> {
         let accepted = self.sources.accept(&new.source).await?;
         let title = new
             .title
@@ -267,21 +289,10 @@ impl ImportService {
             created_at: now,
             updated_at: now,
         };
-        let owned = OwnedImport {
+        Ok(OwnedImport {
             user_id: user_id.to_string(),
             import,
-        };
-        let max = self.limits.max_active_per_user;
-        if !runs_on_nodes {
-            self.store.insert_import(&owned).await?;
-        } else if !self.store.insert_import_within(&owned, max).await? {
-            return Err(ImportServiceError::TooManyActive { max });
-        }
-        self.publish(&owned).await?;
-        if runs_on_nodes {
-            self.work_arrived();
-        }
-        Ok(self.present(&owned))
+        })
     }
 
     /// The import if `user_id` owns it. Another user's import is "not
@@ -310,6 +321,11 @@ impl ImportService {
             next.import.queue_position = None;
             if self.commit(&mut next, owned.import.version).await? {
                 self.stop_job(id);
+                if next.import.source == reeltime_protocol::ImportSource::Upload {
+                    // The sweeper frees its bytes (a PATCH in flight lets
+                    // go of them when it sees the cancel).
+                    self.store.expire_upload(id).await?;
+                }
                 return Ok(self.present(&next));
             }
             // The job moved on in between: read again and retry.

@@ -25,6 +25,7 @@ pub mod server_api;
 mod sqlite;
 #[cfg(test)]
 pub(crate) mod tests;
+mod uploads;
 
 use std::sync::Arc;
 
@@ -37,6 +38,7 @@ pub use group_commit::GroupCommit;
 pub use postgres::PostgresStore;
 pub use server_api::ServerApiStore;
 pub use sqlite::SqliteStore;
+pub use uploads::{UploadInsert, UploadRow, UploadStore};
 
 /// Opens the store `url` names: `sqlite:` (the embedded default) or
 /// `postgres://`/`postgresql://` (shared by several nodes). The caller only
@@ -130,7 +132,7 @@ pub struct Snapshot {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: UploadStore + Send + Sync + 'static {
     /// Creates the user on first sight, updates the email when it changed.
     async fn upsert_user(&self, id: &str, email: Option<&str>) -> Result<User, StoreError>;
     async fn get_user(&self, id: &str) -> Result<Option<User>, StoreError>;

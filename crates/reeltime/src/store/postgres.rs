@@ -63,7 +63,7 @@ fn version_param(version: u64) -> i64 {
 
 /// The insert of `owned`; with `max_unfinished`, one that inserts nothing
 /// when its user already has that many unfinished imports.
-fn insert(
+pub(super) fn insert(
     owned: &OwnedImport,
     max_unfinished: Option<u64>,
 ) -> Result<sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>, StoreError> {
@@ -83,6 +83,21 @@ fn insert(
     .bind(serde_json::to_string(import)?)
     .bind(max_unfinished.map(|max| i64::try_from(max).unwrap_or(i64::MAX)))
     .bind(super::is_external(import)))
+}
+
+/// Serializes `user_id`'s creates on every node until the transaction
+/// ends (a transaction-scoped advisory lock per user): under READ COMMITTED
+/// two inserts would otherwise both count the same rows against a cap.
+pub(super) async fn lock_user_creates(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    user_id: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+        .bind(USER_CREATE_LOCKS)
+        .bind(user_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 fn decode_user(row: &PgRow) -> Result<User, StoreError> {
@@ -132,15 +147,8 @@ impl Store for PostgresStore {
         owned: &OwnedImport,
         max_unfinished: u64,
     ) -> Result<bool, StoreError> {
-        // A transaction-scoped advisory lock per user serializes that
-        // user's creates on every node: under READ COMMITTED two inserts
-        // would otherwise both count the same rows.
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
-            .bind(USER_CREATE_LOCKS)
-            .bind(&owned.user_id)
-            .execute(&mut *tx)
-            .await?;
+        lock_user_creates(&mut tx, &owned.user_id).await?;
         let done = insert(owned, Some(max_unfinished))?
             .execute(&mut *tx)
             .await?;
@@ -346,7 +354,7 @@ impl Store for PostgresStore {
         let rows = sqlx::query(
             "UPDATE imports SET lease_owner = $1, lease_until = now() + make_interval(secs => $2)
              WHERE id IN (SELECT id FROM imports AS i
-                          WHERE NOT finished AND NOT external
+                          WHERE NOT finished AND NOT external AND status <> 'uploading'
                             AND (lease_until IS NULL OR lease_until < now())
                           ORDER BY (SELECT COUNT(*) FROM imports AS older
                                     WHERE older.user_id = i.user_id AND NOT older.finished

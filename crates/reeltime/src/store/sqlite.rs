@@ -121,11 +121,11 @@ impl SqliteStore {
     }
 }
 
-fn millis(at: DateTime<Utc>) -> i64 {
+pub(super) fn millis(at: DateTime<Utc>) -> i64 {
     at.timestamp_millis()
 }
 
-fn from_millis(ms: i64) -> DateTime<Utc> {
+pub(super) fn from_millis(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
 
@@ -371,7 +371,7 @@ impl Store for SqliteStore {
         let rows = sqlx::query(
             "UPDATE imports SET lease_owner = ?1, lease_until = ?2
              WHERE id IN (SELECT id FROM imports AS i
-                          WHERE finished = 0 AND external = 0
+                          WHERE finished = 0 AND external = 0 AND status <> 'uploading'
                             AND (lease_until IS NULL OR lease_until < ?3)
                           ORDER BY (SELECT COUNT(*) FROM imports AS older
                                     WHERE older.user_id = i.user_id AND older.finished = 0

@@ -597,6 +597,116 @@ async fn snapshot_carries_the_newest_tombstones(store: &dyn Store) {
     );
 }
 
+/// Uploads: both caps counted with the insert, an `uploading` import never
+/// claimed, the offset's compare-and-set hold (one winner), saves only by
+/// the holder, and the sweeper's hold of expired rows.
+async fn uploads_hold_their_offset(store: &dyn Store) {
+    use super::{UploadInsert, UploadRow};
+    let row = |id: &str, expires_in: i64| UploadRow {
+        id: id.into(),
+        user_id: "ivan".into(),
+        length: 100,
+        offset: 0,
+        expires_at: Utc::now() + chrono::Duration::seconds(expires_in),
+        state: "{}".into(),
+    };
+    let up = |id: &str| owned("ivan", id, ImportStatus::Uploading, 1);
+    assert_eq!(
+        store
+            .insert_upload(&up("u1"), &row("u1", 60), 10, 2)
+            .await
+            .unwrap(),
+        UploadInsert::Stored
+    );
+    assert_eq!(
+        store
+            .insert_upload(&up("u2"), &row("u2", -1), 10, 2)
+            .await
+            .unwrap(),
+        UploadInsert::Stored
+    );
+    assert_eq!(
+        store
+            .insert_upload(&up("u3"), &row("u3", 60), 10, 2)
+            .await
+            .unwrap(),
+        UploadInsert::TooManyUploads
+    );
+    assert_eq!(
+        store
+            .insert_upload(&up("u3"), &row("u3", 60), 2, 5)
+            .await
+            .unwrap(),
+        UploadInsert::TooManyImports
+    );
+    assert!(store.get_import("u3").await.unwrap().is_none());
+    assert!(store.get_upload("u3").await.unwrap().is_none());
+    let claimed = store
+        .claim_imports("n1", 10, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(claimed.is_empty(), "an uploading import is never claimed");
+
+    let hold = Duration::from_secs(60);
+    assert!(
+        !store.hold_upload("u1", Some(5), "a", hold).await.unwrap(),
+        "wrong offset"
+    );
+    assert!(store.hold_upload("u1", Some(0), "a", hold).await.unwrap());
+    assert!(
+        !store.hold_upload("u1", Some(0), "b", hold).await.unwrap(),
+        "held by a"
+    );
+    let mut saved = store.get_upload("u1").await.unwrap().unwrap();
+    saved.offset = 40;
+    saved.state = r#"{"sniffed":true}"#.into();
+    assert!(
+        !store.save_upload(&saved, "b", None).await.unwrap(),
+        "b does not hold it"
+    );
+    assert!(store.save_upload(&saved, "a", None).await.unwrap());
+    let stored = store.get_upload("u1").await.unwrap().unwrap();
+    assert_eq!(
+        (stored.offset, stored.state.as_str()),
+        (40, r#"{"sniffed":true}"#)
+    );
+    assert!(
+        !store.hold_upload("u1", Some(0), "b", hold).await.unwrap(),
+        "the offset moved"
+    );
+    assert!(
+        store.hold_upload("u1", Some(40), "b", hold).await.unwrap(),
+        "a let go"
+    );
+
+    let expired = store
+        .hold_expired_uploads("sweeper", hold, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        expired.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["u2"]
+    );
+    assert!(
+        store
+            .hold_expired_uploads("other", hold, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store.expire_upload("u1").await.unwrap();
+    assert!(
+        store
+            .hold_expired_uploads("sweeper", hold, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "u1 is expired but b holds it"
+    );
+    assert!(store.delete_upload("u2", "sweeper").await.unwrap());
+    assert!(store.get_upload("u2").await.unwrap().is_none());
+}
+
 /// Every scenario, each on a fresh store from `fresh`.
 async fn run_all<F, Fut>(mut fresh: F)
 where
@@ -615,6 +725,7 @@ where
     claims_and_the_line_serve_users_in_turn(&*fresh("turns").await).await;
     unfinished_cap_and_stored_bytes(fresh("cap").await).await;
     super::server_api::tests::contract(&*fresh("server_api").await).await;
+    uploads_hold_their_offset(&*fresh("uploads").await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,5 @@
-import { CloseCode } from '../../client/closeCodes';
-import { useConnectionStatus, useProgressClient } from '../../react';
+import { CloseCode } from '@reeltime/client';
+import { useConnectionStatus, useProgressClient } from '@reeltime/react';
 
 /**
  * A clear message when the client stopped because the server refused our

@@ -1,6 +1,6 @@
-import { CloseCode } from '../../client/closeCodes';
-import type { ConnectionState } from '../../client/types';
-import { useConnectionStatus } from '../../react';
+import { CloseCode } from '@reeltime/client';
+import type { ConnectionState } from '@reeltime/client';
+import { useConnectionStatus } from '@reeltime/react';
 import { secondsUntil } from '../format';
 import { useNow } from '../useNow';
 

@@ -1,5 +1,5 @@
-import type { GetToken } from '../../client/types';
-import { useProgressClient } from '../../react';
+import type { GetToken } from '@reeltime/client';
+import { useProgressClient } from '@reeltime/react';
 import type { AppConfig } from '../api';
 import { AuthErrorBanner } from './AuthErrorBanner';
 import { ConnectionBadge } from './ConnectionBadge';

@@ -1,13 +1,18 @@
-import { useState, type FormEvent } from 'react';
-import type { GetToken } from '../../client/types';
-import { useProgressClient } from '../../react';
+import { useRef, useState, type DragEvent, type FormEvent } from 'react';
+import type { GetToken } from '@reeltime/client';
+import { useProgressClient } from '@reeltime/react';
+import { useUpload } from '@reeltime/react/upload';
 import { ApiError, createImport, type Sample } from '../api';
-import { describeError } from '../format';
+import { describeError, formatBytes } from '../format';
 
 /**
- * Starts imports: a URL (and optional title), or one click on a sample.
+ * Starts imports: a URL (and optional title), one click on a sample, or
+ * files from the person's disk (picker or drag and drop, several at once).
  * The REST answer is merged into the client right away, so the new row
- * appears even before its first WebSocket update.
+ * appears even before its first WebSocket update. An upload's row comes
+ * from the server too: creating the tus upload creates the import, which
+ * arrives over the socket; only what fails before that (too large, too many
+ * uploads) is shown here.
  */
 export function ImportForm({ getToken, samples }: { getToken: GetToken; samples: readonly Sample[] }) {
   const client = useProgressClient();
@@ -15,6 +20,25 @@ export function ImportForm({ getToken, samples }: { getToken: GetToken; samples:
   const [title, setTitle] = useState('');
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string | null>(null);
+  const [dragging, setDragging] = useState(false);
+  const fileInput = useRef<HTMLInputElement>(null);
+  const { upload, uploads, dismiss } = useUpload();
+  // Uploads the server has no row for yet (starting) or never made (refused at creation).
+  const pending = uploads.filter((entry) => entry.importId === null);
+
+  function uploadFiles(files: FileList | null) {
+    if (files === null) return;
+    // The title field names a single file; several files keep their own names.
+    const sharedTitle = files.length === 1 ? title.trim() || undefined : undefined;
+    for (const file of Array.from(files)) upload(file, { title: sharedTitle });
+    if (files.length === 1 && sharedTitle) setTitle('');
+  }
+
+  function onDrop(event: DragEvent) {
+    event.preventDefault();
+    setDragging(false);
+    uploadFiles(event.dataTransfer.files);
+  }
 
   async function start(input: { url: string; title?: string }): Promise<boolean> {
     setBusy(true);
@@ -41,7 +65,21 @@ export function ImportForm({ getToken, samples }: { getToken: GetToken; samples:
   }
 
   return (
-    <section className="card" aria-labelledby="new-import">
+    <section
+      className={`card${dragging ? ' card-dragging' : ''}`}
+      aria-labelledby="new-import"
+      onDragOver={(event) => {
+        if (!event.dataTransfer.types.includes('Files')) return;
+        event.preventDefault();
+        event.dataTransfer.dropEffect = 'copy';
+        setDragging(true);
+      }}
+      onDragLeave={(event) => {
+        if (!event.currentTarget.contains(event.relatedTarget as Node | null)) setDragging(false);
+      }}
+      onDrop={onDrop}
+      data-testid="new-import"
+    >
       <h2 id="new-import">New import</h2>
       <form className="import-form" onSubmit={onSubmit}>
         <label className="field field-grow">
@@ -69,6 +107,46 @@ export function ImportForm({ getToken, samples }: { getToken: GetToken; samples:
           {busy ? 'Starting…' : 'Import'}
         </button>
       </form>
+      <div className="upload-zone" data-testid="upload-zone">
+        <span className="muted">Or upload videos from your computer: drop them here, or</span>
+        <button type="button" className="button" onClick={() => fileInput.current?.click()} data-testid="upload-pick">
+          Choose files…
+        </button>
+        <input
+          ref={fileInput}
+          type="file"
+          accept="video/*"
+          multiple
+          hidden
+          onChange={(event) => {
+            uploadFiles(event.currentTarget.files);
+            event.currentTarget.value = '';
+          }}
+          data-testid="upload-input"
+        />
+      </div>
+      {pending.length > 0 && (
+        <ul className="upload-pending" data-testid="upload-pending">
+          {pending.map((entry) => (
+            <li key={entry.key} data-phase={entry.phase}>
+              <span className="upload-name">{entry.fileName}</span>{' '}
+              <span className="muted">({formatBytes(entry.bytesTotal)})</span>{' '}
+              {entry.error !== null ? (
+                <>
+                  <span className="form-error" role="alert" data-testid="upload-error">
+                    {describeError(entry.error)}
+                  </span>{' '}
+                  <button type="button" className="button button-quiet" onClick={() => dismiss(entry.key)}>
+                    Dismiss
+                  </button>
+                </>
+              ) : entry.phase === 'starting' ? (
+                <span className="muted">starting…</span>
+              ) : null}
+            </li>
+          ))}
+        </ul>
+      )}
       {error !== null && (
         <p className="form-error" role="alert" data-testid="import-form-error">
           {error}

@@ -1,5 +1,5 @@
-import type { GetToken } from '../../client/types';
-import { useImports } from '../../react';
+import type { GetToken } from '@reeltime/client';
+import { useImports } from '@reeltime/react';
 import { ImportRow } from './ImportRow';
 
 /** The live list, newest first, straight from the client's store. */

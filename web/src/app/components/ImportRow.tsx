@@ -1,6 +1,6 @@
 import { useState } from 'react';
-import type { GetToken, Import } from '../../client/types';
-import { useProgressClient } from '../../react';
+import type { GetToken, Import } from '@reeltime/client';
+import { useProgressClient } from '@reeltime/react';
 import { ApiError, cancelImport, deleteImport } from '../api';
 import {
   describeError,
@@ -73,7 +73,7 @@ export function ImportRow({ item, getToken }: { item: Import; getToken: GetToken
       </div>
       <div className="import-body">
         <div className="import-head">
-          <h3 className="import-title" title={item.source_url}>
+          <h3 className="import-title" title={item.source_url ?? item.file_name ?? undefined}>
             {displayTitle(item)}
           </h3>
           <span className={`pill pill-${item.status}`}>{statusLabel(item.status)}</span>
@@ -99,9 +99,15 @@ export function ImportRow({ item, getToken }: { item: Import; getToken: GetToken
           )}
           {transfer !== null && <span data-testid="import-bytes">{transfer}</span>}
           {item.attempt > 1 && <span>attempt {item.attempt}</span>}
-          <a className="import-source" href={item.source_url} target="_blank" rel="noreferrer noopener">
-            {item.source_url}
-          </a>
+          {item.source_url ? (
+            <a className="import-source" href={item.source_url} target="_blank" rel="noreferrer noopener">
+              {item.source_url}
+            </a>
+          ) : item.source === 'upload' ? (
+            <span className="import-source" data-testid="import-upload-source">
+              {item.file_name && item.file_name !== displayTitle(item) ? `uploaded from ${item.file_name}` : 'uploaded file'}
+            </span>
+          ) : null}
         </div>
         {item.error !== null && (
           <p className="import-error" data-testid="import-error">

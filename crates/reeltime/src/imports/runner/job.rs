@@ -134,7 +134,9 @@ impl Runner {
         let expected = owned.import.version;
         owned.import.status = ImportStatus::Downloading;
         owned.import.stage = Some(stage::DOWNLOADING.into());
-        owned.import.progress = Some(0.0);
+        // 0 for a new or restarted import; an upload's bar stays where its
+        // stored bytes took it.
+        owned.import.progress = Some(owned.import.progress.unwrap_or(0.0));
         owned.import.queue_position = None;
         owned.import.bytes_total = source.bytes_total(&owned.import);
         if !self.imports.commit(&mut owned, expected).await? {

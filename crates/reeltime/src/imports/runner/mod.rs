@@ -132,7 +132,8 @@ impl Runner {
         self.media.is_some()
     }
 
-    fn download_share(&self) -> f64 {
+    /// Share of the progress bar a source's bytes take (an upload's too).
+    pub fn download_share(&self) -> f64 {
         if self.media.is_some() {
             DOWNLOAD_SHARE
         } else {

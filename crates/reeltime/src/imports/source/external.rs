@@ -36,6 +36,9 @@ impl Source for ExternalSource {
             SourceSpec::Url(_) => Err(ImportServiceError::BadRequest(
                 "an external import takes no url".into(),
             )),
+            SourceSpec::Upload { .. } => Err(ImportServiceError::BadRequest(
+                "an external import is not an upload".into(),
+            )),
         }
     }
 

@@ -11,6 +11,7 @@
 
 pub mod external;
 pub mod synthetic;
+pub mod upload;
 pub mod url;
 
 use std::path::PathBuf;
@@ -37,8 +38,8 @@ pub mod kind {
     pub const EXTERNAL: &str = "external";
 }
 
-/// What a user asks to import. The REST API speaks of a URL today; the
-/// browser uploads of the next issue add their own variant.
+/// What a user asks to import: a URL (`POST /api/imports`) or a file the
+/// browser uploads (`POST /api/uploads`).
 #[derive(Debug, Clone)]
 pub enum SourceSpec {
     /// The `url` of `POST /api/imports`, as sent.
@@ -46,6 +47,9 @@ pub enum SourceSpec {
     /// `"source":"external"` on `POST /api/server/imports`: the app's own
     /// workers do the work and report it ([`external::ExternalSource`]).
     External,
+    /// A tus upload: the `filename` of its `Upload-Metadata` (may be
+    /// empty) and its `Upload-Length`.
+    Upload { file_name: String, length: u64 },
 }
 
 impl SourceSpec {
@@ -54,6 +58,7 @@ impl SourceSpec {
         match self {
             SourceSpec::Url(raw) => kind_of_url(raw),
             SourceSpec::External => kind::EXTERNAL,
+            SourceSpec::Upload { .. } => kind::UPLOAD,
         }
     }
 
@@ -65,6 +70,9 @@ impl SourceSpec {
             SourceSpec::Url(raw) => parse_url(raw),
             SourceSpec::External => Err(ImportServiceError::BadRequest(
                 "an external import has no url".into(),
+            )),
+            SourceSpec::Upload { .. } => Err(ImportServiceError::BadRequest(
+                "an upload has no URL".into(),
             )),
         }
     }
@@ -299,12 +307,17 @@ impl Sources {
     }
 
     /// This server's sources: the one place a new source is registered.
-    pub fn standard(policy: Arc<Policy>, fetcher: Fetcher) -> Sources {
+    pub fn standard(
+        policy: Arc<Policy>,
+        fetcher: Fetcher,
+        uploads: Arc<dyn super::uploads::bytes::UploadBytes>,
+    ) -> Sources {
         let synthetic_allowed = policy.allow_synthetic;
         Sources::new(vec![
             Arc::new(url::UrlSource::new(policy, fetcher)),
             Arc::new(synthetic::SyntheticSource::new(synthetic_allowed)),
             Arc::new(external::ExternalSource),
+            Arc::new(upload::UploadSource::new(uploads)),
         ])
     }
 

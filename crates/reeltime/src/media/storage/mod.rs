@@ -68,6 +68,24 @@ impl From<object_store::Error> for StorageError {
     }
 }
 
+/// An object storage's bucket as tus uploads use it (`imports::uploads`):
+/// plain objects, multipart uploads, and the prefix every key goes under.
+#[derive(Clone)]
+pub struct Bucket {
+    pub objects: Arc<dyn object_store::ObjectStore>,
+    pub multipart: Arc<dyn object_store::multipart::MultipartStore>,
+    pub prefix: object_store::path::Path,
+}
+
+impl fmt::Debug for Bucket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The stores' own Debug would print the credentials.
+        f.debug_struct("Bucket")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
 /// An opened media file: its size and the requested bytes as a stream.
 pub struct MediaBody {
     /// Size of the whole file.
@@ -112,6 +130,12 @@ pub trait MediaStorage: Send + Sync + fmt::Debug {
     /// True when files live off this node: after [`MediaStorage::put_file`]
     /// the local copies can (and should) be removed.
     fn is_remote(&self) -> bool;
+
+    /// The bucket behind an object storage, where tus uploads keep their
+    /// parts so that any node can take any PATCH; `None` for the data dir.
+    fn bucket(&self) -> Option<Bucket> {
+        None
+    }
 
     /// Stores the finished file at `local_path` as `<import_id>/<file_name>`.
     /// Streams it: a multi-gigabyte video is never held in memory. Local

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use futures_util::stream::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::buffered::BufWriter;
+use object_store::multipart::MultipartStore;
 use object_store::path::Path as ObjectPath;
 use object_store::{
     Attribute, Attributes, ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt,
@@ -17,7 +18,7 @@ use object_store::{
 };
 use tokio::io::AsyncWriteExt;
 
-use super::{MediaBody, MediaStorage, StorageError, check_names, not_found_or_io};
+use super::{Bucket, MediaBody, MediaStorage, StorageError, check_names, not_found_or_io};
 use crate::media::serve::{content_type_for, is_safe_component};
 
 /// Size of one part of a multipart upload, and the most a single upload
@@ -48,6 +49,10 @@ const RETRY_TIMEOUT: Duration = Duration::from_secs(30);
 /// node reads and writes the same objects, so any node serves any import.
 pub struct ObjectStorage {
     store: Arc<dyn ObjectStore>,
+    /// The same bucket's multipart uploads, for tus uploads whose parts
+    /// arrive on any node (`imports::uploads`); `None` for a store that has
+    /// none.
+    multipart: Option<Arc<dyn MultipartStore>>,
     prefix: ObjectPath,
     /// `s3://bucket/prefix`, for logs (never the credentials).
     url: String,
@@ -151,8 +156,10 @@ impl ObjectStorage {
             .with_bucket_name(&bucket)
             .build()
             .map_err(|err| bad_url(err.to_string()))?;
+        let store = Arc::new(store);
         Ok(ObjectStorage {
-            store: Arc::new(store),
+            multipart: Some(Arc::clone(&store) as Arc<dyn MultipartStore>),
+            store,
             prefix,
             url: url.to_string(),
         })
@@ -162,6 +169,7 @@ impl ObjectStorage {
     pub fn with_store(store: Arc<dyn ObjectStore>, prefix: &str) -> ObjectStorage {
         ObjectStorage {
             store,
+            multipart: None,
             prefix: ObjectPath::from(prefix),
             url: format!("object store, prefix {prefix:?}"),
         }
@@ -229,6 +237,14 @@ fn parse_media_url(raw: &str) -> Result<(String, ObjectPath), String> {
 impl MediaStorage for ObjectStorage {
     fn is_remote(&self) -> bool {
         true
+    }
+
+    fn bucket(&self) -> Option<Bucket> {
+        Some(Bucket {
+            objects: Arc::clone(&self.store),
+            multipart: self.multipart.clone()?,
+            prefix: self.prefix.clone(),
+        })
     }
 
     async fn put_file(

@@ -1,0 +1,843 @@
+//! tus uploads (`/api/uploads`, issue 12) against the real binary over real
+//! sockets: the protocol case by case, restarts, the expiry sweeper, CORS,
+//! and two nodes on PostgreSQL and S3 (moto) taking alternate PATCHes.
+
+mod common;
+
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use common::{World, binary, wait_for, world};
+use reeltime_protocol::{ImportSource, ImportStatus};
+use reeltime_testkit::services::S3Server;
+use reeltime_testkit::{Api, Postgres, RedisServer, ServerProcess, TestIssuer, WAIT};
+use reqwest::StatusCode;
+use tokio::sync::oneshot;
+
+const SAMPLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../samples/sample-short.mp4"
+);
+
+/// A real MP4 followed by filler: the sniff sees a video; with media
+/// processing off nothing else reads it.
+fn video_of(len: usize) -> Vec<u8> {
+    let mut bytes = std::fs::read(SAMPLE).expect("samples/sample-short.mp4");
+    bytes.resize(len.max(bytes.len()), 0x5a);
+    bytes
+}
+
+/// A tus client for one user of one server: plain reqwest, every header
+/// as tus-js-client sends it.
+struct Tus {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+fn metadata(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{k} {}",
+                base64::engine::general_purpose::STANDARD.encode(v)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+impl Tus {
+    fn new(base: &str, token: String) -> Tus {
+        Tus {
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(WAIT)
+                // A refused PATCH leaves its body unread and the server
+                // closes that connection: no reuse, no race with the close.
+                .pool_max_idle_per_host(0)
+                .build()
+                .expect("client"),
+            base: base.to_string(),
+            token,
+        }
+    }
+
+    fn url(&self, id: &str) -> String {
+        format!("{}/api/uploads/{id}", self.base)
+    }
+
+    async fn create(&self, length: u64, name: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}/api/uploads", self.base))
+            .bearer_auth(&self.token)
+            .header("Tus-Resumable", "1.0.0")
+            .header("Upload-Length", length)
+            .header(
+                "Upload-Metadata",
+                metadata(&[("filename", name), ("filetype", "video/mp4")]),
+            )
+            .send()
+            .await
+            .expect("POST /api/uploads")
+    }
+
+    /// Creates an upload; returns its id (the import's id).
+    async fn create_ok(&self, length: u64, name: &str) -> String {
+        let response = self.create(length, name).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::CREATED,
+            "{:?}",
+            response.text().await
+        );
+        id_of(&response)
+    }
+
+    async fn head(&self, id: &str) -> reqwest::Response {
+        self.http
+            .head(self.url(id))
+            .bearer_auth(&self.token)
+            .header("Tus-Resumable", "1.0.0")
+            .send()
+            .await
+            .expect("HEAD")
+    }
+
+    async fn offset(&self, id: &str) -> u64 {
+        let response = self.head(id).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        header_u64(&response, "upload-offset")
+    }
+
+    async fn patch(
+        &self,
+        id: &str,
+        offset: u64,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        self.http
+            .patch(self.url(id))
+            .bearer_auth(&self.token)
+            .header("Tus-Resumable", "1.0.0")
+            .header("Upload-Offset", offset)
+            .header("Content-Type", "application/offset+octet-stream")
+            .body(body)
+            .send()
+            .await
+            .expect("PATCH")
+    }
+
+    /// A PATCH sent in the background (its body may pause), with
+    /// `Content-Length` when given.
+    fn patch_in_background(
+        &self,
+        id: &str,
+        offset: usize,
+        len: Option<usize>,
+        body: reqwest::Body,
+    ) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
+        let mut request = self
+            .http
+            .patch(self.url(id))
+            .bearer_auth(&self.token)
+            .header("Tus-Resumable", "1.0.0")
+            .header("Upload-Offset", offset)
+            .header("Content-Type", "application/offset+octet-stream");
+        if let Some(len) = len {
+            request = request.header("Content-Length", len);
+        }
+        tokio::spawn(request.body(body).send())
+    }
+
+    async fn delete(&self, id: &str) -> reqwest::Response {
+        self.http
+            .delete(self.url(id))
+            .bearer_auth(&self.token)
+            .header("Tus-Resumable", "1.0.0")
+            .send()
+            .await
+            .expect("DELETE")
+    }
+}
+
+fn id_of(response: &reqwest::Response) -> String {
+    let location = response.headers()["location"].to_str().unwrap();
+    assert!(location.starts_with("/api/uploads/"), "{location}");
+    location.rsplit('/').next().unwrap().to_string()
+}
+
+fn header_u64(response: &reqwest::Response, name: &str) -> u64 {
+    response.headers()[name].to_str().unwrap().parse().unwrap()
+}
+
+fn tus(w: &World, sub: &str) -> Tus {
+    Tus::new(&w.server.http(), w.token(sub))
+}
+
+/// A body that sends `first`, then waits for `go` before sending `rest`
+/// (or, when `go` is dropped, breaks off as a dropped network would).
+fn paused_body(first: Vec<u8>, rest: Vec<u8>, go: oneshot::Receiver<()>) -> reqwest::Body {
+    let stream = futures_util::stream::unfold(
+        (Some(first), Some((rest, go))),
+        |(first, later)| async move {
+            if let Some(first) = first {
+                return Some((
+                    Ok::<Bytes, std::io::Error>(Bytes::from(first)),
+                    (None, later),
+                ));
+            }
+            let (rest, go) = later?;
+            match go.await {
+                Ok(()) => Some((Ok(Bytes::from(rest)), (None, None))),
+                Err(_) => Some((
+                    Err(std::io::Error::other("the network went away")),
+                    (None, None),
+                )),
+            }
+        },
+    );
+    reqwest::Body::wrap_stream(stream)
+}
+
+/// The import directory's upload file, if any.
+fn upload_file(w: &World, id: &str) -> std::path::PathBuf {
+    w.server.import_dir(id).join("upload.bin")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_in_several_patches_is_processed_and_plays() {
+    let w = common::world_with({
+        let mut env = common::pairs(&[("REELTIME_MEDIA_PROCESSING", "auto")]);
+        env.push(("REELTIME_IMPORT_ALLOW_PRIVATE".into(), "1".into()));
+        env
+    })
+    .await;
+    let client = tus(&w, "alice");
+    let (mut other_tab, _) = w.socket("alice").await;
+
+    // Discovery, no token needed.
+    let discovery = client
+        .http
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/api/uploads", w.server.http()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(discovery.status(), StatusCode::NO_CONTENT);
+    assert_eq!(discovery.headers()["tus-version"], "1.0.0");
+    let extensions = discovery.headers()["tus-extension"].to_str().unwrap();
+    for extension in [
+        "creation",
+        "creation-with-upload",
+        "termination",
+        "expiration",
+    ] {
+        assert!(
+            extensions.split(',').any(|e| e == extension),
+            "{extensions}"
+        );
+    }
+    assert!(header_u64(&discovery, "tus-max-size") > 0);
+
+    let video = std::fs::read(SAMPLE).unwrap();
+    let created = client.create(video.len() as u64, "holiday.mp4").await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    assert_eq!(created.headers()["tus-resumable"], "1.0.0");
+    assert!(created.headers().contains_key("upload-expires"));
+    let id = id_of(&created);
+
+    // The other tab sees the import at once, as an upload.
+    let shown = wait_for(&mut other_tab, &id, |_| true).await;
+    assert_eq!(shown.status, ImportStatus::Uploading);
+    assert_eq!(shown.source, ImportSource::Upload);
+    assert_eq!(shown.source_url, None);
+    assert_eq!(shown.file_name.as_deref(), Some("holiday.mp4"));
+    assert_eq!(shown.title, "holiday.mp4");
+    assert_eq!(shown.bytes_total, Some(video.len() as u64));
+
+    let mut offset = 0usize;
+    for chunk in video.chunks(video.len() / 3 + 1) {
+        let response = client.patch(&id, offset as u64, chunk.to_vec()).await;
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+        offset += chunk.len();
+        assert_eq!(header_u64(&response, "upload-offset"), offset as u64);
+        if offset < video.len() {
+            assert_eq!(client.offset(&id).await, offset as u64);
+            let moved = wait_for(&mut other_tab, &id, |i| i.bytes_done == offset as u64).await;
+            assert_eq!(moved.status, ImportStatus::Uploading);
+        }
+    }
+    let seen = other_tab
+        .imports_until(|i| i.id == id && i.status.is_final())
+        .await;
+    let mine: Vec<_> = seen.into_iter().filter(|i| i.id == id).collect();
+    common::assert_monotonic(&mine);
+    let done = mine.last().unwrap();
+    assert_eq!(done.status, ImportStatus::Completed, "{:?}", done.error);
+    let result = done.result.as_ref().unwrap();
+    assert!(result["duration_secs"].as_f64().unwrap() > 0.5, "{result}");
+    let video_url = result["video_url"].as_str().unwrap();
+    let served = reqwest::get(format!("{}{video_url}", w.server.http()))
+        .await
+        .unwrap();
+    assert_eq!(served.status(), 200);
+    let served = served.bytes().await.unwrap();
+    // A playable MP4: ffprobe reads its video stream.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("served.mp4");
+    std::fs::write(&path, &served).unwrap();
+    let probe = tokio::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=codec_name",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&path)
+        .output()
+        .await
+        .unwrap();
+    assert!(probe.status.success());
+    assert!(!String::from_utf8_lossy(&probe.stdout).trim().is_empty());
+
+    // Once every byte is in, HEAD says so and a PATCH is refused.
+    assert_eq!(client.offset(&id).await, video.len() as u64);
+    let late = client.patch(&id, 0, vec![0u8; 10]).await;
+    assert_eq!(late.status(), StatusCode::CONFLICT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creation_with_upload_then_head_after_a_restart() {
+    let mut w = world(&[]).await;
+    let client = tus(&w, "alice");
+    let video = video_of(300_000);
+    let response = client
+        .http
+        .post(format!("{}/api/uploads", w.server.http()))
+        .bearer_auth(&client.token)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Length", video.len())
+        .header(
+            "Upload-Metadata",
+            metadata(&[("filename", "a.mp4"), ("title", "My film")]),
+        )
+        .header("Content-Type", "application/offset+octet-stream")
+        .body(video[..100_000].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(header_u64(&response, "upload-offset"), 100_000);
+    let id = id_of(&response);
+
+    w.server.stop().await;
+    w.server.restart().await;
+    let client = tus(&w, "alice");
+    let head = client.head(&id).await;
+    assert_eq!(head.status(), StatusCode::OK);
+    assert_eq!(header_u64(&head, "upload-offset"), 100_000);
+    assert_eq!(header_u64(&head, "upload-length"), video.len() as u64);
+    assert_eq!(head.headers()["cache-control"], "no-store");
+
+    let response = client.patch(&id, 100_000, video[100_000..].to_vec()).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let (mut tab, snapshot) = w.socket("alice").await;
+    let done = common::in_snapshot_or_next(&mut tab, &snapshot, &id, |i| i.status.is_final()).await;
+    assert_eq!(done.status, ImportStatus::Completed, "{:?}", done.error);
+    assert_eq!(done.title, "My film");
+    assert_eq!(
+        done.result.as_ref().unwrap()["size_bytes"],
+        video.len() as u64
+    );
+    let kept = std::fs::read(w.server.import_dir(&id).join("source.mp4")).unwrap();
+    assert!(kept == video, "the stored file differs from the one sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_errors_are_the_ones_tus_names() {
+    let w = world(&[("REELTIME_IMPORT_MAX_BYTES", "1MiB")]).await;
+    let client = tus(&w, "alice");
+    let id = client.create_ok(1000, "a.mp4").await;
+
+    // Wrong offset: 409 with the server's offset.
+    let wrong = client.patch(&id, 5, vec![1u8; 10]).await;
+    assert_eq!(wrong.status(), StatusCode::CONFLICT);
+    assert_eq!(header_u64(&wrong, "upload-offset"), 0);
+    let body: serde_json::Value = wrong.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "offset_mismatch");
+
+    // Wrong version: 412 naming the version spoken.
+    let old = client
+        .http
+        .head(client.url(&id))
+        .bearer_auth(&client.token)
+        .header("Tus-Resumable", "0.2.2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old.status(), StatusCode::PRECONDITION_FAILED);
+    assert_eq!(old.headers()["tus-version"], "1.0.0");
+
+    // Wrong body type: 415.
+    let typed = client
+        .http
+        .patch(client.url(&id))
+        .bearer_auth(&client.token)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Offset", 0)
+        .header("Content-Type", "application/octet-stream")
+        .body(vec![0u8; 10])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(typed.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+    // Too large at creation: 413, nothing created.
+    let huge = client.create(2 * 1024 * 1024, "big.mp4").await;
+    assert_eq!(huge.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body: serde_json::Value = huge.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "too_large");
+    // A body past Upload-Length: 413.
+    let past = client.patch(&id, 0, video_of(2000)).await;
+    assert_eq!(past.status(), StatusCode::PAYLOAD_TOO_LARGE);
+
+    // Another user's upload: 404 for every method, and nothing changes.
+    let bob = tus(&w, "bob");
+    assert_eq!(bob.head(&id).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        bob.patch(&id, 0, video_of(10)).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(bob.delete(&id).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(client.offset(&id).await, 0);
+
+    // No token, or a bad one: 401 as the REST API answers.
+    let anonymous = Tus::new(&w.server.http(), "not-a-token".into());
+    let refused = anonymous.head(&id).await;
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let refused = anonymous.create(10, "x.mp4").await;
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unauthorized");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn termination_and_cancel_end_it_cancelled_and_free_the_space() {
+    let w = world(&[]).await;
+    let client = tus(&w, "alice");
+    let (mut tab, _) = w.socket("alice").await;
+    let video = video_of(200_000);
+
+    let id = client.create_ok(video.len() as u64, "a.mp4").await;
+    let response = client.patch(&id, 0, video[..50_000].to_vec()).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert!(upload_file(&w, &id).exists());
+    let deleted = client.delete(&id).await;
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    let ended = wait_for(&mut tab, &id, |i| i.status.is_final()).await;
+    assert_eq!(ended.status, ImportStatus::Cancelled);
+    assert!(
+        !w.server.import_dir(&id).exists(),
+        "the bytes are removed at once"
+    );
+    assert_eq!(
+        client
+            .patch(&id, 50_000, video[50_000..].to_vec())
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(client.head(&id).await.status(), StatusCode::NOT_FOUND);
+
+    // The REST cancel does the same (the sweeper frees the bytes).
+    let id = client.create_ok(video.len() as u64, "b.mp4").await;
+    let response = client.patch(&id, 0, video[..50_000].to_vec()).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let (status, body) = w
+        .api
+        .post(&w.token("alice"), &format!("/api/imports/{id}/cancel"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let ended = wait_for(&mut tab, &id, |i| i.status.is_final()).await;
+    assert_eq!(ended.status, ImportStatus::Cancelled);
+    let dir = w.server.import_dir(&id);
+    common::wait_until(|| !dir.exists()).await;
+    assert_eq!(
+        client
+            .patch(&id, 50_000, video[50_000..].to_vec())
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_that_is_not_a_video_fails_at_its_first_bytes() {
+    let w = world(&[]).await;
+    let client = tus(&w, "alice");
+    let (mut tab, _) = w.socket("alice").await;
+    let page = b"<!doctype html><html><body>not a video</body></html>".repeat(200);
+    let id = client.create_ok(page.len() as u64 * 3, "x.mp4").await;
+    let response = client.patch(&id, 0, page.clone()).await;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_a_video");
+    let failed = wait_for(&mut tab, &id, |i| i.status.is_final()).await;
+    assert_eq!(failed.status, ImportStatus::Failed);
+    assert_eq!(failed.error.as_ref().unwrap().code, "not_a_video");
+    assert!(!w.server.import_dir(&id).exists(), "its bytes are removed");
+    assert_eq!(client.head(&id).await.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_may_have_so_many_uploads_at_once() {
+    let w = world(&[("REELTIME_MAX_UPLOADS_PER_USER", "2")]).await;
+    let client = tus(&w, "alice");
+    let first = client.create_ok(1000, "1.mp4").await;
+    client.create_ok(1000, "2.mp4").await;
+    let third = client.create(1000, "3.mp4").await;
+    assert_eq!(third.status(), StatusCode::TOO_MANY_REQUESTS);
+    let body: serde_json::Value = third.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "too_many_uploads");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("2 uploads")
+    );
+    // Another user is not affected; URL imports are not uploads.
+    tus(&w, "bob").create_ok(1000, "b.mp4").await;
+    // One finished (here: terminated) makes room.
+    assert_eq!(client.delete(&first).await.status(), StatusCode::NO_CONTENT);
+    client.create_ok(1000, "3.mp4").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untouched_upload_expires_and_its_bytes_go() {
+    let w = world(&[("REELTIME_UPLOAD_EXPIRE_SECS", "2")]).await;
+    let client = tus(&w, "alice");
+    let (mut tab, _) = w.socket("alice").await;
+    let video = video_of(100_000);
+    let id = client.create_ok(video.len() as u64, "a.mp4").await;
+    let response = client.patch(&id, 0, video[..40_000].to_vec()).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let expires = response.headers()["upload-expires"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(expires.ends_with(" GMT"), "{expires}");
+    let failed = wait_for(&mut tab, &id, |i| i.status.is_final()).await;
+    assert_eq!(failed.status, ImportStatus::Failed);
+    assert_eq!(failed.error.as_ref().unwrap().code, "upload_expired");
+    assert!(!w.server.import_dir(&id).exists());
+    assert_eq!(
+        client
+            .patch(&id, 40_000, video[40_000..].to_vec())
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_patch_keeps_its_stored_bytes_across_a_restart() {
+    let mut w = world(&[]).await;
+    let client = tus(&w, "alice");
+    let (mut tab, _) = w.socket("alice").await;
+    let video = video_of(3 * 1024 * 1024);
+    let id = client.create_ok(video.len() as u64, "a.mp4").await;
+
+    let sent = 1536 * 1024;
+    let (go, wait) = oneshot::channel();
+    let body = paused_body(video[..sent].to_vec(), video[sent..].to_vec(), wait);
+    let patch = client.patch_in_background(&id, 0, None, body);
+    // Stored bytes reach every tab while the PATCH runs.
+    wait_for(&mut tab, &id, |i| i.bytes_done >= 1024 * 1024).await;
+    drop(go); // the network goes away
+    assert!(patch.await.unwrap().is_err());
+    // What came in before the break is kept: the whole first chunk.
+    let deadline = std::time::Instant::now() + WAIT;
+    while client.offset(&id).await != sent as u64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the offset was not saved"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    w.server.kill().await;
+    w.server.restart().await;
+    let client = tus(&w, "alice");
+    assert_eq!(client.offset(&id).await, sent as u64);
+    let response = client.patch(&id, sent as u64, video[sent..].to_vec()).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let (mut tab, snapshot) = w.socket("alice").await;
+    let done = common::in_snapshot_or_next(&mut tab, &snapshot, &id, |i| i.status.is_final()).await;
+    assert_eq!(done.status, ImportStatus::Completed, "{:?}", done.error);
+    let kept = std::fs::read(w.server.import_dir(&id).join("source.mp4")).unwrap();
+    assert!(kept == video, "the stored file differs from the one sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_racing_patches_one_wins_and_the_other_gets_409() {
+    let w = world(&[]).await;
+    let client = tus(&w, "alice");
+    let (mut tab, _) = w.socket("alice").await;
+    let video = video_of(2 * 1024 * 1024);
+    let id = client.create_ok(video.len() as u64, "a.mp4").await;
+
+    let split = 1536 * 1024;
+    let (go, wait) = oneshot::channel();
+    let body = paused_body(video[..split].to_vec(), video[split..].to_vec(), wait);
+    let first = client.patch_in_background(&id, 0, Some(video.len()), body);
+    wait_for(&mut tab, &id, |i| i.bytes_done >= 1024 * 1024).await;
+    // The same offset while the first holds the upload: refused, nothing
+    // written.
+    let mut garbage = video_of(1000);
+    garbage[900..].fill(0xff);
+    let second = client.patch(&id, 0, garbage).await;
+    assert_eq!(second.status(), StatusCode::CONFLICT);
+    go.send(()).unwrap();
+    let first = first.await.unwrap().unwrap();
+    assert_eq!(first.status(), StatusCode::NO_CONTENT);
+    assert_eq!(header_u64(&first, "upload-offset"), video.len() as u64);
+    let done = wait_for(&mut tab, &id, |i| i.status.is_final()).await;
+    assert_eq!(done.status, ImportStatus::Completed, "{:?}", done.error);
+    let kept = std::fs::read(w.server.import_dir(&id).join("source.mp4")).unwrap();
+    assert!(
+        kept == video,
+        "the stored file differs from the winner's bytes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_answers_preflights_and_exposes_the_tus_headers() {
+    let app = "https://app.example.com";
+    let w = world(&[("REELTIME_ALLOWED_ORIGINS", app)]).await;
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let preflight = |origin: &'static str| {
+        http.request(
+            reqwest::Method::OPTIONS,
+            format!("{}/api/uploads", w.server.http()),
+        )
+        .header("Origin", origin)
+        .header("Access-Control-Request-Method", "POST")
+        .header(
+            "Access-Control-Request-Headers",
+            "authorization,tus-resumable,upload-length,upload-metadata",
+        )
+        .send()
+    };
+    let allowed = preflight(app).await.unwrap();
+    assert!(allowed.status().is_success(), "{}", allowed.status());
+    assert_eq!(allowed.headers()["access-control-allow-origin"], app);
+    let headers = allowed.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    for name in [
+        "authorization",
+        "tus-resumable",
+        "upload-length",
+        "upload-metadata",
+    ] {
+        assert!(headers.contains(name), "{headers}");
+    }
+    let methods = allowed.headers()["access-control-allow-methods"]
+        .to_str()
+        .unwrap();
+    assert!(
+        methods.contains("PATCH") && methods.contains("DELETE"),
+        "{methods}"
+    );
+    assert!(
+        !allowed
+            .headers()
+            .contains_key("access-control-allow-credentials")
+    );
+    let refused = preflight("https://evil.example.net").await.unwrap();
+    assert!(
+        !refused
+            .headers()
+            .contains_key("access-control-allow-origin")
+    );
+
+    // A real request: the headers a tus client reads are exposed.
+    let created = http
+        .post(format!("{}/api/uploads", w.server.http()))
+        .header("Origin", app)
+        .bearer_auth(w.token("alice"))
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Length", 100)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    assert_eq!(created.headers()["access-control-allow-origin"], app);
+    let exposed = created.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    for name in [
+        "location",
+        "upload-offset",
+        "upload-length",
+        "upload-expires",
+        "tus-resumable",
+    ] {
+        assert!(exposed.contains(name), "{exposed}");
+    }
+    // The REST API too.
+    let listed = http
+        .get(format!("{}/api/imports", w.server.http()))
+        .header("Origin", app)
+        .bearer_auth(w.token("alice"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 200);
+    assert_eq!(listed.headers()["access-control-allow-origin"], app);
+
+    // tus discovery still answers an OPTIONS that is not a preflight.
+    let discovery = http
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/api/uploads", w.server.http()),
+        )
+        .header("Origin", app)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(discovery.status(), StatusCode::NO_CONTENT);
+    assert_eq!(discovery.headers()["tus-version"], "1.0.0");
+    assert_eq!(discovery.headers()["access-control-allow-origin"], app);
+
+    // Unset: nothing cross-origin.
+    let closed = world(&[]).await;
+    let answer = http
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/api/uploads", closed.server.http()),
+        )
+        .header("Origin", app)
+        .header("Access-Control-Request-Method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert!(!answer.headers().contains_key("access-control-allow-origin"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_postgres_and_s3_take_alternate_patches() {
+    let issuer = TestIssuer::start().await;
+    let (postgres, redis, s3) =
+        tokio::join!(Postgres::start(), RedisServer::start(), S3Server::start());
+    let database = postgres.create_database("reeltime").await;
+    let mut env = issuer.env();
+    env.extend(s3.env());
+    env.extend(common::pairs(&[
+        ("REELTIME_DATABASE_URL", &database),
+        ("REELTIME_REDIS_URL", &redis.url()),
+        ("REELTIME_MEDIA_URL", &s3.media_url("media")),
+        ("REELTIME_MEDIA_PROCESSING", "off"),
+    ]));
+    let a = ServerProcess::start(binary(), &env).await;
+    let b = ServerProcess::start(binary(), &env).await;
+    let token = issuer.token("alice", 600);
+    let on_a = Tus::new(&a.http(), token.clone());
+    let on_b = Tus::new(&b.http(), token.clone());
+
+    const MIB: usize = 1024 * 1024;
+    let video = video_of(13 * MIB);
+    let id = on_a.create_ok(video.len() as u64, "big.mp4").await;
+    // 3 MiB on A: less than S3's smallest part, kept as the incomplete part.
+    let r = on_a.patch(&id, 0, video[..3 * MIB].to_vec()).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    // B knows the offset from the shared store.
+    assert_eq!(on_b.offset(&id).await, 3 * MIB as u64);
+    // 6 MiB on B: joined with the incomplete part into an 8 MiB part.
+    let r = on_b
+        .patch(&id, 3 * MIB as u64, video[3 * MIB..9 * MIB].to_vec())
+        .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(header_u64(&r, "upload-offset"), 9 * MIB as u64);
+    // A racing pair at the same offset, one on each node: whichever
+    // holds the upload first wins, the other gets 409 and writes nothing.
+    let (go, wait) = oneshot::channel();
+    let slow = on_a.patch_in_background(
+        &id,
+        9 * MIB,
+        Some(4 * MIB),
+        paused_body(
+            video[9 * MIB..9 * MIB + 1024].to_vec(),
+            video[9 * MIB + 1024..].to_vec(),
+            wait,
+        ),
+    );
+    let quick = on_b
+        .patch(&id, 9 * MIB as u64, video[9 * MIB..9 * MIB + 1024].to_vec())
+        .await;
+    match quick.status() {
+        StatusCode::CONFLICT => {
+            // A held it first: A finishes the upload.
+            let _ = go.send(());
+            let last = slow.await.unwrap().unwrap();
+            assert_eq!(
+                last.status(),
+                StatusCode::NO_CONTENT,
+                "{:?}",
+                last.text().await
+            );
+            assert_eq!(header_u64(&last, "upload-offset"), video.len() as u64);
+        }
+        StatusCode::NO_CONTENT => {
+            // B held it first: A's request is refused, B's KiB is in.
+            assert_eq!(header_u64(&quick, "upload-offset"), (9 * MIB + 1024) as u64);
+            let lost = slow.await.unwrap().unwrap();
+            assert_eq!(lost.status(), StatusCode::CONFLICT);
+            drop(go);
+            let at = on_a.offset(&id).await;
+            assert_eq!(at, (9 * MIB + 1024) as u64);
+            let r = on_a.patch(&id, at, video[at as usize..].to_vec()).await;
+            assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        }
+        other => panic!("unexpected answer {other}: {:?}", quick.text().await),
+    }
+
+    let api = Api::new(&b.http());
+    let deadline = std::time::Instant::now() + WAIT * 2;
+    let done = loop {
+        let (status, body) = api.get(&token, &format!("/api/imports/{id}")).await;
+        assert_eq!(status, 200);
+        let import: reeltime_protocol::Import = serde_json::from_value(body).unwrap();
+        if import.status.is_final() {
+            break import;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not finished: {import:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(done.status, ImportStatus::Completed, "{:?}", done.error);
+    assert_eq!(
+        done.result.as_ref().unwrap()["size_bytes"],
+        video.len() as u64
+    );
+    // Whichever node ran it has the whole file, byte for byte.
+    let kept = [&a, &b]
+        .iter()
+        .find_map(|node| std::fs::read(node.import_dir(&id).join("source.mp4")).ok())
+        .expect("one node kept the file");
+    assert!(kept == video, "the joined file differs from the one sent");
+    drop(s3);
+}

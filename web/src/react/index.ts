@@ -1,3 +1,0 @@
-/** React bindings for the progress client: one provider, a few hooks. */
-export { WebSocketProvider, type WebSocketProviderProps } from './WebSocketProvider';
-export { useConnectionStatus, useImport, useImports, useProgressClient } from './hooks';
