@@ -8,9 +8,11 @@
 mod dev_issuer;
 mod jwks;
 mod keys;
+pub mod revocations;
 mod verifier;
 
 pub use dev_issuer::{DevIssuer, MAX_TTL_SECS as DEV_MAX_TTL_SECS};
 pub use jwks::JwksCache;
 pub use keys::{KeySet, VerifyKey};
+pub use revocations::Revocations;
 pub use verifier::{AuthError, Claims, KeyProvider, Verifier};

@@ -122,7 +122,7 @@ async fn serve(
         return End::Close(Close::SERVER_ERROR);
     }
     let user_id = claims.sub.clone();
-    let outbox = Outbox::new();
+    let outbox = Outbox::for_session(claims.sid.clone());
     // Register before reading the snapshot: a change made in between is then
     // queued, and the version filter below drops it if the snapshot had it.
     let registration = match gateway
@@ -147,6 +147,7 @@ async fn serve(
     let mut session = Session {
         socket,
         gateway,
+        outbox: Arc::clone(&outbox),
         user_id,
         expires_at: claims.exp,
         sent_versions: HashMap::new(),
@@ -165,6 +166,8 @@ async fn serve(
 struct Session<'a> {
     socket: &'a mut WebSocket,
     gateway: &'a Arc<Gateway>,
+    /// This connection's queue, also where its token's session is noted.
+    outbox: Arc<Outbox>,
     user_id: String,
     /// `exp` of the token in force.
     expires_at: i64,
@@ -288,6 +291,9 @@ impl Session<'_> {
     /// Writes everything queued for this socket in as few writes as the
     /// write buffer allows (one, for a usual batch), not one per message.
     async fn flush(&mut self, outbox: &Outbox) -> Result<(), End> {
+        if let Some(close) = outbox.take_close() {
+            return Err(End::Close(close));
+        }
         let mut messages = Vec::new();
         if outbox.take_resync() {
             messages.push(self.snapshot_message().await?);
@@ -329,6 +335,7 @@ impl Session<'_> {
         match self.gateway.verifier.verify(token).await {
             Ok(claims) if claims.sub == self.user_id => {
                 self.expires_at = claims.exp;
+                self.outbox.set_session(claims.sid);
                 self.send_message(&ServerMessage::AuthOk {
                     expires_at: claims.exp,
                 })

@@ -7,6 +7,7 @@
 //! them for the router, through axum's [`FromRef`].
 
 mod auth;
+mod clerk;
 mod dev;
 mod error;
 mod health;
@@ -34,6 +35,7 @@ pub use media::{MediaState, OwnerLookup, serve_file};
 pub use web::PageConfig;
 
 use crate::auth::DevIssuer;
+use crate::clerk::ClerkWebhooks;
 use crate::gateway::Gateway;
 use crate::imports::ImportService;
 use crate::users::Users;
@@ -57,6 +59,8 @@ pub struct AppState {
     /// The development issuer: present only when no key source is
     /// configured, and then `/dev/*` and `/samples/*` exist.
     pub dev: Option<Arc<DevIssuer>>,
+    /// `/api/clerk/webhook`, present only with CLERK_WEBHOOK_SIGNING_SECRET.
+    pub clerk: Option<Arc<ClerkWebhooks>>,
 }
 
 impl FromRef<AppState> for Arc<Gateway> {
@@ -136,6 +140,13 @@ pub fn router(state: AppState, admin: Admin) -> Router {
         router = router
             .merge(dev_routes)
             .route(samples::ROUTE, get(samples::samples_handler));
+    }
+    if let Some(clerk) = &state.clerk {
+        router = router.merge(
+            Router::new()
+                .route("/api/clerk/webhook", post(clerk::clerk_webhook))
+                .with_state(Arc::clone(clerk)),
+        );
     }
     router
         .merge(web::routes())

@@ -18,7 +18,7 @@ use super::{
 
 /// SQLite behind the [`Store`] trait.
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(super) pool: SqlitePool,
     /// Held by every write. SQLite lets one writer in at a time; without
     /// this, the pool's connections wait for each other in SQLite's busy
     /// handler, which sleeps 1, 2, 5 ... 100 ms between tries however soon
@@ -28,7 +28,7 @@ pub struct SqliteStore {
     /// behind import writes held their half-built sessions longer and left
     /// ~0.5 KiB more heap per socket (measured, docs/benchmarks.md); it is
     /// rare, and SQLite's busy handler covers its collisions.
-    writes: tokio::sync::Mutex<()>,
+    pub(super) writes: tokio::sync::Mutex<()>,
     checkpoints: tokio::task::AbortHandle,
 }
 
@@ -119,11 +119,11 @@ impl SqliteStore {
     }
 }
 
-fn millis(at: DateTime<Utc>) -> i64 {
+pub(super) fn millis(at: DateTime<Utc>) -> i64 {
     at.timestamp_millis()
 }
 
-fn from_millis(ms: i64) -> DateTime<Utc> {
+pub(super) fn from_millis(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
 

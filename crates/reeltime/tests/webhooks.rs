@@ -1,0 +1,327 @@
+//! Webhooks out, end to end: the real server posts signed events to a real
+//! receiver in the test kit, which checks each signature with its own
+//! Standard Webhooks implementation (aws-lc-rs HMAC, sharing no code with
+//! the server's `standardwebhooks` crate). Nothing lost while the receiver
+//! is down, order kept per import, the same `webhook-id` on every retry, a
+//! 410 final, a kill -9 mid-delivery survived, and two nodes over
+//! PostgreSQL sending each event once.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use common::{binary, follow_to_final, pairs, world_with};
+use reeltime_testkit::{
+    Answer, Postgres, Received, RedisServer, ServerProcess, TestIssuer, WAIT, WebhookReceiver,
+};
+
+/// Retries in milliseconds instead of minutes (5 ms, 300 ms, 1.8 s, 7.2 s...).
+const FAST_RETRIES: (&str, &str) = ("REELTIME_WEBHOOK_RETRY_SCALE", "0.001");
+
+fn base_env(receiver: &WebhookReceiver) -> Vec<(String, String)> {
+    let mut env = pairs(&[
+        ("REELTIME_IMPORT_ALLOW_PRIVATE", "1"),
+        ("REELTIME_MEDIA_PROCESSING", "off"),
+        FAST_RETRIES,
+    ]);
+    env.extend(receiver.env());
+    env
+}
+
+/// The requests about `import_id` answered 2xx, in arrival order.
+fn delivered<'a>(received: &'a [Received], import_id: &str) -> Vec<&'a Received> {
+    received
+        .iter()
+        .filter(|r| r.import_id() == import_id && (200..300).contains(&r.answered))
+        .collect()
+}
+
+fn has_delivered(received: &[Received], import_id: &str, kind: &str) -> bool {
+    delivered(received, import_id)
+        .iter()
+        .any(|r| r.event_type() == kind)
+}
+
+/// Every request verified; the delivered events of `import_id` are the
+/// life of an import in order: created, then a status change per new
+/// status (never one for a progress tick), each final status followed by
+/// its own event; versions never go back; each id delivered once.
+fn assert_life_in_order(received: &[Received], import_id: &str, last: &str) {
+    assert!(
+        received.iter().all(|r| r.signature_ok),
+        "every request carries a valid Standard Webhooks signature: {received:#?}"
+    );
+    let events = delivered(received, import_id);
+    let kinds: Vec<&str> = events.iter().map(|r| r.event_type()).collect();
+    assert_eq!(kinds.first(), Some(&"import.created"), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&last), "{kinds:?}");
+    let mut status = String::new();
+    let mut version = 0;
+    let mut ids = HashSet::new();
+    for event in &events {
+        assert!(ids.insert(event.id.clone()), "{} delivered twice", event.id);
+        assert!(event.version() >= version, "versions went back: {kinds:?}");
+        version = event.version();
+        let now = event.body["data"]["status"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        if event.event_type() == "import.status_changed" {
+            assert_ne!(now, status, "a status_changed without a change: {kinds:?}");
+        }
+        status = now;
+        assert!(
+            event.body["timestamp"]
+                .as_str()
+                .is_some_and(|t| t.ends_with('Z'))
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_life_arrives_signed_and_in_order() {
+    let receiver = WebhookReceiver::start().await;
+    let world = world_with(base_env(&receiver)).await;
+    let token = world.token("alice");
+    let (mut ws, _) = world.socket("alice").await;
+    let import = world
+        .api
+        .create_ok(&token, &world.content.video_url("life.mp4", 64 << 10))
+        .await;
+    let states = follow_to_final(&mut ws, &import.id).await;
+    assert_eq!(
+        format!("{:?}", states.last().map(|i| i.status)),
+        "Some(Completed)"
+    );
+    let received = receiver
+        .wait_until(WAIT, |r| has_delivered(r, &import.id, "import.completed"))
+        .await;
+    assert_life_in_order(&received, &import.id, "import.completed");
+    let completed = delivered(&received, &import.id);
+    let last = completed.last().expect("delivered");
+    assert_eq!(last.body["data"]["id"], import.id.as_str());
+    assert!(
+        last.user_agent.contains("webhooks"),
+        "sent by the worker: {}",
+        last.user_agent
+    );
+
+    let (status, _) = world
+        .api
+        .delete(&token, &format!("/api/imports/{}", import.id))
+        .await;
+    assert_eq!(status, 204);
+    let received = receiver
+        .wait_until(WAIT, |r| has_delivered(r, &import.id, "import.deleted"))
+        .await;
+    let deleted = delivered(&received, &import.id)
+        .into_iter()
+        .find(|r| r.event_type() == "import.deleted")
+        .expect("deleted")
+        .clone();
+    assert_eq!(
+        deleted.body["data"]["status"], "completed",
+        "the import as it was"
+    );
+    assert!(
+        deleted.version() > last.version(),
+        "at the delete's version"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_down_for_several_attempts_loses_nothing() {
+    let receiver = WebhookReceiver::start().await;
+    receiver.answer(Answer::Status(503));
+    let world = world_with(base_env(&receiver)).await;
+    let token = world.token("alice");
+    let import = world
+        .api
+        .create_ok(&token, &world.content.video_url("down.mp4", 64 << 10))
+        .await;
+    // Two refused attempts of the first event, with the same id.
+    let refused = receiver
+        .wait_until(WAIT, |r| {
+            r.iter().filter(|r| r.answered == 503).count() >= 2
+        })
+        .await;
+    let first_id = refused[0].id.clone();
+    assert_eq!(refused[0].event_type(), "import.created");
+    assert_eq!(refused[1].id, first_id, "a retry keeps its webhook-id");
+    // Then no receiver at all for at least one more attempt.
+    receiver.down();
+    let refused_at = world.server.log().len();
+    assert!(
+        world
+            .server
+            .wait_for_log("could not connect", WAIT)
+            .await
+            .is_some(),
+        "an attempt found the receiver down; log:\n{}",
+        &world.server.log()[refused_at..]
+    );
+    receiver.answer(Answer::Ok);
+    receiver.up().await;
+
+    let received = receiver
+        .wait_until(Duration::from_secs(90), |r| {
+            has_delivered(r, &import.id, "import.completed")
+        })
+        .await;
+    assert_life_in_order(&received, &import.id, "import.completed");
+    let events = delivered(&received, &import.id);
+    assert_eq!(
+        events[0].id, first_id,
+        "the refused event, delivered with its id"
+    );
+    // Order: nothing of this import arrived before the event ahead of it
+    // was delivered.
+    let mut done: Vec<&str> = Vec::new();
+    for request in received.iter().filter(|r| r.import_id() == import.id) {
+        let position = events
+            .iter()
+            .position(|e| e.id == request.id)
+            .expect("delivered later");
+        assert_eq!(
+            done.len(),
+            position,
+            "{} ({}) was sent before the events ahead of it were delivered",
+            request.id,
+            request.event_type()
+        );
+        if (200..300).contains(&request.answered) {
+            done.push(&request.id);
+        }
+    }
+    let metrics = metrics(&world.server).await;
+    assert!(
+        metric(&metrics, "reeltime_webhook_attempt_failures_total") >= 3.0,
+        "{metrics}"
+    );
+    assert_eq!(metric(&metrics, "reeltime_webhook_failures_total"), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_410_fails_that_delivery_for_good_and_the_next_goes() {
+    let receiver = WebhookReceiver::start().await;
+    receiver.answer_next(1, Answer::Status(410));
+    let world = world_with(base_env(&receiver)).await;
+    let token = world.token("alice");
+    let import = world
+        .api
+        .create_ok(&token, &world.content.video_url("gone.mp4", 64 << 10))
+        .await;
+    let received = receiver
+        .wait_until(WAIT, |r| has_delivered(r, &import.id, "import.completed"))
+        .await;
+    let gone = &received[0];
+    assert_eq!((gone.event_type(), gone.answered), ("import.created", 410));
+    assert_eq!(
+        received.iter().filter(|r| r.id == gone.id).count(),
+        1,
+        "never retried after 410"
+    );
+    let metrics = metrics(&world.server).await;
+    assert_eq!(
+        metric(&metrics, "reeltime_webhook_failures_total"),
+        1.0,
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_delivery_delivers_after_restart() {
+    let receiver = WebhookReceiver::start().await;
+    receiver.answer(Answer::Hold);
+    let mut world = world_with(base_env(&receiver)).await;
+    let token = world.token("alice");
+    let import = world
+        .api
+        .create_ok(&token, &world.content.video_url("kill.mp4", 64 << 10))
+        .await;
+    let held = receiver.wait_until(WAIT, |r| !r.is_empty()).await;
+    let held_id = held[0].id.clone();
+    world.server.kill().await;
+    receiver.answer(Answer::Ok);
+    world.server.restart().await;
+    let received = receiver
+        .wait_until(WAIT, |r| has_delivered(r, &import.id, "import.completed"))
+        .await;
+    let again: Vec<&Received> = received.iter().filter(|r| r.id == held_id).collect();
+    assert!(again.len() >= 2, "sent again after the restart: {again:#?}");
+    assert!(again.iter().any(|r| r.answered == 204), "and delivered");
+    assert_life_in_order(&received, &import.id, "import.completed");
+    let metrics = metrics(&world.server).await;
+    assert_eq!(
+        metric(&metrics, "reeltime_webhook_oldest_pending_seconds"),
+        0.0,
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_send_each_event_once() {
+    let receiver = WebhookReceiver::start().await;
+    let issuer = TestIssuer::start().await;
+    let content = reeltime_testkit::ContentServer::start().await;
+    let (postgres, redis) = tokio::join!(Postgres::start(), RedisServer::start());
+    let database = postgres.create_database("reeltime").await;
+    let mut env = issuer.env();
+    env.extend(base_env(&receiver));
+    env.extend(pairs(&[
+        ("REELTIME_DATABASE_URL", &database),
+        ("REELTIME_REDIS_URL", &redis.url()),
+    ]));
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        nodes.push(ServerProcess::start(binary(), &env).await);
+    }
+    let apis: Vec<_> = nodes
+        .iter()
+        .map(|node| reeltime_testkit::Api::new(&node.http()))
+        .collect();
+    let token = issuer.token("alice", 600);
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        let import = apis[n % 2]
+            .create_ok(&token, &content.video_url(&format!("two{n}.mp4"), 32 << 10))
+            .await;
+        ids.push(import.id);
+    }
+    let received = receiver
+        .wait_until(Duration::from_secs(90), |r| {
+            ids.iter()
+                .all(|id| has_delivered(r, id, "import.completed"))
+        })
+        .await;
+    let mut per_id: HashMap<&str, usize> = HashMap::new();
+    for request in &received {
+        *per_id.entry(&request.id).or_default() += 1;
+    }
+    assert!(
+        per_id.values().all(|count| *count == 1),
+        "each event sent once, by one node: {per_id:?}"
+    );
+    for id in &ids {
+        assert_life_in_order(&received, id, "import.completed");
+    }
+    let senders: HashSet<&str> = received.iter().map(|r| r.user_agent.as_str()).collect();
+    assert!(!senders.is_empty() && senders.len() <= 2, "{senders:?}");
+}
+
+async fn metrics(server: &ServerProcess) -> String {
+    reqwest::get(format!("{}/metrics", server.http()))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
