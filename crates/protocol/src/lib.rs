@@ -211,6 +211,10 @@ pub struct CreateImport {
     pub url: String,
     #[serde(default)]
     pub title: Option<String>,
+    /// The app's JSON object (at most 4 KiB serialized) that links the
+    /// import to its own records; carried on the import everywhere.
+    #[serde(default)]
+    pub metadata: Option<serde_json::Value>,
 }
 
 /// One page of `GET /api/imports`.

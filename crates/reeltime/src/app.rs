@@ -8,13 +8,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Revocations;
-use crate::auth::{DevIssuer, JwksCache, KeyProvider, KeySet, Verifier};
+use crate::auth::{DevIssuer, JwksCache, KeyProvider, KeySet, ServerKeys, Verifier};
 use crate::bus::{Bus, LocalBus, RedisBus};
 use crate::clerk::{self, ClerkWebhooks};
 use crate::config::{Config, KeySource};
 use crate::events::{Deliver, SnapshotSource};
 use crate::gateway::{Admission, Gateway, Hub};
-use crate::http::{self, Admin, AppState, BearerAuth, Health, MediaState, PageConfig};
+use crate::http::{self, Admin, AppState, BearerAuth, Health, MediaState, PageConfig, ServerApi};
 use crate::imports::fetch::Fetcher;
 use crate::imports::guard::Policy;
 use crate::imports::{
@@ -293,9 +293,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         media_sandbox,
         hooks: Arc::clone(&hooks),
     };
+    let server = ServerApi {
+        keys: Arc::new(ServerKeys::new(Arc::clone(&store))),
+        store: Arc::clone(&store),
+        metrics: Arc::clone(&metrics),
+        purged_at: Arc::default(),
+    };
     let state = AppState {
         gateway: Arc::clone(&gateway),
         imports,
+        server,
         auth: BearerAuth {
             verifier,
             users,

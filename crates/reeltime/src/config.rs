@@ -216,6 +216,39 @@ pub struct Settings {
     /// Clerk's webhook signing secret (whsec_...): enables POST /api/clerk/webhook.
     #[arg(long, env = "CLERK_WEBHOOK_SIGNING_SECRET", hide_env_values = true)]
     pub clerk_webhook_signing_secret: Option<String>,
+
+    /// With no command the server runs.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What the binary does besides serving: commands that use the server's
+/// own settings (REELTIME_DATABASE_URL, REELTIME_DATA_DIR) and exit.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Server API keys for the app's backend (`Authorization: Bearer rt_sk_...` on /api/server/*).
+    Keys {
+        #[command(subcommand)]
+        action: KeysCommand,
+    },
+}
+
+/// `reeltime keys ...`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum KeysCommand {
+    /// Makes a new key and prints its secret, once: only its hash is stored.
+    Create {
+        /// A name to tell keys apart (letters, digits, - _ .).
+        #[arg(long)]
+        name: String,
+    },
+    /// Lists the keys: name, created, last used (to the minute), revoked.
+    List,
+    /// Revokes the key named NAME: every node refuses it from the next request.
+    Revoke {
+        /// The key's name.
+        name: String,
+    },
 }
 
 fn parse_flag(raw: &str) -> Result<bool, String> {
@@ -384,6 +417,7 @@ pub const DEV_ISSUER: &str = "reeltime-dev";
 impl Config {
     /// Checks the settings together and derives what follows from them.
     pub fn from_settings(s: Settings) -> anyhow::Result<Config> {
+        let database_url = database_url(&s)?;
         let clean = |list: Vec<String>| -> Vec<String> {
             list.into_iter()
                 .map(|item| item.trim().trim_end_matches('/').to_string())
@@ -450,13 +484,6 @@ impl Config {
             }
         }
 
-        let database_url = given(s.database_url, "REELTIME_DATABASE_URL")?
-            .unwrap_or_else(|| format!("sqlite://{}", s.data_dir.join("reeltime.db").display()));
-        if !database_url.starts_with("sqlite:") && !crate::store::is_postgres_url(&database_url) {
-            bail!(
-                "bad setting REELTIME_DATABASE_URL: expected sqlite://..., postgres://... or postgresql://..."
-            );
-        }
         let media_url = given(s.media_url, "REELTIME_MEDIA_URL")?.map(|url| url.trim().to_string());
         if let Some(url) = &media_url {
             let parsed = url::Url::parse(url).context("bad setting REELTIME_MEDIA_URL")?;
@@ -603,6 +630,19 @@ fn webhook_settings(
         secret: secret.trim().to_string(),
         retry_scale,
     }))
+}
+
+/// The database the settings name: REELTIME_DATABASE_URL, or the SQLite
+/// file in REELTIME_DATA_DIR. Shared by the server and `reeltime keys`.
+pub fn database_url(s: &Settings) -> anyhow::Result<String> {
+    let database_url = given(s.database_url.clone(), "REELTIME_DATABASE_URL")?
+        .unwrap_or_else(|| format!("sqlite://{}", s.data_dir.join("reeltime.db").display()));
+    if !database_url.starts_with("sqlite:") && !crate::store::is_postgres_url(&database_url) {
+        bail!(
+            "bad setting REELTIME_DATABASE_URL: expected sqlite://..., postgres://... or postgresql://..."
+        );
+    }
+    Ok(database_url)
 }
 
 /// Half the cores, at least one: transcoding is CPU-bound and the node must
@@ -851,6 +891,21 @@ mod tests {
             assert!(format!("{err:#}").contains(name), "{args:?}: {err:#}");
             assert!(!format!("{err:#}").contains("hunter2"), "never the secret");
         }
+    }
+
+    #[test]
+    fn keys_commands_parse_beside_the_settings() {
+        let parsed = settings(&["keys", "create", "--name", "backend"]);
+        assert!(matches!(
+            parsed.command,
+            Some(Command::Keys { action: KeysCommand::Create { ref name } }) if name == "backend"
+        ));
+        let parsed = settings(&["--data-dir", "/tmp/x", "keys", "revoke", "old"]);
+        assert_eq!(
+            database_url(&parsed).unwrap(),
+            "sqlite:///tmp/x/reeltime.db"
+        );
+        assert!(settings(&[]).command.is_none());
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod events;
 pub mod gateway;
 pub mod http;
 pub mod imports;
+pub mod keys_command;
 pub mod media;
 pub mod metrics;
 pub mod net;

@@ -5,7 +5,10 @@ use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {
-    let settings = reeltime::config::parse_settings();
+    let mut settings = reeltime::config::parse_settings();
+    if let Some(reeltime::config::Command::Keys { action }) = settings.command.take() {
+        return run_keys(&settings, action);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -25,6 +28,32 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?
         .block_on(reeltime::app::run(config))
+}
+
+/// `reeltime keys ...`: the server's database settings, no server.
+fn run_keys(
+    settings: &reeltime::config::Settings,
+    action: reeltime::config::KeysCommand,
+) -> anyhow::Result<()> {
+    let database_url = match reeltime::config::database_url(settings) {
+        Ok(url) => url,
+        Err(err) => {
+            eprintln!("reeltime: {err:#}");
+            std::process::exit(2);
+        }
+    };
+    if database_url.starts_with("sqlite:") {
+        std::fs::create_dir_all(&settings.data_dir)?;
+    }
+    let outcome = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(reeltime::keys_command::run(&database_url, action));
+    if let Err(err) = outcome {
+        eprintln!("reeltime keys: {err:#}");
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 /// Each socket is a file: use all the open files the hard limit allows.

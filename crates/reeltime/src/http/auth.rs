@@ -4,11 +4,12 @@
 use std::sync::Arc;
 
 use axum::extract::{FromRef, FromRequestParts};
+use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
 use super::ApiError;
-use crate::auth::{AuthError, Verifier};
+use crate::auth::{AuthError, SECRET_PREFIX, Verifier};
 use crate::metrics::Metrics;
 use crate::users::Users;
 
@@ -36,17 +37,19 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Caller, ApiError> {
         let auth = BearerAuth::from_ref(state);
-        let token = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| {
-                let (scheme, token) = value.split_once(' ')?;
-                scheme
-                    .eq_ignore_ascii_case("bearer")
-                    .then_some(token.trim())
-            })
-            .ok_or(AuthError::Missing);
+        let token = bearer_token(parts).ok_or(AuthError::Missing);
+        if let Ok(token) = token
+            && token.starts_with(SECRET_PREFIX)
+        {
+            // Said plainly rather than "malformed token": the app's backend
+            // sent its server key where a user's session token belongs.
+            auth.metrics.auth_failure(AuthError::Malformed.reason());
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a server API key is not accepted here: user endpoints take the user's session token; the app's backend uses /api/server/*",
+            ));
+        }
         let claims = match token {
             Ok(token) => auth.verifier.verify(token).await,
             Err(err) => Err(err),
@@ -61,4 +64,18 @@ where
             email: claims.email,
         })
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` header, if any.
+pub(super) fn bearer_token(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| {
+            let (scheme, token) = value.split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then_some(token.trim())
+        })
 }

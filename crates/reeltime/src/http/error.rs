@@ -109,6 +109,25 @@ impl From<ImportServiceError> for ApiError {
                 "still_running",
                 "the import is still running; cancel it first",
             ),
+            ImportServiceError::InvalidMetadata(message) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_metadata", message)
+            }
+            ImportServiceError::NotExternal => {
+                ApiError::new(StatusCode::CONFLICT, "not_external", err.to_string())
+            }
+            ImportServiceError::ProgressBackwards(message) => {
+                ApiError::new(StatusCode::CONFLICT, "progress_backwards", message)
+            }
+            // The worker learns of a cancel from this answer's code.
+            ImportServiceError::Finished(status) => ApiError::new(
+                StatusCode::CONFLICT,
+                if status == "cancelled" {
+                    "import_cancelled"
+                } else {
+                    "already_finished"
+                },
+                err.to_string(),
+            ),
             other => ApiError::internal(other),
         }
     }

@@ -31,6 +31,7 @@ pub async fn create(
             crate::imports::NewImport {
                 title: request.title,
                 source: crate::imports::SourceSpec::Url(request.url),
+                metadata: request.metadata,
             },
         )
         .await?;

@@ -11,11 +11,14 @@ mod clerk;
 mod dev;
 mod error;
 mod health;
+mod idempotency;
 mod imports;
 mod log;
 mod me;
 mod media;
 mod samples;
+mod server_api;
+mod server_auth;
 mod web;
 
 use std::sync::Arc;
@@ -32,6 +35,7 @@ pub use error::ApiError;
 pub use health::Health;
 pub use log::redact_target;
 pub use media::{MediaState, OwnerLookup, serve_file};
+pub use server_auth::{ServerApi, ServerCaller};
 pub use web::PageConfig;
 
 use crate::auth::DevIssuer;
@@ -50,6 +54,8 @@ pub struct AppState {
     pub imports: Arc<ImportService>,
     /// The `Caller` extractor of every authenticated REST route.
     pub auth: BearerAuth,
+    /// The `ServerCaller` extractor and idempotency of `/api/server/*`.
+    pub server: ServerApi,
     /// `/api/config`.
     pub page: Arc<PageConfig>,
     /// `/media/...`.
@@ -78,6 +84,12 @@ impl FromRef<AppState> for Arc<ImportService> {
 impl FromRef<AppState> for BearerAuth {
     fn from_ref(state: &AppState) -> BearerAuth {
         state.auth.clone()
+    }
+}
+
+impl FromRef<AppState> for ServerApi {
+    fn from_ref(state: &AppState) -> ServerApi {
+        state.server.clone()
     }
 }
 
@@ -124,6 +136,7 @@ pub fn router(state: AppState, admin: Admin) -> Router {
             get(imports::get).delete(imports::delete),
         )
         .route("/api/imports/{id}/cancel", post(imports::cancel))
+        .merge(server_routes(&state))
         .route("/api/me", get(me::me))
         .route("/api/config", get(web::page_config))
         .route("/media/{import_id}/{file}", get(media::media_handler))
@@ -153,6 +166,34 @@ pub fn router(state: AppState, admin: Admin) -> Router {
         .fallback(not_found)
         .layer(middleware::from_fn(log::log_request))
         .with_state(state)
+}
+
+/// `/api/server/*`: the app's backend, with its server key checked and
+/// its POSTs made idempotent by one layer in front of every route.
+fn server_routes(state: &AppState) -> Router<AppState> {
+    Router::new()
+        .route(
+            "/api/server/imports",
+            post(server_api::create).get(server_api::list),
+        )
+        .route(
+            "/api/server/imports/{id}",
+            get(server_api::get).delete(server_api::delete),
+        )
+        .route("/api/server/imports/{id}/cancel", post(server_api::cancel))
+        .route(
+            "/api/server/imports/{id}/progress",
+            post(server_api::progress),
+        )
+        .route(
+            "/api/server/imports/{id}/complete",
+            post(server_api::complete),
+        )
+        .route("/api/server/imports/{id}/fail", post(server_api::fail))
+        .route_layer(middleware::from_fn_with_state(
+            state.server.clone(),
+            idempotency::idempotent,
+        ))
 }
 
 /// The routes of the admin listener (REELTIME_ADMIN_LISTEN): what tells an

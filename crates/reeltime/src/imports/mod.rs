@@ -11,6 +11,7 @@ pub mod fetch;
 pub mod guard;
 pub mod limits;
 mod line;
+pub mod reports;
 mod runner;
 mod snapshots;
 pub mod sniff;
@@ -39,6 +40,10 @@ use crate::store::{GroupCommit, OwnedImport, Store, StoreError, TOMBSTONE_RETENT
 /// Attempts an import gets across restarts before failing `interrupted`.
 pub const MAX_ATTEMPTS: u32 = 3;
 
+/// Largest `metadata` an import carries, serialized: it travels in every
+/// change of the import to every tab, so it stays small.
+pub const MAX_METADATA_BYTES: usize = 4096;
+
 /// Failures of import operations, each with the HTTP answer it deserves.
 #[derive(Debug, thiserror::Error)]
 pub enum ImportServiceError {
@@ -56,6 +61,17 @@ pub enum ImportServiceError {
     AlreadyFinished,
     #[error("import is still running")]
     StillRunning,
+    #[error("{0}")]
+    InvalidMetadata(String),
+    /// A report about an import that a node runs, not the app's workers.
+    #[error("this import is not an external one; only the app's workers' imports take reports")]
+    NotExternal,
+    /// A report that would move progress back within an attempt.
+    #[error("{0}")]
+    ProgressBackwards(String),
+    /// A final import (completed, failed, cancelled) takes no reports.
+    #[error("the import is already {0}")]
+    Finished(&'static str),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("could not serialize an import: {0}")]
@@ -81,6 +97,9 @@ pub struct ImportService {
     links: MediaLinks,
     /// Where finished media lives: the data dir, or S3-compatible storage.
     storage: Arc<dyn MediaStorage>,
+    /// The reports of external imports waiting for their turn to be
+    /// stored ([`reports`]).
+    reports: reports::Pending,
 }
 
 /// What a new import must pass: its source's own checks and the user's
@@ -119,6 +138,7 @@ impl ImportService {
             running: Mutex::new(HashMap::new()),
             links,
             storage,
+            reports: reports::Pending::default(),
         })
     }
 
@@ -191,9 +211,33 @@ impl ImportService {
         user_id: &str,
         new: NewImport,
     ) -> Result<Import, ImportServiceError> {
+        check_metadata(new.metadata.as_ref())?;
         self.creation_rate
             .take(user_id)
             .map_err(|retry_after| ImportServiceError::RateLimited { retry_after })?;
+        self.store_new(user_id, new).await
+    }
+
+    /// [`ImportService::create`] for the app's backend (`POST
+    /// /api/server/imports`): the per-user creation rate is for browsers
+    /// and is not applied to the app's own authenticated backend; every
+    /// other check is. An external import also skips the cap of
+    /// unfinished imports (it costs the nodes nothing but its row).
+    pub async fn create_from_server(
+        &self,
+        user_id: &str,
+        new: NewImport,
+    ) -> Result<Import, ImportServiceError> {
+        check_metadata(new.metadata.as_ref())?;
+        self.store_new(user_id, new).await
+    }
+
+    async fn store_new(&self, user_id: &str, new: NewImport) -> Result<Import, ImportServiceError> {
+        let runs_on_nodes = self
+            .sources
+            .get(new.source.kind())
+            .map_err(|unknown| ImportServiceError::BadRequest(unknown.to_string()))?
+            .runs_on_nodes();
         let accepted = self.sources.accept(&new.source).await?;
         let title = new
             .title
@@ -218,7 +262,7 @@ impl ImportService {
             title,
             error: None,
             result: None,
-            metadata: None,
+            metadata: new.metadata,
             queue_position: None,
             created_at: now,
             updated_at: now,
@@ -228,11 +272,15 @@ impl ImportService {
             import,
         };
         let max = self.limits.max_active_per_user;
-        if !self.store.insert_import_within(&owned, max).await? {
+        if !runs_on_nodes {
+            self.store.insert_import(&owned).await?;
+        } else if !self.store.insert_import_within(&owned, max).await? {
             return Err(ImportServiceError::TooManyActive { max });
         }
         self.publish(&owned).await?;
-        self.work_arrived();
+        if runs_on_nodes {
+            self.work_arrived();
+        }
         Ok(self.present(&owned))
     }
 
@@ -386,6 +434,26 @@ impl ImportService {
             token.cancel();
         }
     }
+}
+
+/// Refuses `metadata` that is not a JSON object of at most
+/// [`MAX_METADATA_BYTES`] serialized.
+pub fn check_metadata(metadata: Option<&serde_json::Value>) -> Result<(), ImportServiceError> {
+    let Some(metadata) = metadata else {
+        return Ok(());
+    };
+    if !metadata.is_object() {
+        return Err(ImportServiceError::InvalidMetadata(
+            "metadata must be a JSON object".into(),
+        ));
+    }
+    let size = serde_json::to_string(metadata)?.len();
+    if size > MAX_METADATA_BYTES {
+        return Err(ImportServiceError::InvalidMetadata(format!(
+            "metadata is {size} bytes serialized; at most {MAX_METADATA_BYTES} are allowed"
+        )));
+    }
+    Ok(())
 }
 
 /// Marks an import failed with a code and a sentence for people.

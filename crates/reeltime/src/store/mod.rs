@@ -23,6 +23,7 @@ pub mod hooks;
 mod postgres;
 mod postgres_hooks;
 mod rows;
+pub mod server_api;
 mod sqlite;
 mod sqlite_hooks;
 #[cfg(test)]
@@ -38,6 +39,7 @@ use reeltime_protocol::{Import, RemovedImport, User};
 pub use group_commit::GroupCommit;
 pub use hooks::HookStore;
 pub use postgres::PostgresStore;
+pub use server_api::ServerApiStore;
 pub use sqlite::SqliteStore;
 
 /// Opens the store `url` names: `sqlite:` (the embedded default) or
@@ -84,6 +86,13 @@ pub async fn open_with(url: &str, webhooks: bool) -> Result<Opened, StoreError> 
 /// True for the URL schemes [`PostgresStore`] accepts.
 pub fn is_postgres_url(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// Whether `import` is run by the app's own workers (`source` external):
+/// stored in the `external` column, which keeps it out of every claim and
+/// waiting line and out of the user's cap of unfinished imports.
+pub(crate) fn is_external(import: &Import) -> bool {
+    import.source == reeltime_protocol::ImportSource::External
 }
 
 /// Storage failures. Callers answer 500/1011 and log; the details stay in
@@ -218,6 +227,10 @@ pub trait Store: Send + Sync + 'static {
     async fn purge_tombstones(&self, age: Duration) -> Result<u64, StoreError>;
     /// Imports per status (tombstones are not imports and not counted).
     async fn count_by_status(&self) -> Result<Vec<(String, u64)>, StoreError>;
+
+    /// The server API's keys, idempotency answers and cross-user listing,
+    /// on the same database (see [`server_api`]).
+    fn server_api(&self) -> &dyn ServerApiStore;
 
     /// Whether several nodes may share this store. A store only one node
     /// can use (SQLite) lets that node take back every lease at start.

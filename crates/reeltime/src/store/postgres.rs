@@ -83,10 +83,11 @@ fn insert(
 ) -> Result<sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>, StoreError> {
     let import = &owned.import;
     Ok(sqlx::query(
-        "INSERT INTO imports (id, user_id, status, version, finished, data)
-         SELECT $1, $2, $3, $4, $5, $6::jsonb
+        "INSERT INTO imports (id, user_id, status, version, finished, data, external)
+         SELECT $1, $2, $3, $4, $5, $6::jsonb, $8
          WHERE $7::bigint IS NULL
-            OR (SELECT COUNT(*) FROM imports WHERE user_id = $2 AND NOT finished) < $7",
+            OR (SELECT COUNT(*) FROM imports
+                WHERE user_id = $2 AND NOT finished AND NOT external) < $7",
     )
     .bind(&import.id)
     .bind(&owned.user_id)
@@ -94,7 +95,8 @@ fn insert(
     .bind(version_param(import.version))
     .bind(import.status.is_final())
     .bind(serde_json::to_string(import)?)
-    .bind(max_unfinished.map(|max| i64::try_from(max).unwrap_or(i64::MAX))))
+    .bind(max_unfinished.map(|max| i64::try_from(max).unwrap_or(i64::MAX)))
+    .bind(super::is_external(import)))
 }
 
 fn decode_user(row: &PgRow) -> Result<User, StoreError> {
@@ -341,6 +343,10 @@ impl Store for PostgresStore {
         rows.iter().map(rows::status_count).collect()
     }
 
+    fn server_api(&self) -> &dyn super::ServerApiStore {
+        self
+    }
+
     fn shared(&self) -> bool {
         true
     }
@@ -354,10 +360,11 @@ impl Store for PostgresStore {
         let rows = sqlx::query(
             "UPDATE imports SET lease_owner = $1, lease_until = now() + make_interval(secs => $2)
              WHERE id IN (SELECT id FROM imports AS i
-                          WHERE NOT finished AND (lease_until IS NULL OR lease_until < now())
+                          WHERE NOT finished AND NOT external
+                            AND (lease_until IS NULL OR lease_until < now())
                           ORDER BY (SELECT COUNT(*) FROM imports AS older
                                     WHERE older.user_id = i.user_id AND NOT older.finished
-                                      AND older.id < i.id),
+                                      AND NOT older.external AND older.id < i.id),
                                    id
                           LIMIT $3 FOR UPDATE SKIP LOCKED)
              RETURNING user_id, data::text AS data",
@@ -412,11 +419,11 @@ impl Store for PostgresStore {
     async fn waiting_imports(&self, limit: i64) -> Result<Vec<OwnedImport>, StoreError> {
         let rows = sqlx::query(
             "SELECT user_id, data::text AS data FROM imports AS i
-             WHERE NOT finished AND status = 'queued'
+             WHERE NOT finished AND NOT external AND status = 'queued'
                AND (lease_until IS NULL OR lease_until < now())
              ORDER BY (SELECT COUNT(*) FROM imports AS older
                        WHERE older.user_id = i.user_id AND NOT older.finished
-                         AND older.id < i.id),
+                         AND NOT older.external AND older.id < i.id),
                       id
              LIMIT $1",
         )

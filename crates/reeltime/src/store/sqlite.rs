@@ -101,10 +101,11 @@ impl SqliteStore {
         let _writing = self.writes.lock().await;
         let import = &owned.import;
         let done = sqlx::query(
-            "INSERT INTO imports (id, user_id, status, version, finished, data)
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6
+            "INSERT INTO imports (id, user_id, status, version, finished, data, external)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?8
              WHERE ?7 IS NULL
-                OR (SELECT COUNT(*) FROM imports WHERE user_id = ?2 AND finished = 0) < ?7",
+                OR (SELECT COUNT(*) FROM imports
+                    WHERE user_id = ?2 AND finished = 0 AND external = 0) < ?7",
         )
         .bind(&import.id)
         .bind(&owned.user_id)
@@ -113,6 +114,7 @@ impl SqliteStore {
         .bind(import.status.is_final())
         .bind(serde_json::to_string(import)?)
         .bind(max_unfinished.map(|max| i64::try_from(max).unwrap_or(i64::MAX)))
+        .bind(super::is_external(import))
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -349,6 +351,10 @@ impl Store for SqliteStore {
         rows.iter().map(rows::status_count).collect()
     }
 
+    fn server_api(&self) -> &dyn super::ServerApiStore {
+        self
+    }
+
     fn shared(&self) -> bool {
         false
     }
@@ -365,10 +371,11 @@ impl Store for SqliteStore {
         let rows = sqlx::query(
             "UPDATE imports SET lease_owner = ?1, lease_until = ?2
              WHERE id IN (SELECT id FROM imports AS i
-                          WHERE finished = 0 AND (lease_until IS NULL OR lease_until < ?3)
+                          WHERE finished = 0 AND external = 0
+                            AND (lease_until IS NULL OR lease_until < ?3)
                           ORDER BY (SELECT COUNT(*) FROM imports AS older
                                     WHERE older.user_id = i.user_id AND older.finished = 0
-                                      AND older.id < i.id),
+                                      AND older.external = 0 AND older.id < i.id),
                                    id
                           LIMIT ?4)
              RETURNING user_id, data",
@@ -427,11 +434,11 @@ impl Store for SqliteStore {
     async fn waiting_imports(&self, limit: i64) -> Result<Vec<OwnedImport>, StoreError> {
         let rows = sqlx::query(
             "SELECT user_id, data FROM imports AS i
-             WHERE finished = 0 AND status = 'queued'
+             WHERE finished = 0 AND external = 0 AND status = 'queued'
                AND (lease_until IS NULL OR lease_until < ?1)
              ORDER BY (SELECT COUNT(*) FROM imports AS older
                        WHERE older.user_id = i.user_id AND older.finished = 0
-                         AND older.id < i.id),
+                         AND older.external = 0 AND older.id < i.id),
                       id
              LIMIT ?2",
         )

@@ -9,6 +9,7 @@
 //! [`Sources::standard`]; nothing in the runner's loop changes
 //! (docs/architecture.md, "Adding an import source").
 
+pub mod external;
 pub mod synthetic;
 pub mod url;
 
@@ -42,6 +43,9 @@ pub mod kind {
 pub enum SourceSpec {
     /// The `url` of `POST /api/imports`, as sent.
     Url(String),
+    /// `"source":"external"` on `POST /api/server/imports`: the app's own
+    /// workers do the work and report it ([`external::ExternalSource`]).
+    External,
 }
 
 impl SourceSpec {
@@ -49,6 +53,7 @@ impl SourceSpec {
     pub fn kind(&self) -> &'static str {
         match self {
             SourceSpec::Url(raw) => kind_of_url(raw),
+            SourceSpec::External => kind::EXTERNAL,
         }
     }
 
@@ -58,6 +63,9 @@ impl SourceSpec {
     pub fn url(&self) -> Result<::url::Url, ImportServiceError> {
         match self {
             SourceSpec::Url(raw) => parse_url(raw),
+            SourceSpec::External => Err(ImportServiceError::BadRequest(
+                "an external import has no url".into(),
+            )),
         }
     }
 }
@@ -67,6 +75,9 @@ impl SourceSpec {
 pub struct NewImport {
     pub title: Option<String>,
     pub source: SourceSpec,
+    /// The app's JSON object linking the import to its records (at most
+    /// [`MAX_METADATA_BYTES`](super::MAX_METADATA_BYTES) serialized).
+    pub metadata: Option<serde_json::Value>,
 }
 
 /// A spec its source accepted: what is stored in the new import.
@@ -250,6 +261,14 @@ pub trait Source: Send + Sync {
 
     fn output(&self) -> Output;
 
+    /// Whether a node runs imports of this source. An import the app's own
+    /// workers run ([`external::ExternalSource`]) says no: it is stored
+    /// apart (the `external` column), so no node ever claims it, and its
+    /// changes come from the server API's reports.
+    fn runs_on_nodes(&self) -> bool {
+        true
+    }
+
     /// `bytes_total` as the work starts, when the source knows it then.
     fn bytes_total(&self, _import: &Import) -> Option<u64> {
         None
@@ -285,6 +304,7 @@ impl Sources {
         Sources::new(vec![
             Arc::new(url::UrlSource::new(policy, fetcher)),
             Arc::new(synthetic::SyntheticSource::new(synthetic_allowed)),
+            Arc::new(external::ExternalSource),
         ])
     }
 
