@@ -14,7 +14,9 @@ use crate::clerk::{self, ClerkWebhooks};
 use crate::config::{Config, KeySource};
 use crate::events::{Deliver, SnapshotSource};
 use crate::gateway::{Admission, Gateway, Hub};
-use crate::http::{self, Admin, AppState, BearerAuth, Health, MediaState, PageConfig, ServerApi};
+use crate::http::{
+    self, Admin, AppState, BearerAuth, Health, MediaState, PageConfig, ServerApi, WebhookDeliveries,
+};
 use crate::imports::fetch::Fetcher;
 use crate::imports::guard::Policy;
 use crate::imports::{
@@ -176,7 +178,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     let runner_loop = tokio::spawn(Arc::clone(&runner).run());
 
-    let _webhooks = match &config.webhooks {
+    let webhooks = match &config.webhooks {
         Some(settings) => {
             let presenter = Arc::clone(&imports);
             let webhooks = Webhooks::new(
@@ -318,6 +320,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         health: health.clone(),
         dev,
         clerk,
+        deliveries: WebhookDeliveries {
+            hooks: Arc::clone(&hooks),
+            worker: webhooks,
+        },
     };
     let limits = HttpLimits {
         header_timeout: config.http_header_timeout,

@@ -325,3 +325,121 @@ fn metric(text: &str, name: &str) -> f64 {
         .and_then(|value| value.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {name} in {text}"))
 }
+
+/// `reeltime keys create` against `server`'s data dir: a server API key.
+async fn server_key(server: &ServerProcess) -> String {
+    let mut command = tokio::process::Command::new(binary());
+    for (key, _) in std::env::vars() {
+        if key.starts_with("REELTIME_") || key.starts_with("CLERK_") {
+            command.env_remove(key);
+        }
+    }
+    let output = command
+        .env("REELTIME_DATA_DIR", server.data_dir())
+        .args(["keys", "create", "--name", "webhooks-test"])
+        .output()
+        .await
+        .expect("run reeltime keys create");
+    let secret = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    assert!(
+        secret.starts_with("rt_sk_"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    secret
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deliveries_api_lists_and_retries_a_failed_delivery() {
+    let receiver = WebhookReceiver::start().await;
+    receiver.answer_next(1, Answer::Status(410));
+    let world = world_with(base_env(&receiver)).await;
+    let key = server_key(&world.server).await;
+    let token = world.token("alice");
+    let import = world
+        .api
+        .create_ok(&token, &world.content.video_url("api.mp4", 32 << 10))
+        .await;
+    receiver
+        .wait_until(WAIT, |r| has_delivered(r, &import.id, "import.completed"))
+        .await;
+    let gone_id = receiver.received()[0].id.clone();
+
+    let http = reqwest::Client::new();
+    let base = format!("{}/api/server/webhooks/deliveries", world.server.http());
+    let get = |query: &str, bearer: &str| {
+        http.get(format!("{base}?{query}"))
+            .bearer_auth(bearer)
+            .send()
+    };
+    let answer = get("status=failed", &key).await.expect("list");
+    assert_eq!(answer.status(), 200);
+    let failed: serde_json::Value = answer.json().await.expect("json");
+    let listed = &failed["deliveries"][0];
+    assert_eq!(listed["id"], gone_id.as_str());
+    assert_eq!(listed["type"], "import.created");
+    assert_eq!(listed["status"], "failed");
+    assert_eq!(listed["last_status"], 410);
+    assert_eq!(failed["deliveries"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        get("status=failed", &token).await.expect("list").status(),
+        401,
+        "a user token"
+    );
+    assert_eq!(get("status=lost", &key).await.expect("list").status(), 400);
+
+    let retry = |id: &str| {
+        http.post(format!("{base}/{id}/retry"))
+            .bearer_auth(&key)
+            .send()
+    };
+    assert_eq!(retry("msg_unknown").await.expect("retry").status(), 404);
+    let answer = retry(&gone_id).await.expect("retry");
+    assert_eq!(answer.status(), 202);
+    let received = receiver
+        .wait_until(WAIT, |r| {
+            r.iter().any(|e| e.id == gone_id && e.answered == 204)
+        })
+        .await;
+    assert!(
+        received
+            .iter()
+            .filter(|e| e.id == gone_id)
+            .all(|e| e.signature_ok)
+    );
+    // Recorded as delivered: no longer failed.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let failed: serde_json::Value = get("status=failed", &key)
+            .await
+            .expect("list")
+            .json()
+            .await
+            .expect("json");
+        if failed["deliveries"].as_array().is_some_and(Vec::is_empty) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still failed: {failed}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let delivered: serde_json::Value = get("status=delivered&limit=200", &key)
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        delivered["deliveries"]
+            .as_array()
+            .is_some_and(|all| all.iter().any(|d| d["id"] == gone_id.as_str())),
+        "{delivered}"
+    );
+    assert_eq!(
+        retry(&gone_id).await.expect("retry").status(),
+        404,
+        "delivered"
+    );
+}

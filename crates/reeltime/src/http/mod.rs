@@ -20,6 +20,7 @@ mod samples;
 mod server_api;
 mod server_auth;
 mod web;
+mod webhook_deliveries;
 
 use std::sync::Arc;
 
@@ -37,6 +38,7 @@ pub use log::redact_target;
 pub use media::{MediaState, OwnerLookup, serve_file};
 pub use server_auth::{ServerApi, ServerCaller};
 pub use web::PageConfig;
+pub use webhook_deliveries::WebhookDeliveries;
 
 use crate::auth::DevIssuer;
 use crate::clerk::ClerkWebhooks;
@@ -67,6 +69,14 @@ pub struct AppState {
     pub dev: Option<Arc<DevIssuer>>,
     /// `/api/clerk/webhook`, present only with CLERK_WEBHOOK_SIGNING_SECRET.
     pub clerk: Option<Arc<ClerkWebhooks>>,
+    /// `/api/server/webhooks/deliveries...`.
+    pub deliveries: WebhookDeliveries,
+}
+
+impl FromRef<AppState> for WebhookDeliveries {
+    fn from_ref(state: &AppState) -> WebhookDeliveries {
+        state.deliveries.clone()
+    }
 }
 
 impl FromRef<AppState> for Arc<Gateway> {
@@ -190,6 +200,14 @@ fn server_routes(state: &AppState) -> Router<AppState> {
             post(server_api::complete),
         )
         .route("/api/server/imports/{id}/fail", post(server_api::fail))
+        .route(
+            "/api/server/webhooks/deliveries",
+            get(webhook_deliveries::list),
+        )
+        .route(
+            "/api/server/webhooks/deliveries/{id}/retry",
+            post(webhook_deliveries::retry),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.server.clone(),
             idempotency::idempotent,
