@@ -20,6 +20,8 @@
 
 mod group_commit;
 pub mod hooks;
+#[cfg(test)]
+mod hooks_tests;
 mod postgres;
 mod postgres_hooks;
 mod rows;

@@ -15,6 +15,54 @@ use super::{SqliteStore, StoreError};
 const DELIVERY_COLUMNS: &str = "seq, id, import_id, user_id, event_type, data, occurred_at, state, \
      attempts, next_attempt_at, last_status, last_error, delivered_at";
 
+/// The outbox triggers (see `migrations/sqlite/0006_webhooks.sql`),
+/// created at start when webhooks are on. A progress write keeps the
+/// status, so the second trigger's WHEN is false for it: with webhooks on,
+/// that comparison is all a progress write pays (~5 µs on SQLite,
+/// docs/benchmarks.md); with them off, nothing.
+const OUTBOX_TRIGGERS: &str = "
+CREATE TRIGGER IF NOT EXISTS webhook_import_created AFTER INSERT ON imports
+BEGIN
+    INSERT INTO webhook_deliveries
+        (id, import_id, user_id, event_type, data, occurred_at, next_attempt_at)
+    VALUES ('msg_' || lower(hex(randomblob(16))), NEW.id, NEW.user_id, 'import.created',
+            NEW.data,
+            CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
+            CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER));
+END;
+CREATE TRIGGER IF NOT EXISTS webhook_import_changed AFTER UPDATE OF status ON imports
+WHEN OLD.status IS NOT NEW.status
+BEGIN
+    INSERT INTO webhook_deliveries
+        (id, import_id, user_id, event_type, data, occurred_at, next_attempt_at)
+    SELECT 'msg_' || lower(hex(randomblob(16))), NEW.id, NEW.user_id, 'import.status_changed',
+           NEW.data,
+           CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
+           CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)
+    WHERE NEW.status <> 'deleted';
+    INSERT INTO webhook_deliveries
+        (id, import_id, user_id, event_type, data, occurred_at, next_attempt_at)
+    SELECT 'msg_' || lower(hex(randomblob(16))), NEW.id, NEW.user_id, 'import.' || NEW.status,
+           NEW.data,
+           CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
+           CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)
+    WHERE NEW.status IN ('completed', 'failed', 'cancelled');
+    -- A delete: the import as it was, at the version of the delete.
+    INSERT INTO webhook_deliveries
+        (id, import_id, user_id, event_type, data, occurred_at, next_attempt_at)
+    SELECT 'msg_' || lower(hex(randomblob(16))), NEW.id, NEW.user_id, 'import.deleted',
+           json_set(OLD.data, '$.version', NEW.version),
+           CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
+           CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)
+    WHERE NEW.status = 'deleted';
+END;
+";
+
+const DROP_OUTBOX_TRIGGERS: &str = "
+DROP TRIGGER IF EXISTS webhook_import_created;
+DROP TRIGGER IF EXISTS webhook_import_changed;
+";
+
 fn delivery(row: &SqliteRow) -> Result<Delivery, StoreError> {
     let state: String = row.try_get("state")?;
     let attempts: i64 = row.try_get("attempts")?;
@@ -43,12 +91,16 @@ fn duration_ms(duration: Duration) -> i64 {
 
 #[async_trait]
 impl HookStore for SqliteStore {
+    /// Creates or drops the outbox triggers: SQLite has one node, so the
+    /// schema can follow its setting.
     async fn set_webhooks_enabled(&self, on: bool) -> Result<(), StoreError> {
         let _writing = self.writes.lock().await;
-        sqlx::query("UPDATE webhook_switch SET enabled = ?1")
-            .bind(on)
-            .execute(&self.pool)
-            .await?;
+        let sql = if on {
+            OUTBOX_TRIGGERS
+        } else {
+            DROP_OUTBOX_TRIGGERS
+        };
+        sqlx::raw_sql(sql).execute(&self.pool).await?;
         Ok(())
     }
 
