@@ -199,19 +199,29 @@ impl Verifier {
                 return Err(AuthError::PartyNotAllowed);
             }
         }
-        if !self.revocations.is_empty() {
-            if self.revocations.is_revoked(&user_subject(&claims.sub)) {
-                return Err(AuthError::UserDeleted);
-            }
-            if claims
-                .sid
-                .as_deref()
-                .is_some_and(|sid| self.revocations.is_revoked(&session_subject(sid)))
-            {
-                return Err(AuthError::SessionRevoked);
-            }
-        }
+        self.still_allowed(&claims)?;
         Ok(claims)
+    }
+
+    /// Whether verified `claims` are still let in: their user was not
+    /// deleted, their session not revoked. [`Verifier::verify`] checks it;
+    /// the gateway checks again once a socket is registered, so a
+    /// revocation that arrived in between still reaches it.
+    pub fn still_allowed(&self, claims: &Claims) -> Result<(), AuthError> {
+        if self.revocations.is_empty() {
+            return Ok(());
+        }
+        if self.revocations.is_revoked(&user_subject(&claims.sub)) {
+            return Err(AuthError::UserDeleted);
+        }
+        if claims
+            .sid
+            .as_deref()
+            .is_some_and(|sid| self.revocations.is_revoked(&session_subject(sid)))
+        {
+            return Err(AuthError::SessionRevoked);
+        }
+        Ok(())
     }
 }
 

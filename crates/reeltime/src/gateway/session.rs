@@ -135,6 +135,11 @@ async fn serve(
             return End::Close(Close::TOO_MANY_CONNECTIONS);
         }
     };
+    // A revocation handled between the verification and the registration
+    // found no socket to close: look again now that this one is findable.
+    if let Err(err) = gateway.verifier.still_allowed(&claims) {
+        return reject(gateway, err);
+    }
     gateway
         .metrics
         .open_connections
