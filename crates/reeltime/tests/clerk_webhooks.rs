@@ -8,12 +8,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{binary, expect_close, pairs, world_with};
+use common::{expect_close, pairs, shared_nodes, world_with};
 use reeltime_protocol::ServerMessage;
-use reeltime_testkit::{
-    Event, Postgres, RedisServer, ServerProcess, SvixSigner, TestIssuer, WAIT, WebhookReceiver,
-    WsClient, now,
-};
+use reeltime_testkit::{Event, SvixSigner, TestIssuer, WAIT, WebhookReceiver, WsClient, now};
 use serde_json::{Value, json};
 
 /// A token of `sub` in Clerk session `sid`.
@@ -267,24 +264,10 @@ async fn a_deleted_user_loses_sockets_tokens_imports_and_files() {
 async fn a_revoked_session_closes_on_every_node_and_spares_the_others() {
     let signer = SvixSigner::new();
     let issuer = TestIssuer::start().await;
-    let (postgres, redis) = tokio::join!(Postgres::start(), RedisServer::start());
-    let database = postgres.create_database("reeltime").await;
     let mut env = issuer.env();
-    env.extend(pairs(&[
-        ("REELTIME_DATABASE_URL", &database),
-        ("REELTIME_REDIS_URL", &redis.url()),
-        ("CLERK_WEBHOOK_SIGNING_SECRET", &signer.secret),
-    ]));
-    let mut nodes = Vec::new();
-    for _ in 0..2 {
-        let node = ServerProcess::start(binary(), &env).await;
-        assert!(
-            node.wait_for_log("redis bus: subscribed", WAIT)
-                .await
-                .is_some()
-        );
-        nodes.push(node);
-    }
+    env.extend(pairs(&[("CLERK_WEBHOOK_SIGNING_SECRET", &signer.secret)]));
+    let cluster = shared_nodes(2, env).await;
+    let nodes = &cluster.nodes;
     let laptop = session_token(&issuer, "alice", "sess_laptop");
     let phone = session_token(&issuer, "alice", "sess_phone");
     let (mut laptop0, _, _) = WsClient::open(&nodes[0].ws(), &laptop).await;
@@ -304,7 +287,7 @@ async fn a_revoked_session_closes_on_every_node_and_spares_the_others() {
     assert_closed_within_a_second(&mut laptop0, "session revoked", sent).await;
     assert_closed_within_a_second(&mut laptop1, "session revoked", sent).await;
     assert_alive(&mut phone1).await;
-    for node in &nodes {
+    for node in nodes {
         assert_refused(&node.ws(), &laptop, "session revoked").await;
     }
     // The phone's session still connects anywhere.

@@ -11,10 +11,8 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use common::{binary, follow_to_final, pairs, world_with};
-use reeltime_testkit::{
-    Answer, Postgres, Received, RedisServer, ServerProcess, TestIssuer, WAIT, WebhookReceiver,
-};
+use common::{binary, follow_to_final, pairs, shared_nodes, world_with};
+use reeltime_testkit::{Answer, Received, ServerProcess, TestIssuer, WAIT, WebhookReceiver};
 
 /// Retries in milliseconds instead of minutes (5 ms, 300 ms, 1.8 s, 7.2 s...).
 const FAST_RETRIES: (&str, &str) = ("REELTIME_WEBHOOK_RETRY_SCALE", "0.001");
@@ -265,18 +263,10 @@ async fn two_nodes_send_each_event_once() {
     let receiver = WebhookReceiver::start().await;
     let issuer = TestIssuer::start().await;
     let content = reeltime_testkit::ContentServer::start().await;
-    let (postgres, redis) = tokio::join!(Postgres::start(), RedisServer::start());
-    let database = postgres.create_database("reeltime").await;
     let mut env = issuer.env();
     env.extend(base_env(&receiver));
-    env.extend(pairs(&[
-        ("REELTIME_DATABASE_URL", &database),
-        ("REELTIME_REDIS_URL", &redis.url()),
-    ]));
-    let mut nodes = Vec::new();
-    for _ in 0..2 {
-        nodes.push(ServerProcess::start(binary(), &env).await);
-    }
+    let cluster = shared_nodes(2, env).await;
+    let nodes = &cluster.nodes;
     let apis: Vec<_> = nodes
         .iter()
         .map(|node| reeltime_testkit::Api::new(&node.http()))
@@ -442,4 +432,57 @@ async fn the_deliveries_api_lists_and_retries_a_failed_delivery() {
         404,
         "delivered"
     );
+}
+
+/// The node id in a webhook User-Agent (`reeltime/<v> (node <id>) webhooks`).
+fn node_of(user_agent: &str) -> String {
+    user_agent
+        .split("(node ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_else(|| panic!("no node in {user_agent}"))
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_node_takes_over_a_delivery_when_its_sender_dies() {
+    let receiver = WebhookReceiver::start().await;
+    receiver.answer(Answer::Hold);
+    let issuer = TestIssuer::start().await;
+    let content = reeltime_testkit::ContentServer::start().await;
+    let mut env = issuer.env();
+    env.extend(base_env(&receiver));
+    env.extend(pairs(&[("REELTIME_JOB_LEASE_SECS", "3")]));
+    let mut cluster = shared_nodes(2, env).await;
+    let api = reeltime_testkit::Api::new(&cluster.nodes[0].http());
+    let import = api
+        .create_ok(
+            &issuer.token("alice", 600),
+            &content.video_url("takeover.mp4", 32 << 10),
+        )
+        .await;
+    let held = receiver.wait_until(WAIT, |r| !r.is_empty()).await;
+    let sender = node_of(&held[0].user_agent);
+    let dead = cluster
+        .nodes
+        .iter()
+        .position(|node| node.log().contains(&format!("node={sender}")))
+        .expect("the sending node");
+    cluster.nodes[dead].kill().await;
+    receiver.answer(Answer::Ok);
+    let received = receiver
+        .wait_until(WAIT, |r| {
+            r.iter().any(|e| e.id == held[0].id && e.answered == 204)
+        })
+        .await;
+    let redelivered = received
+        .iter()
+        .find(|e| e.id == held[0].id && e.answered == 204)
+        .expect("delivered");
+    assert_ne!(
+        node_of(&redelivered.user_agent),
+        sender,
+        "sent again by the surviving node, same webhook-id"
+    );
+    assert_eq!(redelivered.import_id(), import.id);
 }
