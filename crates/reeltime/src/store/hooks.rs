@@ -122,6 +122,14 @@ pub trait HookStore: Send + Sync + 'static {
     async fn retry_delivery(&self, id: &str) -> Result<Option<Delivery>, StoreError>;
     /// When the oldest pending event happened, if any is pending.
     async fn oldest_pending(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+    /// Drops delivered deliveries that were delivered more than `delivered`
+    /// ago and failed ones that happened more than `failed` ago; returns
+    /// how many.
+    async fn purge_deliveries(
+        &self,
+        delivered: Duration,
+        failed: Duration,
+    ) -> Result<u64, StoreError>;
     /// Gives back the delivery leases of `node` (None: of every node).
     async fn release_delivery_leases(&self, node: Option<&str>) -> Result<(), StoreError>;
 

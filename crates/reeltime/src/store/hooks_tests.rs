@@ -198,6 +198,32 @@ async fn claims_keep_order_and_need_the_lease(store: &dyn Store, hooks: &dyn Hoo
         ["c2"]
     );
     assert!(hooks.oldest_pending().await.unwrap().is_some());
+    // Purging keeps what is recent, drops what is old.
+    assert_eq!(
+        hooks
+            .purge_deliveries(Duration::from_secs(3600), Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        0
+    );
+    let delivered_before = hooks
+        .list_deliveries(DeliveryState::Delivered, 10, None)
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(delivered_before, 2);
+    assert_eq!(
+        hooks
+            .purge_deliveries(Duration::ZERO, Duration::ZERO)
+            .await
+            .unwrap(),
+        3,
+        "two delivered, one failed"
+    );
+    assert!(
+        hooks.oldest_pending().await.unwrap().is_some(),
+        "pending stay"
+    );
 }
 
 async fn racing_claims_share_nothing(store: &dyn Store, hooks: Arc<dyn HookStore>) {

@@ -142,6 +142,23 @@ impl HookStore for PostgresStore {
         .await?)
     }
 
+    async fn purge_deliveries(
+        &self,
+        delivered: Duration,
+        failed: Duration,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM webhook_deliveries
+             WHERE (state = 'delivered' AND delivered_at <= now() - make_interval(secs => $1))
+                OR (state = 'failed' AND occurred_at <= now() - make_interval(secs => $2))",
+        )
+        .bind(delivered.as_secs_f64())
+        .bind(failed.as_secs_f64())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn release_delivery_leases(&self, node: Option<&str>) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE webhook_deliveries SET lease_owner = NULL, lease_until = NULL

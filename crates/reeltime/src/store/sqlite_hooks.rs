@@ -207,6 +207,25 @@ impl HookStore for SqliteStore {
         Ok(oldest.map(from_millis))
     }
 
+    async fn purge_deliveries(
+        &self,
+        delivered: Duration,
+        failed: Duration,
+    ) -> Result<u64, StoreError> {
+        let now = millis(Utc::now());
+        let _writing = self.writes.lock().await;
+        let done = sqlx::query(
+            "DELETE FROM webhook_deliveries
+             WHERE (state = 'delivered' AND delivered_at <= ?1)
+                OR (state = 'failed' AND occurred_at <= ?2)",
+        )
+        .bind(now - duration_ms(delivered))
+        .bind(now - duration_ms(failed))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn release_delivery_leases(&self, node: Option<&str>) -> Result<(), StoreError> {
         let _writing = self.writes.lock().await;
         sqlx::query(

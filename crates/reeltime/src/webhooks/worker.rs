@@ -27,6 +27,12 @@ const POLL_EVERY: Duration = Duration::from_millis(500);
 const BATCH: usize = 16;
 /// The longest one request may take, whatever the lease.
 const MAX_REQUEST_TIME: Duration = Duration::from_secs(10);
+/// How long delivered events stay listed in the deliveries API.
+pub const KEEP_DELIVERED: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long failed events stay there (to be looked at and retried).
+pub const KEEP_FAILED: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How often a node purges what is older than that.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Why the worker could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -111,7 +117,22 @@ impl Webhooks {
             host = self.settings.url.host_str().unwrap_or(""),
             "webhooks on (REELTIME_WEBHOOK_URL)"
         );
+        let mut purged_at = tokio::time::Instant::now();
         loop {
+            if purged_at.elapsed() >= PURGE_EVERY {
+                purged_at = tokio::time::Instant::now();
+                match self
+                    .hooks
+                    .purge_deliveries(KEEP_DELIVERED, KEEP_FAILED)
+                    .await
+                {
+                    Ok(0) => {}
+                    Ok(purged) => tracing::debug!(purged, "old webhook deliveries purged"),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "could not purge old webhook deliveries")
+                    }
+                }
+            }
             let sent = match self.round().await {
                 Ok(sent) => sent,
                 Err(err) => {
