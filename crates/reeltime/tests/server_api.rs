@@ -243,9 +243,9 @@ async fn an_idempotency_key_replays_the_first_answer_and_refuses_another_body() 
     assert_eq!(code(&refused), "idempotency_key_reused");
 
     // Concurrent duplicates: exactly one runs.
-    let job_3 = json!({"user_id": "user_bob", "source": "external", "metadata": {"job": 3}});
+    let job3 = json!({"user_id": "user_bob", "source": "external", "metadata": {"job": 3}});
     let racing =
-        (0..6).map(|_| backend.post_with_key("/api/server/imports", &job_3, "create-job-3"));
+        (0..6).map(|_| backend.post_with_key("/api/server/imports", &job3, "create-job-3"));
     let answers = futures_util::future::join_all(racing).await;
     let mut ids = std::collections::HashSet::new();
     for answer in &answers {
@@ -321,7 +321,7 @@ async fn metadata_travels_on_rest_and_socket_and_is_capped_at_4_kib() {
     assert_eq!(read.body["metadata"], json!({"asset": "a-1"}));
 
     // 4 KiB serialized is the most; not an object is refused.
-    let fits = json!({"k": "x".repeat(4096 - 10)});
+    let fits = json!({"k": "x".repeat(4096 - 8)});
     assert_eq!(serde_json::to_string(&fits).unwrap().len(), 4096);
     let ok = backend
         .post(
@@ -502,7 +502,9 @@ async fn reports_faster_than_ten_a_second_are_merged_not_refused() {
     let import = backend.external("user_erin", Value::Null).await;
     let started = Instant::now();
     let mut merged = 0;
-    for step in 1..=60u32 {
+    // A worker reporting every ~10 ms for about a second: ten times the
+    // rate that is stored.
+    for step in 1..=100u32 {
         let answer = backend
             .report(
                 &import.id,
@@ -514,26 +516,31 @@ async fn reports_faster_than_ten_a_second_are_merged_not_refused() {
             202 => merged += 1,
             other => panic!("report {step} refused with {other}: {}", answer.body),
         }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let elapsed = started.elapsed();
     // The last report wins, stored within its turn.
     let mut seen: Vec<Import> = tab
-        .imports_until(|i| i.id == import.id && i.progress == Some(0.6))
+        .imports_until(|i| i.id == import.id && i.progress == Some(1.0))
         .await
         .into_iter()
         .filter(|i| i.id == import.id)
         .collect();
     let last = seen.last().cloned().expect("the last report");
-    assert_eq!(last.bytes_done, 60);
+    assert_eq!(last.bytes_done, 100);
     let stored_changes = last.version - 1; // version 1 is the creation
-    let allowed = 2 + (elapsed.as_millis() as u64 / 100);
+    // The first report, one per 100 ms turn, the last flush (and a millisecond of rounding).
+    let allowed = 3 + (elapsed.as_millis() as u64 / 100);
     assert!(
         stored_changes <= allowed,
-        "{stored_changes} stored changes for 60 reports in {elapsed:?} ({merged} merged)"
+        "{stored_changes} stored changes for 100 reports in {elapsed:?} ({merged} merged)"
     );
-    if elapsed < Duration::from_secs(3) {
-        assert!(merged > 0, "60 reports in {elapsed:?}, none merged");
-    }
+    // Merged reports are stored in their turns while reports keep coming,
+    // not only at the end.
+    assert!(
+        merged > 0 && stored_changes >= 4,
+        "{stored_changes} stored, {merged} merged in {elapsed:?}"
+    );
     let done = backend
         .post(
             &format!("/api/server/imports/{}/complete", import.id),
@@ -545,7 +552,7 @@ async fn reports_faster_than_ten_a_second_are_merged_not_refused() {
     assert_eq!(seen.last().unwrap().status, ImportStatus::Completed);
     assert_monotonic(&seen);
     assert_spaced(&seen);
-    println!("60 reports in {elapsed:?}: {stored_changes} stored, {merged} merged");
+    println!("100 reports in {elapsed:?}: {stored_changes} stored, {merged} merged");
 }
 
 /// Two nodes on one PostgreSQL and one Redis; the worker reports to both
@@ -695,4 +702,69 @@ async fn an_external_import_driven_through_two_nodes_reaches_tabs_on_both() {
         let seen = wait_for(tab, &second.id, |i| i.status.is_final()).await;
         assert_eq!(seen.status, ImportStatus::Cancelled);
     }
+}
+
+#[tokio::test]
+async fn the_backend_creates_url_imports_for_a_user_whose_tabs_see_them_run() {
+    // A browser gets one import a minute here; the app's backend is not
+    // held to the browsers' creation rate.
+    let world = common::world(&[
+        ("REELTIME_IMPORT_RATE_PER_MIN", "1"),
+        ("REELTIME_IMPORT_RATE_BURST", "1"),
+    ])
+    .await;
+    let secret = create_key(&data_dir_env(&world.server), "backend").await;
+    let backend = Backend::new(&world.server.http(), &secret);
+    let (mut tab, _) = world.socket("user_gus").await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let url = world
+            .content
+            .video_url(&format!("server-{n}.mp4"), 8 * 1024);
+        let created = backend
+            .post(
+                "/api/server/imports",
+                &json!({"user_id": "user_gus", "url": url, "title": format!("clip {n}")}),
+            )
+            .await;
+        assert_eq!(created.status, 201, "{}", created.body);
+        assert_eq!(created.body["source"], "url");
+        ids.push(created.body["id"].as_str().unwrap().to_string());
+    }
+    let mut finished = std::collections::HashMap::new();
+    tab.imports_until(|i| {
+        if ids.contains(&i.id) && i.status.is_final() {
+            finished.insert(i.id.clone(), i.status);
+        }
+        finished.len() == ids.len()
+    })
+    .await;
+    assert!(
+        finished.values().all(|s| *s == ImportStatus::Completed),
+        "{finished:?}"
+    );
+    let token = world.token("user_gus");
+    let (_, page) = world.api.get(&token, "/api/imports").await;
+    assert_eq!(page["imports"].as_array().unwrap().len(), 3, "{page}");
+    // The browser is still held to its rate.
+    let url = world.content.video_url("browser.mp4", 1024);
+    assert_eq!(world.api.create_import(&token, &url).await.0, 201);
+    assert_eq!(world.api.create_import(&token, &url).await.0, 429);
+    // Bad requests name what is wrong.
+    for (body, expected) in [
+        (json!({"user_id": "", "url": url}), "user_id"),
+        (
+            json!({"user_id": "u", "source": "external", "url": url}),
+            "no url",
+        ),
+        (json!({"user_id": "u"}), "url is required"),
+        (json!({"user_id": "u", "source": "ftp"}), "source must be"),
+    ] {
+        let refused = backend.post("/api/server/imports", &body).await;
+        assert_eq!(refused.status, 400, "{body}");
+        let message = refused.body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(expected), "{message}");
+    }
+    let bad_status = backend.get("/api/server/imports?status=nope").await;
+    assert_eq!(bad_status.status, 400);
 }

@@ -11,7 +11,7 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use common::{binary, follow_to_final, pairs, shared_nodes, world_with};
+use common::{binary, follow_to_final, pairs, shared_nodes, wait_until_async, world_with};
 use reeltime_testkit::{Answer, Received, ServerProcess, TestIssuer, WAIT, WebhookReceiver};
 
 /// Retries in milliseconds instead of minutes (5 ms, 300 ms, 1.8 s, 7.2 s...).
@@ -398,23 +398,16 @@ async fn the_deliveries_api_lists_and_retries_a_failed_delivery() {
             .all(|e| e.signature_ok)
     );
     // Recorded as delivered: no longer failed.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    wait_until_async(|| async {
         let failed: serde_json::Value = get("status=failed", &key)
             .await
             .expect("list")
             .json()
             .await
             .expect("json");
-        if failed["deliveries"].as_array().is_some_and(Vec::is_empty) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "still failed: {failed}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        failed["deliveries"].as_array().is_some_and(Vec::is_empty)
+    })
+    .await;
     let delivered: serde_json::Value = get("status=delivered&limit=200", &key)
         .await
         .expect("list")

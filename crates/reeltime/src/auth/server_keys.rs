@@ -173,8 +173,17 @@ fn new_secret() -> Result<String, ServerKeyError> {
 
 /// Hex SHA-256 of a secret: what the database keeps.
 pub fn hash_secret(secret: &str) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes());
-    digest
+    sha256_hex(&[secret.as_bytes()])
+}
+
+/// Hex SHA-256 of `parts` one after the other.
+pub fn sha256_hex(parts: &[&[u8]]) -> String {
+    let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for part in parts {
+        context.update(part);
+    }
+    context
+        .finish()
         .as_ref()
         .iter()
         .map(|byte| format!("{byte:02x}"))

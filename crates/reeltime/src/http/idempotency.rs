@@ -143,18 +143,13 @@ fn replay(status: u16, body: String) -> Response {
 
 /// Hex SHA-256 of what makes two requests the same one.
 fn request_hash(method: &str, target: &str, body: &[u8]) -> String {
-    let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    context.update(method.as_bytes());
-    context.update(b"\n");
-    context.update(target.as_bytes());
-    context.update(b"\n");
-    context.update(body);
-    context
-        .finish()
-        .as_ref()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    crate::auth::server_keys::sha256_hex(&[
+        method.as_bytes(),
+        b"\n",
+        target.as_bytes(),
+        b"\n",
+        body,
+    ])
 }
 
 /// Drops expired answers, at most once a minute per node, off the request.

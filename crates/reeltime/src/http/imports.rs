@@ -58,13 +58,19 @@ pub async fn list(
         .await
         .map_err(ApiError::internal)?;
     let page = imports.present_all(&caller.user_id, rows);
+    Ok(Json(page_of(page, limit)))
+}
+
+/// A page of at most `limit` imports, newest first, with the cursor of the
+/// next one when this one is full.
+pub(super) fn page_of(page: Vec<Import>, limit: i64) -> ImportPage {
     let next_cursor = (page.len() as i64 == limit)
         .then(|| page.last().map(|import| import.id.clone()))
         .flatten();
-    Ok(Json(ImportPage {
+    ImportPage {
         imports: page,
         next_cursor,
-    }))
+    }
 }
 
 /// `GET /api/imports/{id}`: another user's import is 404.

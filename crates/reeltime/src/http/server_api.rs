@@ -153,13 +153,7 @@ pub async fn list(
         .await
         .map_err(ApiError::internal)?;
     let page: Vec<Import> = found.iter().map(|owned| imports.present(owned)).collect();
-    let next_cursor = (page.len() as i64 == limit)
-        .then(|| page.last().map(|import| import.id.clone()))
-        .flatten();
-    Ok(Json(ImportPage {
-        imports: page,
-        next_cursor,
-    }))
+    Ok(Json(super::imports::page_of(page, limit)))
 }
 
 /// Any user's import, or 404.

@@ -614,6 +614,7 @@ where
     snapshot_carries_the_newest_tombstones(&*fresh("tombstone_limit").await).await;
     claims_and_the_line_serve_users_in_turn(&*fresh("turns").await).await;
     unfinished_cap_and_stored_bytes(fresh("cap").await).await;
+    super::server_api::tests::contract(&*fresh("server_api").await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

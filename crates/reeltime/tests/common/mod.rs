@@ -177,3 +177,19 @@ pub async fn shared_nodes(count: usize, env: Vec<(String, String)>) -> SharedNod
         postgres,
     }
 }
+
+/// [`wait_until`] for a condition that must be asked over the network.
+pub async fn wait_until_async<F, Fut>(condition: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + reeltime_testkit::WAIT;
+    while !condition().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "condition not met in time"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -8,6 +8,8 @@
 
 mod postgres;
 mod sqlite;
+#[cfg(test)]
+pub(crate) mod tests;
 
 use std::time::Duration;
 
