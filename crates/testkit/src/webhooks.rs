@@ -39,6 +39,10 @@ pub struct Received {
     pub answered: u16,
     /// The sender's User-Agent (names the node: `reeltime/<v> (node <id>)`).
     pub user_agent: String,
+    /// The body as sent, byte for byte (what signatures cover).
+    pub raw_body: Vec<u8>,
+    /// The `webhook-*` headers as sent, for other verifiers.
+    pub headers: Vec<(String, String)>,
 }
 
 impl Received {
@@ -247,6 +251,11 @@ async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
         signature_ok,
         answered,
         user_agent: header("user-agent"),
+        raw_body: body.to_vec(),
+        headers: ["webhook-id", "webhook-timestamp", "webhook-signature"]
+            .into_iter()
+            .map(|name| (name.to_string(), header(name)))
+            .collect(),
     });
     shared.grew.notify_waiters();
     if answer == Answer::Hold {
