@@ -397,28 +397,29 @@ async fn the_deliveries_api_lists_and_retries_a_failed_delivery() {
             .filter(|e| e.id == gone_id)
             .all(|e| e.signature_ok)
     );
-    // Recorded as delivered: no longer failed.
+    // Recorded as delivered (the retry made it pending, then the attempt
+    // delivered it), and no longer failed.
+    let list = |query: &'static str| {
+        let request = get(query, &key);
+        async move {
+            request
+                .await
+                .expect("list")
+                .json::<serde_json::Value>()
+                .await
+                .expect("json")
+        }
+    };
     wait_until_async(|| async {
-        let failed: serde_json::Value = get("status=failed", &key)
-            .await
-            .expect("list")
-            .json()
-            .await
-            .expect("json");
-        failed["deliveries"].as_array().is_some_and(Vec::is_empty)
+        list("status=delivered&limit=200").await["deliveries"]
+            .as_array()
+            .is_some_and(|all| all.iter().any(|d| d["id"] == gone_id.as_str()))
     })
     .await;
-    let delivered: serde_json::Value = get("status=delivered&limit=200", &key)
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("json");
+    let failed = list("status=failed").await;
     assert!(
-        delivered["deliveries"]
-            .as_array()
-            .is_some_and(|all| all.iter().any(|d| d["id"] == gone_id.as_str())),
-        "{delivered}"
+        failed["deliveries"].as_array().is_some_and(Vec::is_empty),
+        "{failed}"
     );
     assert_eq!(
         retry(&gone_id).await.expect("retry").status(),
