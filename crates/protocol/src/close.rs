@@ -184,6 +184,13 @@ close_codes! {
         USER_CHANGED = "user changed",
         /// More malformed messages in a minute than the server tolerates.
         TOO_MANY_BAD_MESSAGES = "too many bad messages",
+        /// The token's session (`sid`) was signed out, removed or revoked
+        /// (a Clerk `session.*` webhook): sent to the open sockets of that
+        /// session, and to any later token of it.
+        SESSION_REVOKED = "session revoked",
+        /// The user was deleted (a Clerk `user.deleted` webhook): sent to
+        /// their open sockets, and to any later token of theirs.
+        USER_DELETED = "user deleted",
     }
     /// A message was larger than [`crate::MAX_CLIENT_MESSAGE_BYTES`]. Fix the
     /// client.

@@ -7,12 +7,16 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::Revocations;
 use crate::auth::{DevIssuer, JwksCache, KeyProvider, KeySet, ServerKeys, Verifier};
 use crate::bus::{Bus, LocalBus, RedisBus};
+use crate::clerk::{self, ClerkWebhooks};
 use crate::config::{Config, KeySource};
 use crate::events::{Deliver, SnapshotSource};
 use crate::gateway::{Admission, Gateway, Hub};
-use crate::http::{self, Admin, AppState, BearerAuth, Health, MediaState, PageConfig, ServerApi};
+use crate::http::{
+    self, Admin, AppState, BearerAuth, Health, MediaState, PageConfig, ServerApi, WebhookDeliveries,
+};
 use crate::imports::fetch::Fetcher;
 use crate::imports::guard::Policy;
 use crate::imports::uploads::bytes::{LocalBytes, UploadBytes};
@@ -24,8 +28,9 @@ use crate::imports::{
 use crate::media::{self, MediaSigner, MediaTools};
 use crate::metrics::Metrics;
 use crate::net::{self, ADMIN_CONNECTIONS, Budget, BudgetInputs, HttpLimits};
-use crate::store::{self, Store};
+use crate::store::{self, OwnedImport};
 use crate::users::Users;
+use crate::webhooks::{Webhooks, WorkerParts};
 
 /// Runs the server until SIGTERM/SIGINT, then shuts down within the grace period.
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -35,18 +40,48 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
 
     let (key_provider, issuer, dev) = key_provider(&config, &metrics, &shutdown)?;
-    let verifier = Arc::new(Verifier::new(
-        key_provider,
-        issuer,
-        config.clock_skew,
-        &config.authorized_parties,
-    ));
+    // Revoked sessions and deleted users (Clerk webhooks): read by the
+    // verifier, filled from the store and the bus.
+    let revocations = Arc::new(Revocations::default());
+    let verifier = Arc::new(
+        Verifier::new(
+            key_provider,
+            issuer,
+            config.clock_skew,
+            &config.authorized_parties,
+        )
+        .with_revocations(Arc::clone(&revocations)),
+    );
 
-    let store: Arc<dyn Store> = store::open(&config.database_url)
-        .await
-        .context("opening the database (REELTIME_DATABASE_URL)")?;
+    let store::Opened { store, hooks } =
+        store::open_with(&config.database_url, config.webhooks.is_some())
+            .await
+            .context("opening the database (REELTIME_DATABASE_URL)")?;
+    if !store.shared() {
+        // The only node: deliveries it had in flight when it stopped are
+        // sent again now rather than when their leases run out.
+        hooks
+            .release_delivery_leases(None)
+            .await
+            .context("releasing webhook delivery leases")?;
+    }
+    revocations.merge(
+        hooks
+            .revocations()
+            .await
+            .context("loading revoked sessions")?,
+    );
+    tokio::spawn(clerk::keep_revocations(
+        Arc::clone(&hooks),
+        Arc::clone(&revocations),
+        shutdown.clone(),
+    ));
     let users = Arc::new(Users::new(Arc::clone(&store)));
-    let hub = Hub::new(config.max_connections_per_user, config.max_connections);
+    let hub = Hub::with_revocations(
+        config.max_connections_per_user,
+        config.max_connections,
+        Arc::clone(&revocations),
+    );
     // Short random id of this process: connection ids, and the Redis bus
     // skips its own messages by it.
     let node_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
@@ -167,6 +202,44 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     tokio::spawn(Arc::clone(&uploads).sweep(shutdown.clone()));
 
+    let webhooks = match &config.webhooks {
+        Some(settings) => {
+            let presenter = Arc::clone(&imports);
+            let webhooks = Webhooks::new(
+                settings.clone(),
+                WorkerParts {
+                    hooks: Arc::clone(&hooks),
+                    node: node_id.clone(),
+                    lease: config.job_lease,
+                    metrics: Arc::clone(&metrics),
+                    present: Arc::new(move |user_id: &str, import| {
+                        presenter.present(&OwnedImport {
+                            user_id: user_id.to_string(),
+                            import,
+                        })
+                    }),
+                },
+            )
+            .context("bad setting REELTIME_WEBHOOK_SECRET")?;
+            tokio::spawn(Arc::clone(&webhooks).run(shutdown.clone()));
+            Some(webhooks)
+        }
+        None => None,
+    };
+    let clerk = match &config.clerk_webhook_secret {
+        Some(secret) => Some(Arc::new(
+            ClerkWebhooks::new(
+                secret,
+                Arc::clone(&hooks),
+                Arc::clone(&bus),
+                Arc::clone(&imports),
+                Arc::clone(&metrics),
+            )
+            .context("bad setting CLERK_WEBHOOK_SIGNING_SECRET")?,
+        )),
+        None => None,
+    };
+
     let budget = Budget::for_this_process(|open_files| BudgetInputs {
         open_files,
         fd_reserve: config.fd_reserve,
@@ -244,6 +317,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         metrics: Arc::clone(&metrics),
         media_processing: runner.media_processing(),
         media_sandbox,
+        hooks: Arc::clone(&hooks),
     };
     let server = ServerApi {
         keys: Arc::new(ServerKeys::new(Arc::clone(&store))),
@@ -271,6 +345,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         media,
         health: health.clone(),
         dev,
+        clerk,
+        deliveries: WebhookDeliveries {
+            hooks: Arc::clone(&hooks),
+            worker: webhooks,
+        },
     };
     let limits = HttpLimits {
         header_timeout: config.http_header_timeout,

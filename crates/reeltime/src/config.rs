@@ -209,6 +209,22 @@ pub struct Settings {
     #[arg(long, env = "REELTIME_MAX_DURATION_SECS", default_value_t = 14_400, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_duration_secs: u64,
 
+    /// URL that receives the signed import webhooks (http or https; private addresses allowed). Unset: no webhooks, and no events are kept.
+    #[arg(long, env = "REELTIME_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+
+    /// Secret that signs the webhooks, whsec_ + base64 of 24 to 64 bytes (Standard Webhooks); required with REELTIME_WEBHOOK_URL.
+    #[arg(long, env = "REELTIME_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+
+    /// Multiplies the webhook retry delays (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h); 1 in production, tests use e.g. 0.001.
+    #[arg(long, env = "REELTIME_WEBHOOK_RETRY_SCALE", default_value_t = 1.0)]
+    pub webhook_retry_scale: f64,
+
+    /// Clerk's webhook signing secret (whsec_...): enables POST /api/clerk/webhook.
+    #[arg(long, env = "CLERK_WEBHOOK_SIGNING_SECRET", hide_env_values = true)]
+    pub clerk_webhook_signing_secret: Option<String>,
+
     /// With no command the server runs.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -369,6 +385,10 @@ pub struct Config {
     pub fd_reserve: usize,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: crate::net::TrustedProxies,
+    /// Webhooks out (REELTIME_WEBHOOK_*); `None`: off, no events kept.
+    pub webhooks: Option<crate::webhooks::WebhookSettings>,
+    /// CLERK_WEBHOOK_SIGNING_SECRET, checked; `None`: no Clerk webhook route.
+    pub clerk_webhook_secret: Option<String>,
     pub http_header_timeout: Duration,
     pub http_idle_timeout: Duration,
     /// `Some`: /metrics and /readyz move to this address.
@@ -503,6 +523,20 @@ impl Config {
             bail!("bad setting REELTIME_ADMIN_LISTEN: must differ from REELTIME_LISTEN");
         }
         let to_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        let webhooks = webhook_settings(
+            given(s.webhook_url, "REELTIME_WEBHOOK_URL")?,
+            given(s.webhook_secret, "REELTIME_WEBHOOK_SECRET")?,
+            s.webhook_retry_scale,
+        )?;
+        let clerk_webhook_secret = given(
+            s.clerk_webhook_signing_secret,
+            "CLERK_WEBHOOK_SIGNING_SECRET",
+        )?;
+        if let Some(secret) = &clerk_webhook_secret {
+            crate::webhooks::parse_secret(secret).map_err(|err| {
+                anyhow::anyhow!("bad setting CLERK_WEBHOOK_SIGNING_SECRET: {err}")
+            })?;
+        }
 
         Ok(Config {
             listen: s.listen,
@@ -524,6 +558,8 @@ impl Config {
             max_pending_auth_per_ip: to_usize(s.max_pending_auth_per_ip),
             fd_reserve: to_usize(s.fd_reserve),
             trusted_proxies,
+            webhooks,
+            clerk_webhook_secret,
             http_header_timeout: Duration::from_secs(s.http_header_timeout_secs),
             http_idle_timeout: Duration::from_secs(s.http_idle_timeout_secs),
             admin_listen: s.admin_listen,
@@ -570,6 +606,44 @@ impl Config {
     pub fn is_development(&self) -> bool {
         matches!(self.key_source, KeySource::Development { .. })
     }
+}
+
+/// The webhook settings, checked together: a URL needs a secret and the
+/// other way round, the URL is http(s), the secret well-formed, the scale
+/// positive.
+fn webhook_settings(
+    url: Option<String>,
+    secret: Option<String>,
+    retry_scale: f64,
+) -> anyhow::Result<Option<crate::webhooks::WebhookSettings>> {
+    if !(retry_scale.is_finite() && retry_scale > 0.0) {
+        bail!(
+            "bad setting REELTIME_WEBHOOK_RETRY_SCALE: expected a number above 0, like 1 or 0.001"
+        );
+    }
+    let (url, secret) = match (url, secret) {
+        (None, None) => return Ok(None),
+        (Some(_), None) => {
+            bail!("bad setting REELTIME_WEBHOOK_URL: also set REELTIME_WEBHOOK_SECRET (whsec_...)")
+        }
+        (None, Some(_)) => {
+            bail!(
+                "bad setting REELTIME_WEBHOOK_SECRET: it signs webhooks, but REELTIME_WEBHOOK_URL is not set"
+            )
+        }
+        (Some(url), Some(secret)) => (url, secret),
+    };
+    let parsed = url::Url::parse(url.trim()).context("bad setting REELTIME_WEBHOOK_URL")?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        bail!("bad setting REELTIME_WEBHOOK_URL: expected http://... or https://...");
+    }
+    crate::webhooks::parse_secret(&secret)
+        .map_err(|err| anyhow::anyhow!("bad setting REELTIME_WEBHOOK_SECRET: {err}"))?;
+    Ok(Some(crate::webhooks::WebhookSettings {
+        url: parsed,
+        secret: secret.trim().to_string(),
+        retry_scale,
+    }))
 }
 
 /// The database the settings name: REELTIME_DATABASE_URL, or the SQLite
@@ -781,6 +855,58 @@ mod tests {
         assert!(err.to_string().contains("CLERK_JWT_KEY"), "{err}");
         let err = Config::from_settings(settings(&["--issuer", ""])).unwrap_err();
         assert!(err.to_string().contains("REELTIME_ISSUER"), "{err}");
+    }
+
+    #[test]
+    fn webhook_settings_go_together_and_are_checked() {
+        let secret = format!(
+            "whsec_{}",
+            base64::engine::general_purpose::STANDARD.encode([1u8; 32])
+        );
+        let config = Config::from_settings(settings(&[])).unwrap();
+        assert!(config.webhooks.is_none());
+        assert!(config.clerk_webhook_secret.is_none());
+        let config = Config::from_settings(settings(&[
+            "--webhook-url",
+            "http://10.0.0.5:9000/hooks",
+            "--webhook-secret",
+            &secret,
+            "--clerk-webhook-signing-secret",
+            &secret,
+        ]))
+        .unwrap();
+        let webhooks = config.webhooks.unwrap();
+        assert_eq!(webhooks.url.as_str(), "http://10.0.0.5:9000/hooks");
+        assert_eq!(webhooks.retry_scale, 1.0);
+        assert!(
+            !format!("{webhooks:?}").contains(&secret),
+            "Debug hides the secret"
+        );
+        for (args, name) in [
+            (vec!["--webhook-url", "http://h/x"], "REELTIME_WEBHOOK_URL"),
+            (vec!["--webhook-secret", &secret], "REELTIME_WEBHOOK_SECRET"),
+            (
+                vec!["--webhook-url", "ftp://h/x", "--webhook-secret", &secret],
+                "REELTIME_WEBHOOK_URL",
+            ),
+            (
+                vec!["--webhook-url", "http://h/x", "--webhook-secret", "hunter2"],
+                "REELTIME_WEBHOOK_SECRET",
+            ),
+            (
+                vec!["--webhook-retry-scale", "0"],
+                "REELTIME_WEBHOOK_RETRY_SCALE",
+            ),
+            (
+                vec!["--clerk-webhook-signing-secret", "whsec_short"],
+                "CLERK_WEBHOOK_SIGNING_SECRET",
+            ),
+            (vec!["--webhook-url", " "], "REELTIME_WEBHOOK_URL"),
+        ] {
+            let err = Config::from_settings(settings(&args)).unwrap_err();
+            assert!(format!("{err:#}").contains(name), "{args:?}: {err:#}");
+            assert!(!format!("{err:#}").contains("hunter2"), "never the secret");
+        }
     }
 
     #[test]

@@ -64,6 +64,24 @@ impl ImportEvent {
     }
 }
 
+/// An order for every node rather than a change of one import: carried by
+/// the same buses to every node (not only those with the user's sockets).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Control {
+    /// A session was signed out, removed or revoked: close its sockets
+    /// (1008 `session revoked`) and refuse its tokens until `until_ms`
+    /// (unix milliseconds).
+    RevokeSession {
+        sid: String,
+        user_id: Option<String>,
+        until_ms: i64,
+    },
+    /// A user was deleted: close their sockets (1008 `user deleted`) and
+    /// refuse their tokens until `until_ms`.
+    UserDeleted { user_id: String, until_ms: i64 },
+}
+
 /// Where a bus hands the changes that reach this node: the gateway's hub.
 /// A trait so that the buses hold "something that takes events", not the
 /// hub, and the layer below never calls the layer above by name.
@@ -76,6 +94,9 @@ pub trait Deliver: Send + Sync + 'static {
     /// changes may have been missed (the Redis subscription was lost and
     /// came back); returns how many were asked, for the log.
     fn resync_all(&self) -> usize;
+
+    /// Carries out `control` on this node (every node gets each one).
+    fn control(&self, control: &Control);
 }
 
 /// Where a socket's starting state comes from: the store's snapshot of a

@@ -8,6 +8,7 @@
 pub mod app;
 pub mod auth;
 pub mod bus;
+pub mod clerk;
 pub mod config;
 pub mod events;
 pub mod gateway;
@@ -20,3 +21,4 @@ pub mod net;
 pub mod private_file;
 pub mod store;
 pub mod users;
+pub mod webhooks;

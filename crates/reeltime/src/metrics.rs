@@ -21,6 +21,14 @@ pub struct Metrics {
     /// their ratio is how much the group commit batches.
     pub import_changes_stored: AtomicU64,
     pub import_writes: AtomicU64,
+    /// Webhook deliveries answered 2xx.
+    pub webhooks_delivered: AtomicU64,
+    /// Webhook attempts that failed (each retry counts).
+    pub webhook_attempts_failed: AtomicU64,
+    /// Webhook deliveries given up (410, or the retry schedule used up).
+    pub webhooks_failed: AtomicU64,
+    /// Clerk webhooks by outcome (handled, duplicate, ignored, refused).
+    clerk_webhooks: Mutex<BTreeMap<&'static str, u64>>,
     auth_failures: Mutex<BTreeMap<&'static str, u64>>,
     connection_refusals: Mutex<BTreeMap<&'static str, u64>>,
 }
@@ -34,6 +42,48 @@ impl Metrics {
     /// Counts one socket closed 1013 at its upgrade, by the cap it hit.
     pub fn connection_refused(&self, reason: &'static str) {
         count(&self.connection_refusals, reason);
+    }
+
+    /// Counts one Clerk webhook by what became of it.
+    pub fn clerk_webhook(&self, outcome: &'static str) {
+        count(&self.clerk_webhooks, outcome);
+    }
+
+    /// The webhook lines: this node's deliveries and failures, and the age
+    /// of the oldest pending event in the whole outbox (`None`: none).
+    pub fn render_webhooks(&self, out: &mut String, oldest_pending_secs: Option<f64>) {
+        let mut counter = |name: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        };
+        counter(
+            "reeltime_webhook_deliveries_total",
+            "Webhook deliveries answered 2xx by this node.",
+            self.webhooks_delivered.load(Ordering::Relaxed),
+        );
+        counter(
+            "reeltime_webhook_attempt_failures_total",
+            "Webhook attempts that failed on this node (retried or not).",
+            self.webhook_attempts_failed.load(Ordering::Relaxed),
+        );
+        counter(
+            "reeltime_webhook_failures_total",
+            "Webhook deliveries given up by this node (410 or retries used up).",
+            self.webhooks_failed.load(Ordering::Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP reeltime_webhook_oldest_pending_seconds Age of the oldest webhook event not yet delivered (0: none).\n# TYPE reeltime_webhook_oldest_pending_seconds gauge\nreeltime_webhook_oldest_pending_seconds {:.3}",
+            oldest_pending_secs.unwrap_or(0.0)
+        );
+        render_by_reason(
+            out,
+            "reeltime_clerk_webhooks_total",
+            "Clerk webhooks received, by outcome.",
+            &self.clerk_webhooks,
+        );
     }
 
     /// Renders everything, with the import counts the store reported.

@@ -8,9 +8,11 @@ pub mod content;
 pub mod issuer;
 pub mod server;
 pub mod services;
+pub mod webhooks;
 
 pub use client::{Api, Event, WAIT, WsClient};
 pub use content::{ContentServer, Fetch, mp4_like};
 pub use issuer::{SigningKey, TestIssuer, now};
 pub use server::ServerProcess;
 pub use services::{Nginx, Postgres, RedisServer};
+pub use webhooks::{Answer, Received, SvixSigner, WebhookReceiver};

@@ -9,11 +9,13 @@
 mod dev_issuer;
 mod jwks;
 mod keys;
+pub mod revocations;
 pub mod server_keys;
 mod verifier;
 
 pub use dev_issuer::{DevIssuer, MAX_TTL_SECS as DEV_MAX_TTL_SECS};
 pub use jwks::JwksCache;
 pub use keys::{KeySet, VerifyKey};
+pub use revocations::Revocations;
 pub use server_keys::{SECRET_PREFIX, ServerKeyError, ServerKeys};
 pub use verifier::{AuthError, Claims, KeyProvider, Verifier};

@@ -10,6 +10,7 @@ use jsonwebtoken::{Algorithm, Validation};
 use reeltime_protocol::Close;
 use serde::Deserialize;
 
+use super::revocations::{Revocations, session_subject, user_subject};
 use super::{JwksCache, KeySet, VerifyKey};
 
 /// Tokens longer than this are rejected before any parsing; Clerk's are
@@ -33,6 +34,10 @@ pub enum AuthError {
     MissingClaim,
     PartyNotAllowed,
     KeysUnavailable,
+    /// The token verifies, but its session was signed out or revoked.
+    SessionRevoked,
+    /// The token verifies, but its user was deleted.
+    UserDeleted,
 }
 
 impl AuthError {
@@ -50,6 +55,8 @@ impl AuthError {
             AuthError::MissingClaim => Close::AUTH_MISSING_CLAIM,
             AuthError::PartyNotAllowed => Close::AUTH_PARTY_NOT_ALLOWED,
             AuthError::KeysUnavailable => Close::AUTH_KEYS_UNAVAILABLE,
+            AuthError::SessionRevoked => Close::SESSION_REVOKED,
+            AuthError::UserDeleted => Close::USER_DELETED,
         }
     }
 
@@ -75,6 +82,10 @@ pub struct Claims {
     pub azp: Option<String>,
     #[serde(default)]
     pub email: Option<String>,
+    /// The session the token belongs to (Clerk's `sid`): what a sign-out
+    /// on another device revokes.
+    #[serde(default)]
+    pub sid: Option<String>,
 }
 
 /// Where the verifier gets keys: fixed (PEM key, development issuer) or a
@@ -100,6 +111,8 @@ pub struct Verifier {
     issuer: String,
     leeway: Duration,
     authorized_parties: HashSet<String>,
+    /// Sessions and users refused although their tokens verify.
+    revocations: Arc<Revocations>,
 }
 
 #[derive(Deserialize)]
@@ -121,7 +134,15 @@ impl Verifier {
             issuer,
             leeway,
             authorized_parties: authorized_parties.iter().cloned().collect(),
+            revocations: Arc::default(),
         }
+    }
+
+    /// Refuses the tokens of what `revocations` lists (Clerk webhooks fill
+    /// it); shared with whoever updates it.
+    pub fn with_revocations(mut self, revocations: Arc<Revocations>) -> Verifier {
+        self.revocations = revocations;
+        self
     }
 
     /// The issuer tokens must name in `iss`.
@@ -178,7 +199,29 @@ impl Verifier {
                 return Err(AuthError::PartyNotAllowed);
             }
         }
+        self.still_allowed(&claims)?;
         Ok(claims)
+    }
+
+    /// Whether verified `claims` are still let in: their user was not
+    /// deleted, their session not revoked. [`Verifier::verify`] checks it;
+    /// the gateway checks again once a socket is registered, so a
+    /// revocation that arrived in between still reaches it.
+    pub fn still_allowed(&self, claims: &Claims) -> Result<(), AuthError> {
+        if self.revocations.is_empty() {
+            return Ok(());
+        }
+        if self.revocations.is_revoked(&user_subject(&claims.sub)) {
+            return Err(AuthError::UserDeleted);
+        }
+        if claims
+            .sid
+            .as_deref()
+            .is_some_and(|sid| self.revocations.is_revoked(&session_subject(sid)))
+        {
+            return Err(AuthError::SessionRevoked);
+        }
+        Ok(())
     }
 }
 

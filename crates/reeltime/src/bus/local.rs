@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{Bus, BusError};
-use crate::events::{Deliver, ImportEvent};
+use crate::events::{Control, Deliver, ImportEvent};
 
 /// Hands every change straight to this node's sockets.
 pub struct LocalBus {
@@ -22,6 +22,11 @@ impl LocalBus {
 impl Bus for LocalBus {
     async fn publish(&self, event: Arc<ImportEvent>) -> Result<(), BusError> {
         self.local.deliver(&event);
+        Ok(())
+    }
+
+    async fn broadcast(&self, control: Control) -> Result<(), BusError> {
+        self.local.control(&control);
         Ok(())
     }
 }

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 pub use self::redis::RedisBus;
 pub use local::LocalBus;
 
-use crate::events::ImportEvent;
+use crate::events::{Control, ImportEvent};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
@@ -28,4 +28,8 @@ pub enum BusError {
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
     async fn publish(&self, event: Arc<ImportEvent>) -> Result<(), BusError>;
+
+    /// Hands `control` to every node's [`Deliver`](crate::events::Deliver),
+    /// this one's first (at once, whatever the bus's state).
+    async fn broadcast(&self, control: Control) -> Result<(), BusError>;
 }

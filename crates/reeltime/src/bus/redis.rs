@@ -54,7 +54,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{Bus, BusError};
-use crate::events::{Deliver, ImportEvent};
+use crate::events::{Control, Deliver, ImportEvent};
 
 /// Number of channels. Every node subscribes to all of them, so the count
 /// only spreads the channels (over a Redis Cluster's shards, for one); all
@@ -63,6 +63,10 @@ pub const SHARDS: u32 = 16;
 
 /// Channel names are this plus the shard number.
 pub const CHANNEL_PREFIX: &str = "reeltime:imports:";
+
+/// The channel of [`Control`] orders (every node, every order), beside the
+/// import shards; a message is `{"node":..,"control":{..}}`.
+pub const CONTROL_CHANNEL: &str = "reeltime:control";
 
 /// Connecting, subscribing and one PUBLISH each give up after this.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
@@ -105,6 +109,13 @@ pub fn all_channels() -> Vec<String> {
     (0..SHARDS)
         .map(|shard| format!("{CHANNEL_PREFIX}{shard}"))
         .collect()
+}
+
+/// One message of [`CONTROL_CHANNEL`].
+#[derive(Serialize, Deserialize)]
+struct ControlFrame {
+    node: String,
+    control: Control,
 }
 
 #[derive(Serialize)]
@@ -325,7 +336,8 @@ impl RedisBus {
 
     /// Keeps this node subscribed to every channel for as long as it runs.
     async fn subscribe_loop(self: Arc<Self>, client: ::redis::Client, shutdown: CancellationToken) {
-        let channels = all_channels();
+        let mut channels = all_channels();
+        channels.push(CONTROL_CHANNEL.to_string());
         let mut backoff = BACKOFF_MIN;
         let mut failures: u32 = 0;
         loop {
@@ -380,6 +392,9 @@ impl RedisBus {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     message = stream.next() => match message {
+                        Some(message) if message.get_channel_name() == CONTROL_CHANNEL => {
+                            self.receive_control(message.get_payload_bytes())
+                        }
                         Some(message) => self.receive(message.get_payload_bytes()),
                         None => break "connection closed",
                     },
@@ -407,6 +422,16 @@ impl RedisBus {
             _ = tokio::time::sleep(backoff) => {}
         }
         (backoff * 2).min(BACKOFF_MAX)
+    }
+
+    fn receive_control(&self, frame: &[u8]) {
+        match serde_json::from_slice::<ControlFrame>(frame) {
+            Ok(frame) if frame.node == self.node => {} // carried out when sent
+            Ok(frame) => self.local.control(&frame.control),
+            Err(err) => {
+                tracing::warn!(error = %err, "redis bus: ignoring a malformed control message")
+            }
+        }
     }
 
     fn receive(&self, frame: &[u8]) {
@@ -449,6 +474,28 @@ impl Bus for RedisBus {
             self.retry.notify_one();
         }
         Ok(())
+    }
+
+    /// Carries out `control` here, then publishes it for the others. A
+    /// failed publish is an error for the caller: a node that misses a
+    /// revocation still refuses its tokens after its next reload from the
+    /// store, but its open sockets stay until then.
+    async fn broadcast(&self, control: Control) -> Result<(), BusError> {
+        self.local.control(&control);
+        let frame = serde_json::to_vec(&ControlFrame {
+            node: self.node.clone(),
+            control,
+        })
+        .map_err(|err| BusError::Unavailable(err.to_string()))?;
+        let mut connection = self.publisher.clone();
+        let mut command = ::redis::cmd("PUBLISH");
+        command.arg(CONTROL_CHANNEL).arg(frame);
+        let publish = command.query_async::<i64>(&mut connection);
+        match tokio::time::timeout(COMMAND_TIMEOUT, publish).await {
+            Ok(Ok(_receivers)) => Ok(()),
+            Ok(Err(err)) => Err(BusError::Unavailable(err.to_string())),
+            Err(_) => Err(BusError::Unavailable("timed out".into())),
+        }
     }
 }
 

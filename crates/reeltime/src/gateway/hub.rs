@@ -17,8 +17,12 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use tokio::sync::OnceCell;
 
+use reeltime_protocol::Close;
+
 use super::Outbox;
-use crate::events::{Deliver, ImportEvent};
+use crate::auth::Revocations;
+use crate::auth::revocations::{session_subject, user_subject};
+use crate::events::{Control, Deliver, ImportEvent};
 use crate::store::Snapshot;
 
 /// Shards keep concurrent connects and deliveries of different users from
@@ -66,6 +70,8 @@ pub struct Hub {
     next_id: AtomicU64,
     max_per_user: usize,
     max_total: Option<usize>,
+    /// Updated by [`Control`] orders, read by the verifier.
+    revocations: Arc<Revocations>,
 }
 
 /// Why a connection could not be registered.
@@ -113,13 +119,62 @@ impl Drop for Registration {
 
 impl Hub {
     pub fn new(max_per_user: usize, max_total: Option<usize>) -> Arc<Hub> {
+        Hub::with_revocations(max_per_user, max_total, Arc::default())
+    }
+
+    /// A hub that records the revocations the bus brings in `revocations`
+    /// (the verifier's), besides closing the sockets they concern.
+    pub fn with_revocations(
+        max_per_user: usize,
+        max_total: Option<usize>,
+        revocations: Arc<Revocations>,
+    ) -> Arc<Hub> {
         Arc::new(Hub {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             total: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             max_per_user,
             max_total,
+            revocations,
         })
+    }
+
+    /// Asks every connection of `user_id` on this node that `chosen` picks
+    /// to close with `close`; returns how many.
+    fn close_where(&self, user_id: &str, close: Close, chosen: impl Fn(&Outbox) -> bool) -> usize {
+        let shard = self.shard(user_id);
+        let Some(entry) = shard.get(user_id) else {
+            return 0;
+        };
+        let mut closed = 0;
+        for (_, outbox) in &entry.connections {
+            if chosen(outbox) {
+                outbox.close(close);
+                closed += 1;
+            }
+        }
+        closed
+    }
+
+    /// [`Hub::close_where`] over every user (a session whose user is not
+    /// known).
+    fn close_session_anywhere(&self, sid: &str) -> usize {
+        let mut closed = 0;
+        for shard in &self.shards {
+            let shard = match shard.lock() {
+                Ok(guard) => guard,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            for entry in shard.values() {
+                for (_, outbox) in &entry.connections {
+                    if outbox.is_session(sid) {
+                        outbox.close(Close::SESSION_REVOKED);
+                        closed += 1;
+                    }
+                }
+            }
+        }
+        closed
     }
 
     fn shard(&self, user_id: &str) -> MutexGuard<'_, Shard> {
@@ -244,6 +299,38 @@ impl Deliver for Hub {
         }
         asked
     }
+
+    /// Records the revocation for the verifier and closes the sockets it
+    /// concerns on this node.
+    fn control(&self, control: &Control) {
+        match control {
+            Control::RevokeSession {
+                sid,
+                user_id,
+                until_ms,
+            } => {
+                self.revocations
+                    .insert(session_subject(sid), from_millis(*until_ms));
+                let closed = match user_id {
+                    Some(user_id) => self.close_where(user_id, Close::SESSION_REVOKED, |outbox| {
+                        outbox.is_session(sid)
+                    }),
+                    None => self.close_session_anywhere(sid),
+                };
+                tracing::info!(closed, "session revoked; its sockets on this node closed");
+            }
+            Control::UserDeleted { user_id, until_ms } => {
+                self.revocations
+                    .insert(user_subject(user_id), from_millis(*until_ms));
+                let closed = self.close_where(user_id, Close::USER_DELETED, |_| true);
+                tracing::info!(closed, "user deleted; their sockets on this node closed");
+            }
+        }
+    }
+}
+
+fn from_millis(ms: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use reeltime_protocol::Close;
 use tokio::sync::Notify;
 
 use crate::events::ImportEvent;
@@ -23,11 +24,57 @@ pub struct Outbox {
     /// back): the session re-reads and sends the snapshot before anything
     /// else queued.
     resync: AtomicBool,
+    /// The session (`sid`) of the token in force, if it names one: what a
+    /// revocation closes.
+    session: Mutex<Option<String>>,
+    /// Set when the socket must close (its session was revoked, its user
+    /// deleted): the session sends this close frame at its next turn.
+    closing: Mutex<Option<Close>>,
 }
 
 impl Outbox {
     pub fn new() -> Arc<Outbox> {
         Arc::new(Outbox::default())
+    }
+
+    /// The queue of a socket authenticated with a token of session `sid`.
+    pub fn for_session(sid: Option<String>) -> Arc<Outbox> {
+        Arc::new(Outbox {
+            session: Mutex::new(sid),
+            ..Outbox::default()
+        })
+    }
+
+    /// Records the session of a refreshed token.
+    pub fn set_session(&self, sid: Option<String>) {
+        if let Ok(mut session) = self.session.lock() {
+            *session = sid;
+        }
+    }
+
+    /// Whether the token in force belongs to session `sid`.
+    pub fn is_session(&self, sid: &str) -> bool {
+        self.session
+            .lock()
+            .map(|session| session.as_deref() == Some(sid))
+            .unwrap_or(false)
+    }
+
+    /// Asks the session to close the socket with `close` at its next turn
+    /// (before anything queued).
+    pub fn close(&self, close: Close) {
+        if let Ok(mut closing) = self.closing.lock() {
+            closing.get_or_insert(close);
+        }
+        self.ready.notify_one();
+    }
+
+    /// The close asked for, if any.
+    pub fn take_close(&self) -> Option<Close> {
+        self.closing
+            .lock()
+            .ok()
+            .and_then(|mut closing| closing.take())
     }
 
     /// Queues a change. A final state is never dropped: it is the newest

@@ -122,7 +122,7 @@ async fn serve(
         return End::Close(Close::SERVER_ERROR);
     }
     let user_id = claims.sub.clone();
-    let outbox = Outbox::new();
+    let outbox = Outbox::for_session(claims.sid.clone());
     // Register before reading the snapshot: a change made in between is then
     // queued, and the version filter below drops it if the snapshot had it.
     let registration = match gateway
@@ -135,6 +135,11 @@ async fn serve(
             return End::Close(Close::TOO_MANY_CONNECTIONS);
         }
     };
+    // A revocation handled between the verification and the registration
+    // found no socket to close: look again now that this one is findable.
+    if let Err(err) = gateway.verifier.still_allowed(&claims) {
+        return reject(gateway, err);
+    }
     gateway
         .metrics
         .open_connections
@@ -147,6 +152,7 @@ async fn serve(
     let mut session = Session {
         socket,
         gateway,
+        outbox: Arc::clone(&outbox),
         user_id,
         expires_at: claims.exp,
         sent_versions: HashMap::new(),
@@ -165,6 +171,8 @@ async fn serve(
 struct Session<'a> {
     socket: &'a mut WebSocket,
     gateway: &'a Arc<Gateway>,
+    /// This connection's queue, also where its token's session is noted.
+    outbox: Arc<Outbox>,
     user_id: String,
     /// `exp` of the token in force.
     expires_at: i64,
@@ -288,6 +296,9 @@ impl Session<'_> {
     /// Writes everything queued for this socket in as few writes as the
     /// write buffer allows (one, for a usual batch), not one per message.
     async fn flush(&mut self, outbox: &Outbox) -> Result<(), End> {
+        if let Some(close) = outbox.take_close() {
+            return Err(End::Close(close));
+        }
         let mut messages = Vec::new();
         if outbox.take_resync() {
             messages.push(self.snapshot_message().await?);
@@ -329,6 +340,7 @@ impl Session<'_> {
         match self.gateway.verifier.verify(token).await {
             Ok(claims) if claims.sub == self.user_id => {
                 self.expires_at = claims.exp;
+                self.outbox.set_session(claims.sid);
                 self.send_message(&ServerMessage::AuthOk {
                     expires_at: claims.exp,
                 })

@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::gateway::{Admission, Hub};
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{HookStore, Store};
 
 /// What the health endpoints read: the store they probe and the counters
 /// they show, nothing that could change the node.
@@ -28,6 +28,8 @@ pub struct Health {
     /// What confines each ffmpeg (`"landlock"` or `"unavailable"`); `None`
     /// when media processing is off.
     pub media_sandbox: Option<&'static str>,
+    /// The webhook outbox, for the age of its oldest pending event.
+    pub hooks: Arc<dyn HookStore>,
 }
 
 /// `GET /healthz`: the process is up and answering.
@@ -60,9 +62,14 @@ pub async fn ready(State(health): State<Health>) -> Response {
 /// `GET /metrics`: the node's counters in Prometheus text format.
 pub async fn metrics(State(health): State<Health>) -> Response {
     let counts = health.store.count_by_status().await.unwrap_or_default();
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        health.metrics.render(&counts),
-    )
-        .into_response()
+    let mut text = health.metrics.render(&counts);
+    let oldest = health.hooks.oldest_pending().await.ok().flatten();
+    let age = oldest.map(|at| {
+        (chrono::Utc::now() - at)
+            .to_std()
+            .unwrap_or_default()
+            .as_secs_f64()
+    });
+    health.metrics.render_webhooks(&mut text, age);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

@@ -7,6 +7,7 @@
 //! them for the router, through axum's [`FromRef`].
 
 mod auth;
+mod clerk;
 mod cors;
 mod dev;
 mod error;
@@ -21,6 +22,7 @@ mod server_api;
 mod server_auth;
 mod uploads;
 mod web;
+mod webhook_deliveries;
 
 use std::sync::Arc;
 
@@ -39,8 +41,10 @@ pub use log::redact_target;
 pub use media::{MediaState, OwnerLookup, serve_file};
 pub use server_auth::{ServerApi, ServerCaller};
 pub use web::PageConfig;
+pub use webhook_deliveries::WebhookDeliveries;
 
 use crate::auth::DevIssuer;
+use crate::clerk::ClerkWebhooks;
 use crate::gateway::Gateway;
 use crate::imports::ImportService;
 use crate::imports::uploads::Uploads;
@@ -71,6 +75,16 @@ pub struct AppState {
     /// The development issuer: present only when no key source is
     /// configured, and then `/dev/*` and `/samples/*` exist.
     pub dev: Option<Arc<DevIssuer>>,
+    /// `/api/clerk/webhook`, present only with CLERK_WEBHOOK_SIGNING_SECRET.
+    pub clerk: Option<Arc<ClerkWebhooks>>,
+    /// `/api/server/webhooks/deliveries...`.
+    pub deliveries: WebhookDeliveries,
+}
+
+impl FromRef<AppState> for WebhookDeliveries {
+    fn from_ref(state: &AppState) -> WebhookDeliveries {
+        state.deliveries.clone()
+    }
 }
 
 impl FromRef<AppState> for Arc<Gateway> {
@@ -176,6 +190,13 @@ pub fn router(state: AppState, admin: Admin) -> Router {
             .route(samples::ROUTE, get(samples::samples_handler));
     }
     let cors = Cors::clone(&state.cors);
+    if let Some(clerk) = &state.clerk {
+        router = router.merge(
+            Router::new()
+                .route("/api/clerk/webhook", post(clerk::clerk_webhook))
+                .with_state(Arc::clone(clerk)),
+        );
+    }
     router
         .merge(web::routes())
         .fallback(not_found)
@@ -206,6 +227,14 @@ fn server_routes(state: &AppState) -> Router<AppState> {
             post(server_api::complete),
         )
         .route("/api/server/imports/{id}/fail", post(server_api::fail))
+        .route(
+            "/api/server/webhooks/deliveries",
+            get(webhook_deliveries::list),
+        )
+        .route(
+            "/api/server/webhooks/deliveries/{id}/retry",
+            post(webhook_deliveries::retry),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.server.clone(),
             idempotency::idempotent,

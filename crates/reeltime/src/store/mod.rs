@@ -19,10 +19,15 @@
 //! waiting).
 
 mod group_commit;
+pub mod hooks;
+#[cfg(test)]
+mod hooks_tests;
 mod postgres;
+mod postgres_hooks;
 mod rows;
 pub mod server_api;
 mod sqlite;
+mod sqlite_hooks;
 #[cfg(test)]
 pub(crate) mod tests;
 mod uploads;
@@ -35,6 +40,7 @@ use async_trait::async_trait;
 use reeltime_protocol::{Import, RemovedImport, User};
 
 pub use group_commit::GroupCommit;
+pub use hooks::HookStore;
 pub use postgres::PostgresStore;
 pub use server_api::ServerApiStore;
 pub use sqlite::SqliteStore;
@@ -48,6 +54,34 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
         Ok(Arc::new(PostgresStore::open(url).await?))
     } else if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::open(url).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl)
+    }
+}
+
+/// The two faces of one opened database: the import store and the
+/// webhook tables beside it.
+pub struct Opened {
+    pub store: Arc<dyn Store>,
+    pub hooks: Arc<dyn HookStore>,
+}
+
+/// [`open`], also saying whether this node writes webhook events (only
+/// when a webhook URL is configured; see `migrations/*/0006_webhooks.sql`).
+pub async fn open_with(url: &str, webhooks: bool) -> Result<Opened, StoreError> {
+    if is_postgres_url(url) {
+        let store = Arc::new(PostgresStore::open_with(url, webhooks).await?);
+        Ok(Opened {
+            store: Arc::clone(&store) as Arc<dyn Store>,
+            hooks: store,
+        })
+    } else if url.starts_with("sqlite:") {
+        let store = Arc::new(SqliteStore::open(url).await?);
+        store.set_webhooks_enabled(webhooks).await?;
+        Ok(Opened {
+            store: Arc::clone(&store) as Arc<dyn Store>,
+            hooks: store,
+        })
     } else {
         Err(StoreError::UnsupportedUrl)
     }

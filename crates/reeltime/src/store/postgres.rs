@@ -39,6 +39,9 @@ const USER_CREATE_LOCKS: i32 = 0x7265_656c; // "reel"
 /// PostgreSQL behind the [`Store`] trait.
 pub struct PostgresStore {
     pub(super) pool: PgPool,
+    /// Whether this node's connections write webhook events (the
+    /// `reeltime.webhooks` setting the outbox triggers read).
+    pub(super) webhooks: bool,
 }
 
 impl PostgresStore {
@@ -46,14 +49,25 @@ impl PostgresStore {
     /// nodes starting at once is safe: sqlx serializes migrations with an
     /// advisory lock.
     pub async fn open(url: &str) -> Result<PostgresStore, StoreError> {
-        let options = PgConnectOptions::from_str(url)?.application_name("reeltime");
+        PostgresStore::open_with(url, false).await
+    }
+
+    /// [`PostgresStore::open`], with webhook events written by this node's
+    /// transactions when `webhooks` (REELTIME_WEBHOOK_URL is set): the
+    /// setting rides on every connection, so the outbox triggers of
+    /// `0006_webhooks.sql` see it in the transaction of each change.
+    pub async fn open_with(url: &str, webhooks: bool) -> Result<PostgresStore, StoreError> {
+        let mut options = PgConnectOptions::from_str(url)?.application_name("reeltime");
+        if webhooks {
+            options = options.options([("reeltime.webhooks", "on")]);
+        }
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(PostgresStore { pool })
+        Ok(PostgresStore { pool, webhooks })
     }
 }
 

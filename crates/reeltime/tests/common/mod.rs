@@ -138,6 +138,46 @@ pub async fn wait_until(condition: impl Fn() -> bool) {
     }
 }
 
+/// Several nodes over one PostgreSQL and one Redis (both fresh), dropped
+/// nodes first.
+pub struct SharedNodes {
+    pub nodes: Vec<reeltime_testkit::ServerProcess>,
+    pub redis: reeltime_testkit::RedisServer,
+    pub postgres: reeltime_testkit::Postgres,
+}
+
+/// Starts `count` nodes with `env` plus the shared database and Redis,
+/// one at a time, each subscribed to the bus before the next.
+pub async fn shared_nodes(count: usize, env: Vec<(String, String)>) -> SharedNodes {
+    let (postgres, redis) = tokio::join!(
+        reeltime_testkit::Postgres::start(),
+        reeltime_testkit::RedisServer::start()
+    );
+    let database = postgres.create_database("reeltime").await;
+    let mut all = env;
+    all.extend(pairs(&[
+        ("REELTIME_DATABASE_URL", &database),
+        ("REELTIME_REDIS_URL", &redis.url()),
+    ]));
+    let mut nodes = Vec::new();
+    for _ in 0..count {
+        let node = ServerProcess::start(binary(), &all).await;
+        assert!(
+            node.wait_for_log("redis bus: subscribed", reeltime_testkit::WAIT)
+                .await
+                .is_some(),
+            "node did not subscribe to Redis; log:\n{}",
+            node.log()
+        );
+        nodes.push(node);
+    }
+    SharedNodes {
+        nodes,
+        redis,
+        postgres,
+    }
+}
+
 /// [`wait_until`] for a condition that must be asked over the network.
 pub async fn wait_until_async<F, Fut>(condition: F)
 where

@@ -95,6 +95,8 @@ export const CLOSE_CODES = [
       { name: 'ORIGIN_NOT_ALLOWED', text: 'origin not allowed' },
       { name: 'USER_CHANGED', text: 'user changed' },
       { name: 'TOO_MANY_BAD_MESSAGES', text: 'too many bad messages' },
+      { name: 'SESSION_REVOKED', text: 'session revoked' },
+      { name: 'USER_DELETED', text: 'user deleted' },
     ],
   },
   {
