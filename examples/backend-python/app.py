@@ -7,10 +7,14 @@
   key), so the user's tabs show live progress;
 - reports the worker's progress, completion or failure to Reeltime, and
   stops a job when Reeltime answers 409 import_cancelled (the user
-  cancelled it in the browser).
+  cancelled it in the browser);
+- receives Reeltime's webhooks (POST /webhooks/reeltime), verified with the
+  `standardwebhooks` package, and records each render's events (a real app
+  would, e.g., email the user when its import completes).
 
 Settings (environment): REELTIME_URL, REELTIME_SERVER_KEY (rt_sk_...),
-CLERK_JWKS_URL, CLERK_ISSUER, RENDER_STEP_SECONDS (default 0.2).
+CLERK_JWKS_URL, CLERK_ISSUER, REELTIME_WEBHOOK_SECRET (whsec_..., the same
+value as the server's), RENDER_STEP_SECONDS (default 0.2).
 See README.md; docs/integration.md for the server API.
 """
 
@@ -20,14 +24,16 @@ import uuid
 
 import httpx
 import jwt
-from fastapi import Depends, FastAPI, Header, HTTPException
+from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
 from pydantic import BaseModel
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 REELTIME_URL = os.environ["REELTIME_URL"]
 SERVER_KEY = os.environ["REELTIME_SERVER_KEY"]
 CLERK_JWKS_URL = os.environ["CLERK_JWKS_URL"]
 CLERK_ISSUER = os.environ["CLERK_ISSUER"]
 STEP_SECONDS = float(os.environ.get("RENDER_STEP_SECONDS", "0.2"))
+WEBHOOK_SECRET = os.environ.get("REELTIME_WEBHOOK_SECRET")
 
 app = FastAPI(title="backend-python example")
 jwks = jwt.PyJWKClient(CLERK_JWKS_URL, cache_keys=True)
@@ -40,6 +46,11 @@ reeltime = httpx.AsyncClient(
 renders: dict[str, dict] = {}
 # Running worker tasks (kept referenced so they are not collected).
 workers: set[asyncio.Task] = set()
+# Webhook ids already handled: deliveries are at least once, so a retry
+# of an event the app has handled must not act twice.
+seen_webhooks: set[str] = set()
+# Reeltime's webhook events per render id, in the order received.
+render_events: dict[str, list[dict]] = {}
 
 
 def current_user(authorization: str = Header(default="")) -> str:
@@ -105,7 +116,30 @@ async def get_render(render_id: str, user_id: str = Depends(current_user)) -> di
     render = renders.get(render_id)
     if render is None or render["user_id"] != user_id:
         raise HTTPException(404, "no such render")
-    return {"render_id": render_id, **render}
+    return {"render_id": render_id, **render, "events": render_events.get(render_id, [])}
+
+
+@app.post("/webhooks/reeltime", status_code=204)
+async def reeltime_webhook(request: Request) -> Response:
+    """Reeltime's webhooks: verified on the raw body before anything is read."""
+    if WEBHOOK_SECRET is None:
+        raise HTTPException(404, "webhooks are not set up")
+    body = await request.body()
+    try:
+        event = Webhook(WEBHOOK_SECRET).verify(body, dict(request.headers))
+    except WebhookVerificationError as err:
+        raise HTTPException(400, f"bad webhook: {err}") from err
+    webhook_id = request.headers["webhook-id"]
+    if webhook_id in seen_webhooks:
+        return Response(status_code=204)
+    seen_webhooks.add(webhook_id)
+    data = event["data"]
+    render_id = (data.get("metadata") or {}).get("render_id")
+    if render_id is not None:
+        render_events.setdefault(render_id, []).append(
+            {"type": event["type"], "status": data.get("status"), "version": data.get("version")}
+        )
+    return Response(status_code=204)
 
 
 async def report(import_id: str, what: str, body: dict) -> httpx.Response:

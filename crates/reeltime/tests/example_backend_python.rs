@@ -3,8 +3,10 @@
 //! its own routes, creates external imports with a server key made by the
 //! real `reeltime keys create`, and reports their progress, which the
 //! user's tab sees live; a cancel in the browser stops its worker through
-//! the 409 of its next report. The virtualenv is made once under target/
-//! (python3 -m venv and pip from PyPI).
+//! the 409 of its next report; the server's webhooks reach its
+//! `/webhooks/reeltime`, verified there by the `standardwebhooks` PyPI
+//! package. The virtualenv is made once under target/ (python3 -m venv and
+//! pip from PyPI).
 
 mod common;
 
@@ -60,7 +62,16 @@ fn free_port() -> u16 {
 #[tokio::test]
 async fn the_python_backend_drives_external_imports_a_tab_watches() {
     let venv = tokio::task::spawn_blocking(venv).await.expect("venv");
-    let world = common::world(&[]).await;
+    let port = free_port();
+    let secret_key = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let webhook_url = format!("http://127.0.0.1:{port}/webhooks/reeltime");
+    // The example may come up after the first events: retries, shortened.
+    let world = common::world(&[
+        ("REELTIME_WEBHOOK_URL", &webhook_url),
+        ("REELTIME_WEBHOOK_SECRET", secret_key),
+        ("REELTIME_WEBHOOK_RETRY_SCALE", "0.001"),
+    ])
+    .await;
     let output = tokio::process::Command::new(binary())
         .env_remove("REELTIME_DATABASE_URL")
         .env("REELTIME_DATA_DIR", world.server.data_dir())
@@ -71,7 +82,6 @@ async fn the_python_backend_drives_external_imports_a_tab_watches() {
     assert!(output.status.success());
     let secret = String::from_utf8_lossy(&output.stdout).trim().to_string();
 
-    let port = free_port();
     let mut app = tokio::process::Command::new(venv.join("bin/uvicorn"))
         .args([
             "app:app",
@@ -94,6 +104,7 @@ async fn the_python_backend_drives_external_imports_a_tab_watches() {
                 .map(|(_, v)| v.clone())
                 .expect("issuer"),
         )
+        .env("REELTIME_WEBHOOK_SECRET", secret_key)
         .env("RENDER_STEP_SECONDS", "0.15")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -159,6 +170,56 @@ async fn the_python_backend_drives_external_imports_a_tab_watches() {
             .any(|s| s.stage.as_deref() == Some("rendering part 1 of 4")),
         "{states:?}"
     );
+
+    // The webhooks of its life reached the example, verified there, in
+    // order; a forged one is refused.
+    let render_url = format!("{base}/renders/{render_id}");
+    let deadline = std::time::Instant::now() + WAIT;
+    let events = loop {
+        let render: Value = http
+            .get(&render_url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("GET /renders/{id}")
+            .json()
+            .await
+            .expect("JSON");
+        let events = render["events"].as_array().cloned().unwrap_or_default();
+        if events.iter().any(|e| e["type"] == "import.completed") {
+            break events;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no import.completed webhook reached the example: {events:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let types: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(types.first(), Some(&"import.created"), "{events:?}");
+    assert_eq!(types.last(), Some(&"import.completed"), "{events:?}");
+    assert!(types.contains(&"import.status_changed"), "{events:?}");
+    let versions: Vec<u64> = events
+        .iter()
+        .filter_map(|e| e["version"].as_u64())
+        .collect();
+    assert!(versions.windows(2).all(|w| w[0] <= w[1]), "{events:?}");
+    let forged = http
+        .post(format!("{base}/webhooks/reeltime"))
+        .header("webhook-id", "msg_forged")
+        .header(
+            "webhook-timestamp",
+            chrono::Utc::now().timestamp().to_string(),
+        )
+        .header(
+            "webhook-signature",
+            "v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        )
+        .body(r#"{"type":"import.completed","timestamp":"x","data":{}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status().as_u16(), 400, "a forged webhook is refused");
 
     // Cancelled in the browser: the worker stops at its next report.
     let slow = start_render("Long cut", 200).await;
