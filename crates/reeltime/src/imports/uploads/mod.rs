@@ -361,7 +361,7 @@ impl Uploads {
                         message: "the upload was taken over by another request".into(),
                     });
                 }
-                self.report_at_end(owned, row.offset, row.length).await?;
+                self.report_at_end(owned, row.offset, row.length);
                 Ok(UploadStatus {
                     id: row.id,
                     offset: row.offset,
@@ -474,20 +474,13 @@ impl Uploads {
         Ok(written)
     }
 
-    /// The last progress of a PATCH: now if the last commit is old enough,
-    /// else when it is (a client sending tiny PATCHes still makes at most
-    /// 10 changes a second, and the bar still ends where the bytes are).
-    async fn report_at_end(
-        &self,
-        owned: OwnedImport,
-        done: u64,
-        length: u64,
-    ) -> Result<(), UploadError> {
+    /// The last progress of a PATCH, committed beside the answer (which
+    /// does not wait for it: the offset the client needs is saved already):
+    /// now if the last commit is old enough, else when it is, so a client
+    /// sending tiny PATCHes still makes at most 10 changes a second and the
+    /// bar still ends where the bytes are.
+    fn report_at_end(&self, owned: OwnedImport, done: u64, length: u64) {
         let at = self.next_progress_at(&owned.import.id);
-        if at <= Instant::now() {
-            self.report(owned, done, length).await?;
-            return Ok(());
-        }
         let imports = Arc::clone(&self.imports);
         let last = Arc::clone(&self.last_progress);
         let share = self.settings.progress_share;
@@ -505,7 +498,6 @@ impl Uploads {
             }
             mark(&last, &id);
         });
-        Ok(())
     }
 
     /// When the next progress of upload `id` may be committed.
@@ -740,16 +732,26 @@ impl Patch<'_> {
         let mut next_renew = Instant::now() + RENEW_EVERY;
         let last_needed = self.length.min(sniff::SNIFF_BYTES as u64) as usize;
         let mut reported = 0u64;
-        let mut next_progress = uploads.next_progress_at(&id);
+        // One timer, reset after each commit (not one per socket read).
+        let timer = tokio::time::sleep_until(uploads.next_progress_at(&id));
+        tokio::pin!(timer);
         loop {
             let pending = writer.stored() > reported;
+            let busy = writer.busy();
             let chunk = tokio::select! {
                 chunk = body.next() => chunk,
+                // A write finishing while the body pauses counts at once.
+                settled = writer.settle(), if busy => {
+                    if let Err(err) = settled {
+                        return Err(self.storage_failed(&err));
+                    }
+                    continue;
+                }
                 // Stored bytes reach the tabs even while the body pauses.
-                _ = tokio::time::sleep_until(next_progress), if pending => {
+                _ = &mut timer, if pending => {
                     reported = writer.stored();
                     self.progress(reported).await?;
-                    next_progress = Instant::now() + PROGRESS_EVERY;
+                    timer.as_mut().reset(Instant::now() + PROGRESS_EVERY);
                     continue;
                 }
             };
@@ -789,10 +791,10 @@ impl Patch<'_> {
             if let Err(err) = writer.write(chunk).await {
                 return Err(self.storage_failed(&err));
             }
-            if writer.stored() > reported && Instant::now() >= next_progress {
+            if writer.stored() > reported && timer.deadline() <= Instant::now() {
                 reported = writer.stored();
                 self.progress(reported).await?;
-                next_progress = Instant::now() + PROGRESS_EVERY;
+                timer.as_mut().reset(Instant::now() + PROGRESS_EVERY);
             }
             if Instant::now() >= next_renew {
                 next_renew = Instant::now() + RENEW_EVERY;
