@@ -300,43 +300,44 @@ impl Uploads {
         E: std::fmt::Display,
     {
         let owned = self.owned_upload(user_id, id).await?;
-        let Some(mut row) = self.imports.store.get_upload(id).await? else {
+        // A first look for precise answers; the row as held is what counts.
+        let Some(seen) = self.imports.store.get_upload(id).await? else {
             let length = owned.import.bytes_total.unwrap_or(0);
             return Err(UploadError::Conflict {
                 offset: length,
                 message: "every byte of this upload is already stored".into(),
             });
         };
-        if offset != row.offset {
+        if offset != seen.offset {
             return Err(UploadError::Conflict {
-                offset: row.offset,
+                offset: seen.offset,
                 message: format!(
                     "Upload-Offset is {offset} but the server has {} bytes",
-                    row.offset
+                    seen.offset
                 ),
             });
         }
         if let Some(len) = declared_len
-            && offset.saturating_add(len) > row.length
+            && offset.saturating_add(len) > seen.length
         {
             return Err(UploadError::TooLarge(format!(
                 "{len} bytes at offset {offset} go past Upload-Length {}",
-                row.length
+                seen.length
             )));
         }
         let holder = uuid::Uuid::new_v4().simple().to_string();
-        if !self
+        let held = self
             .imports
             .store
             .hold_upload(id, Some(offset), &holder, HOLD)
-            .await?
-        {
+            .await?;
+        let Some(mut row) = held else {
             let now_at = self.imports.store.get_upload(id).await?.map(|r| r.offset);
             return Err(UploadError::Conflict {
                 offset: now_at.unwrap_or(offset),
                 message: "another request is writing this upload, or its offset moved; ask HEAD for the offset".into(),
             });
-        }
+        };
         let mut state = UploadState::parse(&row);
         let mut patch = Patch {
             uploads: self,
@@ -573,12 +574,8 @@ impl Uploads {
             .hold_upload(id, None, &holder, HOLD)
             .await
         {
-            Ok(true) => {
-                if let Ok(Some(row)) = self.imports.store.get_upload(id).await {
-                    self.sweep_row(row, &holder).await;
-                }
-            }
-            Ok(false) => {} // a PATCH holds it: it sees the cancel and cleans up
+            Ok(Some(row)) => self.sweep_row(row, &holder).await,
+            Ok(None) => {} // a PATCH holds it: it sees the cancel and cleans up
             Err(err) => tracing::warn!(import_id = id, error = %err, "could not sweep an upload"),
         }
     }
