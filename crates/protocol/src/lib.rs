@@ -122,7 +122,11 @@ pub struct Import {
     pub stage: Option<String>,
     /// 0.0 to 1.0 over the whole import, `None` while unknown.
     pub progress: Option<f64>,
+    /// Bytes downloaded; for an upload, bytes the server has received and
+    /// stored (not what the browser has sent), so every tab shows where a
+    /// resumed upload really continues from.
     pub bytes_done: u64,
+    /// The download's size when known; an upload's `Upload-Length`.
     pub bytes_total: Option<u64>,
     /// Strictly increasing per import; clients drop anything not newer.
     pub version: u64,

@@ -841,3 +841,28 @@ async fn two_nodes_on_postgres_and_s3_take_alternate_patches() {
     assert!(kept == video, "the joined file differs from the one sent");
     drop(s3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_failure_fails_only_that_upload() {
+    let w = world(&[]).await;
+    let client = tus(&w, "alice");
+    let (mut tab, _) = w.socket("alice").await;
+    let video = video_of(100_000);
+    let broken = client.create_ok(video.len() as u64, "a.mp4").await;
+    let fine = client.create_ok(video.len() as u64, "b.mp4").await;
+    // A file where the upload's directory must go: the disk refuses it.
+    std::fs::create_dir_all(w.server.data_dir().join("imports")).unwrap();
+    std::fs::write(w.server.import_dir(&broken), b"in the way").unwrap();
+    let response = client.patch(&broken, 0, video.clone()).await;
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "storage_error");
+    let failed = wait_for(&mut tab, &broken, |i| i.status.is_final()).await;
+    assert_eq!(failed.status, ImportStatus::Failed);
+    assert_eq!(failed.error.as_ref().unwrap().code, "storage_error");
+    // The other upload goes on untouched.
+    let response = client.patch(&fine, 0, video.clone()).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let done = wait_for(&mut tab, &fine, |i| i.status.is_final()).await;
+    assert_eq!(done.status, ImportStatus::Completed, "{:?}", done.error);
+}

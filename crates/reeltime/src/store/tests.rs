@@ -649,12 +649,21 @@ async fn uploads_hold_their_offset(store: &dyn Store) {
 
     let hold = Duration::from_secs(60);
     assert!(
-        !store.hold_upload("u1", Some(5), "a", hold).await.unwrap(),
+        store
+            .hold_upload("u1", Some(5), "a", hold)
+            .await
+            .unwrap()
+            .is_none(),
         "wrong offset"
     );
-    assert!(store.hold_upload("u1", Some(0), "a", hold).await.unwrap());
+    let held = store.hold_upload("u1", Some(0), "a", hold).await.unwrap();
+    assert_eq!(held.map(|row| (row.offset, row.length)), Some((0, 100)));
     assert!(
-        !store.hold_upload("u1", Some(0), "b", hold).await.unwrap(),
+        store
+            .hold_upload("u1", Some(0), "b", hold)
+            .await
+            .unwrap()
+            .is_none(),
         "held by a"
     );
     let mut saved = store.get_upload("u1").await.unwrap().unwrap();
@@ -671,11 +680,19 @@ async fn uploads_hold_their_offset(store: &dyn Store) {
         (40, r#"{"sniffed":true}"#)
     );
     assert!(
-        !store.hold_upload("u1", Some(0), "b", hold).await.unwrap(),
+        store
+            .hold_upload("u1", Some(0), "b", hold)
+            .await
+            .unwrap()
+            .is_none(),
         "the offset moved"
     );
     assert!(
-        store.hold_upload("u1", Some(40), "b", hold).await.unwrap(),
+        store
+            .hold_upload("u1", Some(40), "b", hold)
+            .await
+            .unwrap()
+            .is_some(),
         "a let go"
     );
 

@@ -67,14 +67,15 @@ pub trait UploadStore: Send + Sync {
 
     /// Holds the upload for `holder` for `hold`, if its offset is still
     /// `offset` (`None`: any) and nobody else holds it (or their hold ran
-    /// out). Returns whether it is now `holder`'s.
+    /// out). Returns the row as held (what the holder works from), or
+    /// `None` when it is not `holder`'s.
     async fn hold_upload(
         &self,
         id: &str,
         offset: Option<u64>,
         holder: &str,
         hold: Duration,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<Option<UploadRow>, StoreError>;
 
     /// Saves the offset, state and expiry if `holder` still holds the
     /// upload; extends the hold by `hold`, or lets go when `None`.
@@ -205,22 +206,23 @@ impl UploadStore for SqliteStore {
         offset: Option<u64>,
         holder: &str,
         hold: Duration,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<UploadRow>, StoreError> {
         let now = millis(Utc::now());
         let _writing = self.writes.lock().await;
-        let done = sqlx::query(
+        let row = sqlx::query(&format!(
             "UPDATE uploads SET holder = ?1, holder_until = ?2
              WHERE id = ?3 AND (?4 IS NULL OR upload_offset = ?4)
-               AND (holder IS NULL OR holder = ?1 OR holder_until < ?5)",
-        )
+               AND (holder IS NULL OR holder = ?1 OR holder_until < ?5)
+             RETURNING {UPLOAD_COLUMNS}"
+        ))
         .bind(holder)
         .bind(now + hold_millis(hold))
         .bind(id)
         .bind(offset.map(param))
         .bind(now)
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
-        Ok(done.rows_affected() == 1)
+        row.as_ref().map(decode_sqlite).transpose()
     }
 
     async fn save_upload(
@@ -352,19 +354,20 @@ impl UploadStore for PostgresStore {
         offset: Option<u64>,
         holder: &str,
         hold: Duration,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+    ) -> Result<Option<UploadRow>, StoreError> {
+        let row = sqlx::query(&format!(
             "UPDATE uploads SET holder = $1, holder_until = now() + make_interval(secs => $2)
              WHERE id = $3 AND ($4::bigint IS NULL OR upload_offset = $4)
-               AND (holder IS NULL OR holder = $1 OR holder_until < now())",
-        )
+               AND (holder IS NULL OR holder = $1 OR holder_until < now())
+             RETURNING {UPLOAD_COLUMNS}"
+        ))
         .bind(holder)
         .bind(hold.as_secs_f64())
         .bind(id)
         .bind(offset.map(param))
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
-        Ok(done.rows_affected() == 1)
+        row.as_ref().map(decode_postgres).transpose()
     }
 
     async fn save_upload(

@@ -51,6 +51,14 @@ pub trait UploadWriter: Send {
     fn stored(&self) -> u64;
     /// The parts to save with [`UploadWriter::stored`].
     fn parts(&self) -> StoredParts;
+    /// Whether a write is still under way (its bytes not yet counted).
+    fn busy(&self) -> bool {
+        false
+    }
+    /// Waits for the write under way, then counts it; safe to drop midway.
+    async fn settle(&mut self) -> Result<(), StorageError> {
+        Ok(())
+    }
     /// Stores whatever it still holds; `last` when these are the upload's
     /// final bytes. Afterwards `stored` counts every byte written.
     async fn finish(&mut self, last: bool) -> Result<(), StorageError>;
@@ -131,6 +139,7 @@ impl UploadBytes for LocalBytes {
             at: offset,
             stored: 0,
             buffer: BytesMut::with_capacity(WRITE_BUFFER),
+            in_flight: None,
         }))
     }
 
@@ -154,29 +163,33 @@ impl UploadBytes for LocalBytes {
     }
 }
 
-/// Appends to the upload's file with positioned writes, a MiB at a time.
+/// Appends to the upload's file with positioned writes, a MiB at a time,
+/// one write in flight while the next MiB is read from the socket.
 struct LocalWriter {
     file: Arc<std::fs::File>,
     /// Where the next write lands.
     at: u64,
     stored: u64,
     buffer: BytesMut,
+    /// The write on the blocking pool, and its length.
+    in_flight: Option<(tokio::task::JoinHandle<std::io::Result<()>>, u64)>,
 }
 
 impl LocalWriter {
+    /// Starts writing the buffer (after the write before it is done).
     async fn flush(&mut self) -> Result<(), StorageError> {
+        self.settle().await?;
         if self.buffer.is_empty() {
             return Ok(());
         }
         let chunk = self.buffer.split().freeze();
+        self.buffer.reserve(WRITE_BUFFER);
         let len = chunk.len() as u64;
         let file = Arc::clone(&self.file);
         let at = self.at;
-        tokio::task::spawn_blocking(move || file.write_all_at(&chunk, at))
-            .await
-            .map_err(std::io::Error::other)??;
         self.at += len;
-        self.stored += len;
+        let write = tokio::task::spawn_blocking(move || file.write_all_at(&chunk, at));
+        self.in_flight = Some((write, len));
         Ok(())
     }
 }
@@ -199,7 +212,24 @@ impl UploadWriter for LocalWriter {
         StoredParts::default()
     }
 
+    fn busy(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
+    async fn settle(&mut self) -> Result<(), StorageError> {
+        if let Some((write, len)) = &mut self.in_flight {
+            // Awaited through `&mut`: dropped midway, the write stays ours.
+            let written = write.await;
+            let len = *len;
+            self.in_flight = None;
+            written.map_err(std::io::Error::other)??;
+            self.stored += len;
+        }
+        Ok(())
+    }
+
     async fn finish(&mut self, _last: bool) -> Result<(), StorageError> {
-        self.flush().await
+        self.flush().await?;
+        self.settle().await
     }
 }

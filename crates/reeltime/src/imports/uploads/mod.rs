@@ -301,43 +301,44 @@ impl Uploads {
         E: std::fmt::Display,
     {
         let owned = self.owned_upload(user_id, id).await?;
-        let Some(mut row) = self.imports.store.get_upload(id).await? else {
+        // A first look for precise answers; the row as held is what counts.
+        let Some(seen) = self.imports.store.get_upload(id).await? else {
             let length = owned.import.bytes_total.unwrap_or(0);
             return Err(UploadError::Conflict {
                 offset: length,
                 message: "every byte of this upload is already stored".into(),
             });
         };
-        if offset != row.offset {
+        if offset != seen.offset {
             return Err(UploadError::Conflict {
-                offset: row.offset,
+                offset: seen.offset,
                 message: format!(
                     "Upload-Offset is {offset} but the server has {} bytes",
-                    row.offset
+                    seen.offset
                 ),
             });
         }
         if let Some(len) = declared_len
-            && offset.saturating_add(len) > row.length
+            && offset.saturating_add(len) > seen.length
         {
             return Err(UploadError::TooLarge(format!(
                 "{len} bytes at offset {offset} go past Upload-Length {}",
-                row.length
+                seen.length
             )));
         }
         let holder = uuid::Uuid::new_v4().simple().to_string();
-        if !self
+        let held = self
             .imports
             .store
             .hold_upload(id, Some(offset), &holder, HOLD)
-            .await?
-        {
+            .await?;
+        let Some(mut row) = held else {
             let now_at = self.imports.store.get_upload(id).await?.map(|r| r.offset);
             return Err(UploadError::Conflict {
                 offset: now_at.unwrap_or(offset),
                 message: "another request is writing this upload, or its offset moved; ask HEAD for the offset".into(),
             });
-        }
+        };
         let mut state = UploadState::parse(&row);
         let mut patch = Patch {
             uploads: self,
@@ -362,7 +363,7 @@ impl Uploads {
                         message: "the upload was taken over by another request".into(),
                     });
                 }
-                self.report_at_end(owned, row.offset, row.length).await?;
+                self.report_at_end(owned, row.offset, row.length);
                 Ok(UploadStatus {
                     id: row.id,
                     offset: row.offset,
@@ -475,20 +476,13 @@ impl Uploads {
         Ok(written)
     }
 
-    /// The last progress of a PATCH: now if the last commit is old enough,
-    /// else when it is (a client sending tiny PATCHes still makes at most
-    /// 10 changes a second, and the bar still ends where the bytes are).
-    async fn report_at_end(
-        &self,
-        owned: OwnedImport,
-        done: u64,
-        length: u64,
-    ) -> Result<(), UploadError> {
+    /// The last progress of a PATCH, committed beside the answer (which
+    /// does not wait for it: the offset the client needs is saved already):
+    /// now if the last commit is old enough, else when it is, so a client
+    /// sending tiny PATCHes still makes at most 10 changes a second and the
+    /// bar still ends where the bytes are.
+    fn report_at_end(&self, owned: OwnedImport, done: u64, length: u64) {
         let at = self.next_progress_at(&owned.import.id);
-        if at <= Instant::now() {
-            self.report(owned, done, length).await?;
-            return Ok(());
-        }
         let imports = Arc::clone(&self.imports);
         let last = Arc::clone(&self.last_progress);
         let share = self.settings.progress_share;
@@ -506,7 +500,6 @@ impl Uploads {
             }
             mark(&last, &id);
         });
-        Ok(())
     }
 
     /// When the next progress of upload `id` may be committed.
@@ -582,12 +575,8 @@ impl Uploads {
             .hold_upload(id, None, &holder, HOLD)
             .await
         {
-            Ok(true) => {
-                if let Ok(Some(row)) = self.imports.store.get_upload(id).await {
-                    self.sweep_row(row, &holder).await;
-                }
-            }
-            Ok(false) => {} // a PATCH holds it: it sees the cancel and cleans up
+            Ok(Some(row)) => self.sweep_row(row, &holder).await,
+            Ok(None) => {} // a PATCH holds it: it sees the cancel and cleans up
             Err(err) => tracing::warn!(import_id = id, error = %err, "could not sweep an upload"),
         }
     }
@@ -741,16 +730,26 @@ impl Patch<'_> {
         let mut next_renew = Instant::now() + RENEW_EVERY;
         let last_needed = self.length.min(sniff::SNIFF_BYTES as u64) as usize;
         let mut reported = 0u64;
-        let mut next_progress = uploads.next_progress_at(&id);
+        // One timer, reset after each commit (not one per socket read).
+        let timer = tokio::time::sleep_until(uploads.next_progress_at(&id));
+        tokio::pin!(timer);
         loop {
             let pending = writer.stored() > reported;
+            let busy = writer.busy();
             let chunk = tokio::select! {
                 chunk = body.next() => chunk,
+                // A write finishing while the body pauses counts at once.
+                settled = writer.settle(), if busy => {
+                    if let Err(err) = settled {
+                        return Err(self.storage_failed(&err));
+                    }
+                    continue;
+                }
                 // Stored bytes reach the tabs even while the body pauses.
-                _ = tokio::time::sleep_until(next_progress), if pending => {
+                _ = &mut timer, if pending => {
                     reported = writer.stored();
                     self.progress(reported).await?;
-                    next_progress = Instant::now() + PROGRESS_EVERY;
+                    timer.as_mut().reset(Instant::now() + PROGRESS_EVERY);
                     continue;
                 }
             };
@@ -790,10 +789,10 @@ impl Patch<'_> {
             if let Err(err) = writer.write(chunk).await {
                 return Err(self.storage_failed(&err));
             }
-            if writer.stored() > reported && Instant::now() >= next_progress {
+            if writer.stored() > reported && timer.deadline() <= Instant::now() {
                 reported = writer.stored();
                 self.progress(reported).await?;
-                next_progress = Instant::now() + PROGRESS_EVERY;
+                timer.as_mut().reset(Instant::now() + PROGRESS_EVERY);
             }
             if Instant::now() >= next_renew {
                 next_renew = Instant::now() + RENEW_EVERY;
