@@ -38,6 +38,14 @@ use tracked::{Activity, Tracked};
 /// answering 431: twice what browsers send with generous cookies, a fraction
 /// of hyper's ~400 KiB default.
 pub const MAX_HEAD_BYTES: usize = 32 * 1024;
+/// The most one read from a connection may buffer: a body (an upload's
+/// PATCH) arrives in reads this large instead of head-sized ones, a
+/// quarter of the syscalls and wake-ups at 8 MiB PATCHes
+/// (docs/benchmarks.md, *Uploads*). hyper grows the buffer only while reads
+/// fill it, and reads only as fast as the handler takes the body, so an
+/// idle or slow connection keeps a small one; heads stay capped by
+/// [`MAX_HEAD_BYTES`].
+pub const MAX_READ_BUF_BYTES: usize = 256 * 1024;
 /// Most header fields in one request (hyper answers 431 beyond).
 pub const MAX_HEADERS: usize = 64;
 /// How long the accept loop pauses after running out of descriptors.
@@ -72,7 +80,8 @@ pub async fn serve(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
-        .max_buf_size(MAX_HEAD_BYTES)
+        .max_header_size(MAX_HEAD_BYTES)
+        .max_buf_size(MAX_READ_BUF_BYTES)
         .max_headers(MAX_HEADERS);
     let builder = Arc::new(builder);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
