@@ -129,7 +129,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let signer = Arc::new(MediaSigner::load_or_create(
         &config.data_dir,
-        config.media_secret.clone(),
+        config
+            .media_secret
+            .as_ref()
+            .map(|secret| secret.expose().to_string()),
     )?);
     let media_dir = config.data_dir.join("imports");
     // Built before anything listens: a bad S3 setting stops the start.
@@ -229,7 +232,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let clerk = match &config.clerk_webhook_secret {
         Some(secret) => Some(Arc::new(
             ClerkWebhooks::new(
-                secret,
+                secret.expose(),
                 Arc::clone(&hooks),
                 Arc::clone(&bus),
                 Arc::clone(&imports),

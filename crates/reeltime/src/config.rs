@@ -363,6 +363,24 @@ pub enum KeySource {
     Development { issuer: String },
 }
 
+/// A secret setting: its `Debug` never shows the value, so printing the
+/// [`Config`] (a log line, a panic message) cannot leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The value, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
 /// Validated configuration the rest of the server reads.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -388,7 +406,7 @@ pub struct Config {
     /// Webhooks out (REELTIME_WEBHOOK_*); `None`: off, no events kept.
     pub webhooks: Option<crate::webhooks::WebhookSettings>,
     /// CLERK_WEBHOOK_SIGNING_SECRET, checked; `None`: no Clerk webhook route.
-    pub clerk_webhook_secret: Option<String>,
+    pub clerk_webhook_secret: Option<Secret>,
     pub http_header_timeout: Duration,
     pub http_idle_timeout: Duration,
     /// `Some`: /metrics and /readyz move to this address.
@@ -413,7 +431,7 @@ pub struct Config {
     pub process_concurrency: usize,
     pub job_lease: Duration,
     pub process_stall_timeout: Duration,
-    pub media_secret: Option<String>,
+    pub media_secret: Option<Secret>,
     pub media_link_ttl: Duration,
     /// `s3://bucket/prefix` selects object storage for media; `None` the data dir.
     pub media_url: Option<String>,
@@ -559,7 +577,7 @@ impl Config {
             fd_reserve: to_usize(s.fd_reserve),
             trusted_proxies,
             webhooks,
-            clerk_webhook_secret,
+            clerk_webhook_secret: clerk_webhook_secret.map(Secret),
             http_header_timeout: Duration::from_secs(s.http_header_timeout_secs),
             http_idle_timeout: Duration::from_secs(s.http_idle_timeout_secs),
             admin_listen: s.admin_listen,
@@ -594,7 +612,7 @@ impl Config {
                 .unwrap_or_else(default_process_concurrency),
             process_stall_timeout: Duration::from_secs(s.process_stall_secs),
             job_lease: Duration::from_secs(s.job_lease_secs),
-            media_secret: given(s.media_secret, "REELTIME_MEDIA_SECRET")?,
+            media_secret: given(s.media_secret, "REELTIME_MEDIA_SECRET")?.map(Secret),
             media_link_ttl: Duration::from_secs(s.media_link_ttl_secs),
             media_url,
             s3_endpoint: given(s.s3_endpoint, "REELTIME_S3_ENDPOINT")?,
@@ -873,8 +891,19 @@ mod tests {
             &secret,
             "--clerk-webhook-signing-secret",
             &secret,
+            "--media-secret",
+            "hunter2-media",
         ]))
         .unwrap();
+        let printed = format!("{config:?}");
+        assert!(
+            !printed.contains(&secret) && !printed.contains("hunter2-media"),
+            "the whole config's Debug hides every secret: {printed}"
+        );
+        assert_eq!(
+            config.clerk_webhook_secret.as_ref().map(Secret::expose),
+            Some(secret.as_str())
+        );
         let webhooks = config.webhooks.unwrap();
         assert_eq!(webhooks.url.as_str(), "http://10.0.0.5:9000/hooks");
         assert_eq!(webhooks.retry_scale, 1.0);
