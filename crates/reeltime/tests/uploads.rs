@@ -428,6 +428,39 @@ async fn protocol_errors_are_the_ones_tus_names() {
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
     let body: serde_json::Value = refused.json().await.unwrap();
     assert_eq!(body["error"]["code"], "unauthorized");
+
+    // Malformed creations: 400 naming the header, and no import made.
+    for (length, metadata, names) in [
+        (None, "filename YS5tcDQ=", "Upload-Length"),
+        (Some("-5"), "filename YS5tcDQ=", "Upload-Length"),
+        (Some("ten"), "filename YS5tcDQ=", "Upload-Length"),
+        (Some("10"), "filename !!!", "Upload-Metadata"),
+        (Some("10"), "filename /w==", "Upload-Metadata"),
+    ] {
+        let mut request = client
+            .http
+            .post(format!("{}/api/uploads", client.base))
+            .bearer_auth(&client.token)
+            .header("Tus-Resumable", "1.0.0")
+            .header("Upload-Metadata", metadata);
+        if let Some(length) = length {
+            request = request.header("Upload-Length", length);
+        }
+        let answer = request.send().await.unwrap();
+        assert_eq!(
+            answer.status(),
+            StatusCode::BAD_REQUEST,
+            "{length:?} {metadata}"
+        );
+        let body: serde_json::Value = answer.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "bad_request");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(names), "{length:?} {metadata}: {message}");
+    }
+    let (status, listed) = w.api.get(&client.token, "/api/imports").await;
+    assert_eq!(status, 200);
+    let listed = listed["imports"].as_array().cloned().unwrap_or_default();
+    assert_eq!(listed.len(), 1, "only the first upload exists: {listed:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
