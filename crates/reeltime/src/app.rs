@@ -186,6 +186,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         JobSettings {
             node: node_id.clone(),
             lease: config.job_lease,
+            progress_persist: config.progress_persist,
             download_slots: config.download_concurrency,
             process_slots: config.process_concurrency,
             max_duration: config.max_duration,
@@ -216,10 +217,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     lease: config.job_lease,
                     metrics: Arc::clone(&metrics),
                     present: Arc::new(move |user_id: &str, import| {
-                        presenter.present(&OwnedImport {
-                            user_id: user_id.to_string(),
-                            import,
-                        })
+                        presenter.present(&OwnedImport::new(user_id, import))
                     }),
                 },
             )

@@ -165,6 +165,13 @@ pub struct Settings {
     #[arg(long, env = "REELTIME_JOB_LEASE_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(3..))]
     pub job_lease_secs: u64,
 
+    /// Seconds between two writes of a running import's progress to the
+    /// database: ticks reach sockets from memory at once, and the store
+    /// catches up at most this often (status changes are stored at once).
+    /// 0 stores every tick before it is sent.
+    #[arg(long, env = "REELTIME_PROGRESS_PERSIST_SECS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub progress_persist_secs: u64,
+
     /// Imports downloading at once on this node.
     #[arg(long, env = "REELTIME_DOWNLOAD_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..))]
     pub download_concurrency: u64,
@@ -430,6 +437,9 @@ pub struct Config {
     pub transcode: crate::media::TranscodeMode,
     pub process_concurrency: usize,
     pub job_lease: Duration,
+    /// How far behind its published progress a running import's stored
+    /// row may fall (`REELTIME_PROGRESS_PERSIST_SECS`).
+    pub progress_persist: Duration,
     pub process_stall_timeout: Duration,
     pub media_secret: Option<Secret>,
     pub media_link_ttl: Duration,
@@ -612,6 +622,7 @@ impl Config {
                 .unwrap_or_else(default_process_concurrency),
             process_stall_timeout: Duration::from_secs(s.process_stall_secs),
             job_lease: Duration::from_secs(s.job_lease_secs),
+            progress_persist: Duration::from_secs(s.progress_persist_secs),
             media_secret: given(s.media_secret, "REELTIME_MEDIA_SECRET")?.map(Secret),
             media_link_ttl: Duration::from_secs(s.media_link_ttl_secs),
             media_url,

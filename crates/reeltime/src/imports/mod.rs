@@ -6,6 +6,13 @@
 //! through its twin [`ImportService::commit_removal`]): a compare-and-set write on
 //! `version` in the store, then one publish on the bus. That single path is what keeps versions strictly increasing and
 //! sockets in step with the database, whoever made the change.
+//!
+//! Except progress: a running job publishes its ticks from memory
+//! ([`ImportService::publish_tick`]) and stores them later
+//! ([`ImportService::persist`]); versions stay strictly increasing across
+//! crashes because they are handed out in blocks ([`VERSION_BLOCK`],
+//! [`ImportService::commit_over_ticks`]; docs/architecture.md, "Progress
+//! off the durable path").
 
 pub mod fetch;
 pub mod guard;
@@ -289,10 +296,7 @@ impl ImportService {
             created_at: now,
             updated_at: now,
         };
-        Ok(OwnedImport {
-            user_id: user_id.to_string(),
-            import,
-        })
+        Ok(OwnedImport::new(user_id, import))
     }
 
     /// The import if `user_id` owns it. Another user's import is "not
@@ -319,7 +323,12 @@ impl ImportService {
             next.import.status = ImportStatus::Cancelled;
             next.import.stage = None;
             next.import.queue_position = None;
-            if self.commit(&mut next, owned.import.version).await? {
+            // The job may have published progress above the stored
+            // version: the cancel goes above all of it.
+            if self
+                .commit_over_ticks(&mut next, owned.stored_version)
+                .await?
+            {
                 self.stop_job(id);
                 if next.import.source == reeltime_protocol::ImportSource::Upload {
                     // The sweeper frees its bytes (a PATCH in flight lets
@@ -383,20 +392,94 @@ impl ImportService {
         Ok(true)
     }
 
-    /// Writes `owned` if the stored version is still `expected`, bumping its
-    /// version and `updated_at`, then publishes it. Returns false when
-    /// someone else changed the import first (the caller re-reads).
+    /// Writes `owned` if the stored version is still `expected`, one
+    /// version above the last this copy published, then publishes it.
+    /// Returns false when someone else changed the import first (the
+    /// caller re-reads).
+    ///
+    /// For a change by whoever holds the newest state: a copy just read
+    /// from the store, or the job running the import (whose copy is ahead
+    /// of the store by the progress it published from memory). Anyone else
+    /// changing a running import uses [`ImportService::commit_over_ticks`].
     pub async fn commit(
         &self,
         owned: &mut OwnedImport,
         expected: u64,
     ) -> Result<bool, ImportServiceError> {
-        owned.import.version = expected + 1;
+        let version = owned.import.version.max(expected) + 1;
+        self.write_and_publish(owned, expected, version).await
+    }
+
+    /// [`ImportService::commit`] for a change made beside the job that
+    /// runs the import, or after it (a cancel, a resume by another node or
+    /// after a crash): that job may have published progress from memory
+    /// with versions up to the end of the stored version's block, so this
+    /// change takes the first version of the next block, above all of them.
+    pub async fn commit_over_ticks(
+        &self,
+        owned: &mut OwnedImport,
+        expected: u64,
+    ) -> Result<bool, ImportServiceError> {
+        let version = next_block(expected).max(owned.import.version + 1);
+        self.write_and_publish(owned, expected, version).await
+    }
+
+    async fn write_and_publish(
+        &self,
+        owned: &mut OwnedImport,
+        expected: u64,
+        version: u64,
+    ) -> Result<bool, ImportServiceError> {
+        owned.import.version = version;
         owned.import.updated_at = Utc::now().max(owned.import.updated_at);
         if !self.commits.update_import(owned, expected).await? {
             return Ok(false);
         }
+        owned.stored_version = version;
+        owned.unstored_since = None;
         self.publish(owned).await?;
+        Ok(true)
+    }
+
+    /// Publishes a progress-only change of a running import from memory,
+    /// one version up, without writing it: the job stores it later
+    /// ([`ImportService::persist`]). A tick that would reach the end of the
+    /// stored version's block is stored first (a plain commit), so that
+    /// nothing published ever lies beyond the block of what is stored.
+    /// Returns false when that write found the import changed.
+    pub async fn publish_tick(&self, owned: &mut OwnedImport) -> Result<bool, ImportServiceError> {
+        let version = owned.import.version + 1;
+        if version >= next_block(owned.stored_version) {
+            return self.commit(owned, owned.stored_version).await;
+        }
+        owned.import.version = version;
+        owned.import.updated_at = Utc::now().max(owned.import.updated_at);
+        owned
+            .unstored_since
+            .get_or_insert_with(std::time::Instant::now);
+        self.publish(owned).await?;
+        Ok(true)
+    }
+
+    /// Writes the state a running job last published, if the store is
+    /// behind it (compare-and-set on the stored version; nothing is
+    /// published, the sockets have it). Returns false when someone else
+    /// changed the import first: the job has lost it (cancelled, or taken
+    /// over by another node).
+    pub async fn persist(&self, owned: &mut OwnedImport) -> Result<bool, ImportServiceError> {
+        if owned.import.version == owned.stored_version {
+            owned.unstored_since = None;
+            return Ok(true);
+        }
+        if !self
+            .commits
+            .update_import(owned, owned.stored_version)
+            .await?
+        {
+            return Ok(false);
+        }
+        owned.stored_version = owned.import.version;
+        owned.unstored_since = None;
         Ok(true)
     }
 
@@ -450,6 +533,19 @@ impl ImportService {
             token.cancel();
         }
     }
+}
+
+/// Versions are handed out in blocks of this many. The job running an
+/// import publishes progress from memory with versions above the stored
+/// one but below the end of its block; every other writer jumps to the next
+/// block ([`ImportService::commit_over_ticks`]). A thousand keeps versions
+/// readable and makes a forced write (a tick reaching the block's end)
+/// rare: one per 100 s of ticks at ten a second.
+pub const VERSION_BLOCK: u64 = 1000;
+
+/// The first version of the block after the one `version` is in.
+pub fn next_block(version: u64) -> u64 {
+    (version / VERSION_BLOCK + 1) * VERSION_BLOCK
 }
 
 /// Refuses `metadata` that is not a JSON object of at most

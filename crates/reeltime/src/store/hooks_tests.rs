@@ -17,10 +17,7 @@ use super::{HookStore, ImportWrite, Opened, OwnedImport, Store};
 const LEASE: Duration = Duration::from_secs(30);
 
 fn owned(user: &str, id: &str, status: ImportStatus, version: u64) -> OwnedImport {
-    OwnedImport {
-        user_id: user.into(),
-        import: import(id, status, version),
-    }
+    OwnedImport::new(user, import(id, status, version))
 }
 
 /// Writes `status` (and a progress) as the next version of `owned`.

@@ -121,6 +121,28 @@ pub enum StoreError {
 pub struct OwnedImport {
     pub user_id: String,
     pub import: Import,
+    /// The version the store holds, as far as this copy knows. Equal to
+    /// `import.version` except in the copy of the job running the import,
+    /// which publishes progress from memory and stores it later
+    /// (docs/architecture.md, "Progress off the durable path"): every
+    /// compare-and-set write compares against this.
+    pub stored_version: u64,
+    /// When this copy got ahead of the store (its first progress not yet
+    /// written): the next write is due `REELTIME_PROGRESS_PERSIST_SECS`
+    /// after it. `None` when the store has it all.
+    pub unstored_since: Option<std::time::Instant>,
+}
+
+impl OwnedImport {
+    /// `import` of `user_id`, as the store holds it.
+    pub fn new(user_id: impl Into<String>, import: Import) -> OwnedImport {
+        OwnedImport {
+            user_id: user_id.into(),
+            stored_version: import.version,
+            unstored_since: None,
+            import,
+        }
+    }
 }
 
 /// One compare-and-set write of a batch: store `owned` if the stored

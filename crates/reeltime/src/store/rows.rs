@@ -24,10 +24,10 @@ where
     for<'r> &'r str: ColumnIndex<R>,
     for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
 {
-    Ok(OwnedImport {
-        user_id: row.try_get("user_id")?,
-        import: import(row)?,
-    })
+    Ok(OwnedImport::new(
+        row.try_get::<String, _>("user_id")?,
+        import(row)?,
+    ))
 }
 
 /// A row of `SELECT status, COUNT(*) AS n ... GROUP BY status`.

@@ -40,10 +40,7 @@ pub(crate) fn import(id: &str, status: ImportStatus, version: u64) -> Import {
 }
 
 fn owned(user: &str, id: &str, status: ImportStatus, version: u64) -> OwnedImport {
-    OwnedImport {
-        user_id: user.into(),
-        import: import(id, status, version),
-    }
+    OwnedImport::new(user, import(id, status, version))
 }
 
 async fn compare_and_set_refuses_a_stale_version(store: &dyn Store) {
@@ -57,10 +54,7 @@ async fn compare_and_set_refuses_a_stale_version(store: &dyn Store) {
         !store.update_import(&owned, 1).await.unwrap(),
         "stale write must fail"
     );
-    let other_user = OwnedImport {
-        user_id: "mallory".into(),
-        import: owned.import.clone(),
-    };
+    let other_user = OwnedImport::new("mallory", owned.import.clone());
     assert!(!store.update_import(&other_user, 2).await.unwrap());
     let back = store.get_import("01").await.unwrap().unwrap();
     assert_eq!(back.import.version, 2);

@@ -70,7 +70,12 @@ impl Runner {
             Outcome::Stopped => {
                 // A user's cancel stored `cancelled`: its files go. Anything
                 // else (shutdown, drain, a lost lease) leaves the saved state
-                // and files for whoever resumes it.
+                // and files for whoever resumes it. The progress sent from
+                // memory is stored first; after a cancel or a takeover the
+                // compare-and-set simply loses.
+                if let Err(err) = self.imports.persist(&mut owned).await {
+                    tracing::warn!(import_id = %owned.import.id, error = %err, "could not store the last progress");
+                }
                 match self.imports.store().get_import(&owned.import.id).await {
                     Ok(Some(fresh)) if fresh.import.status.is_final() => remove_dir(dir).await,
                     Ok(Some(fresh)) => {
@@ -92,7 +97,7 @@ impl Runner {
             Outcome::Failed(code, message) => {
                 remove_dir(dir).await;
                 tracing::info!(import_id = %owned.import.id, code, error = %message, "import failed");
-                let expected = owned.import.version;
+                let expected = owned.stored_version;
                 fail(&mut owned.import, code, message);
                 self.imports.commit(&mut owned, expected).await?;
                 Ok(())
@@ -117,7 +122,7 @@ impl Runner {
             let _ = self.imports.storage().delete_import(&owned.import.id).await;
             return self.finish_stage(owned, dir, outcome).await;
         }
-        let expected = owned.import.version;
+        let expected = owned.stored_version;
         let import = &mut owned.import;
         import.status = ImportStatus::Completed;
         import.stage = None;

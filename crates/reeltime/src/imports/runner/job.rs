@@ -53,16 +53,16 @@ impl Runner {
         let source = match self.imports.sources().for_import(&owned.import) {
             Ok(source) => Arc::clone(source),
             Err(unknown) => {
-                let expected = owned.import.version;
+                let expected = owned.stored_version;
                 tracing::error!(import_id = %id, error = %unknown, "import of an unknown source");
                 fail(&mut owned.import, "unknown_source", unknown.to_string());
-                self.imports.commit(&mut owned, expected).await?;
+                self.imports.commit_over_ticks(&mut owned, expected).await?;
                 return Ok(());
             }
         };
         if owned.import.status != ImportStatus::Queued {
             let dir = self.imports.dir_of(&id);
-            let expected = owned.import.version;
+            let expected = owned.stored_version;
             if owned.import.attempt >= MAX_ATTEMPTS {
                 remove_dir(&dir).await;
                 fail(
@@ -72,7 +72,7 @@ impl Runner {
                         "the import was interrupted {MAX_ATTEMPTS} times (server restarts or failures); start it again"
                     ),
                 );
-                self.imports.commit(&mut owned, expected).await?;
+                self.imports.commit_over_ticks(&mut owned, expected).await?;
                 return Ok(());
             }
             let import = &mut owned.import;
@@ -87,7 +87,7 @@ impl Runner {
                 import.stage = Some(stage::WAITING_FOR_PROCESSING.into());
                 import.progress = Some(self.download_share());
                 tracing::info!(import_id = %id, attempt = import.attempt, "resuming processing");
-                if !self.imports.commit(&mut owned, expected).await? {
+                if !self.imports.commit_over_ticks(&mut owned, expected).await? {
                     return Ok(());
                 }
                 drop(phase);
@@ -96,7 +96,7 @@ impl Runner {
             remove_dir(&dir).await;
             if let Resume::NotPossible(why) = source.resume() {
                 fail(import, "interrupted", why);
-                self.imports.commit(&mut owned, expected).await?;
+                self.imports.commit_over_ticks(&mut owned, expected).await?;
                 return Ok(());
             }
             import.status = ImportStatus::Queued;
@@ -105,7 +105,7 @@ impl Runner {
             import.bytes_done = 0;
             import.bytes_total = None;
             tracing::info!(import_id = %id, attempt = import.attempt, "resuming import");
-            if !self.imports.commit(&mut owned, expected).await? {
+            if !self.imports.commit_over_ticks(&mut owned, expected).await? {
                 return Ok(());
             }
         }
@@ -131,7 +131,7 @@ impl Runner {
             (owned, None)
         };
         let id = owned.import.id.clone();
-        let expected = owned.import.version;
+        let expected = owned.stored_version;
         owned.import.status = ImportStatus::Downloading;
         owned.import.stage = Some(stage::DOWNLOADING.into());
         // 0 for a new or restarted import; an upload's bar stays where its
@@ -176,7 +176,7 @@ impl Runner {
                         .map(|total| share * (progress.done as f64 / total as f64).min(1.0));
                 },
                 |report| {
-                    reports.committed.send_replace(report.seq);
+                    reports.published.send_replace(report.seq);
                 },
             )
             .await?;
@@ -211,7 +211,7 @@ impl Runner {
             });
             return self.complete(owned, &dir, result).await;
         }
-        let expected = owned.import.version;
+        let expected = owned.stored_version;
         owned.import.status = ImportStatus::Processing;
         owned.import.stage = Some(stage::WAITING_FOR_PROCESSING.into());
         owned.import.progress = Some(self.download_share());
@@ -230,7 +230,7 @@ impl Runner {
         bytes: u64,
         result: serde_json::Value,
     ) -> Result<(), ImportServiceError> {
-        let expected = owned.import.version;
+        let expected = owned.stored_version;
         let import = &mut owned.import;
         import.status = ImportStatus::Completed;
         import.stage = None;
@@ -243,27 +243,49 @@ impl Runner {
         Ok(())
     }
 
-    /// Commits a new stage at once (a status-like change, not throttled).
+    /// Moves to a new stage within the status: a progress-only change,
+    /// published like a tick (stored when due, or at the next status
+    /// change). Returns false when the import was found changed by
+    /// someone else (cancelled, or taken over).
     pub(super) async fn set_stage(
         &self,
         owned: &mut OwnedImport,
         name: &str,
         progress: f64,
     ) -> Result<bool, ImportServiceError> {
-        let expected = owned.import.version;
         owned.import.stage = Some(name.to_string());
         owned.import.queue_position = None;
         let current = owned.import.progress.unwrap_or(0.0);
         owned.import.progress = Some(current.max(progress));
-        self.imports.commit(owned, expected).await
+        if !self.tick(owned).await? {
+            return Ok(false);
+        }
+        match owned.unstored_since {
+            Some(since) if since.elapsed() >= self.progress_persist => {
+                self.imports.persist(owned).await
+            }
+            _ => Ok(true),
+        }
     }
 
-    /// Runs `work` while committing what `progress` reports, through
+    /// Publishes a progress-only change: from memory (stored within
+    /// `REELTIME_PROGRESS_PERSIST_SECS`), or stored first when that is 0.
+    async fn tick(&self, owned: &mut OwnedImport) -> Result<bool, ImportServiceError> {
+        if self.progress_persist.is_zero() {
+            let expected = owned.stored_version;
+            self.imports.commit(owned, expected).await
+        } else {
+            self.imports.publish_tick(owned).await
+        }
+    }
+
+    /// Runs `work` while publishing what `progress` reports, through
     /// `apply`, at most once per [`PROGRESS_EVERY`] (counted from the start
-    /// of each commit, so a slow commit does not slow a steady reporter
-    /// down); `committed` hears each value once it is written. Stops at
-    /// once on cancel or shutdown, or when a commit finds the import
-    /// changed (cancelled).
+    /// of each publish, so a slow one does not slow a steady reporter
+    /// down); `published` hears each value once it is sent. The store
+    /// catches up at most once per `REELTIME_PROGRESS_PERSIST_SECS`. Stops
+    /// at once on cancel or shutdown, or when a write finds the import
+    /// changed (cancelled, or taken over by another node).
     pub(super) async fn track<T, P: Copy>(
         &self,
         owned: &mut OwnedImport,
@@ -271,12 +293,15 @@ impl Runner {
         work: impl Future<Output = T>,
         mut progress: watch::Receiver<P>,
         apply: impl Fn(&mut Import, P),
-        committed: impl Fn(P),
+        published: impl Fn(P),
     ) -> Result<Outcome<T>, ImportServiceError> {
         tokio::pin!(work);
         let mut pending = false;
-        let mut next_commit = Instant::now();
+        let mut next_tick = Instant::now();
         loop {
+            let persist_due = owned
+                .unstored_since
+                .map(|since| Instant::from_std(since) + self.progress_persist);
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => return Ok(Outcome::Stopped),
@@ -284,21 +309,25 @@ impl Runner {
                 changed = progress.changed(), if !pending => {
                     pending = changed.is_ok();
                 }
-                _ = sleep_until(next_commit), if pending => {
+                _ = sleep_until(persist_due.unwrap_or(next_tick)), if persist_due.is_some() => {
+                    if !self.imports.persist(owned).await? {
+                        return Ok(Outcome::Stopped);
+                    }
+                }
+                _ = sleep_until(next_tick), if pending => {
                     pending = false;
                     let started = Instant::now();
                     let value = *progress.borrow_and_update();
-                    let expected = owned.import.version;
                     let before = owned.import.progress;
                     apply(&mut owned.import, value);
                     if let (Some(was), Some(now)) = (before, owned.import.progress) {
                         owned.import.progress = Some(now.max(was));
                     }
-                    if !self.imports.commit(owned, expected).await? {
+                    if !self.tick(owned).await? {
                         return Ok(Outcome::Stopped);
                     }
-                    committed(value);
-                    next_commit = started + PROGRESS_EVERY;
+                    published(value);
+                    next_tick = started + PROGRESS_EVERY;
                 }
             }
         }

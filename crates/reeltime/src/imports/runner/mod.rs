@@ -31,7 +31,8 @@ use crate::media::{MediaTools, TranscodeMode};
 use crate::store::OwnedImport;
 
 /// Progress reaches sockets at most this often per import; status changes
-/// and final states go out at once.
+/// and final states go out at once. Progress is sent from memory and stored
+/// later (`REELTIME_PROGRESS_PERSIST_SECS`).
 pub const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 
 /// Share of the progress bar the download takes when media work follows;
@@ -62,6 +63,9 @@ pub struct JobSettings {
     pub node: String,
     /// How long a claimed import stays this node's without a renewal.
     pub lease: Duration,
+    /// `REELTIME_PROGRESS_PERSIST_SECS`: how far the stored progress of a
+    /// running import may fall behind what its sockets were sent.
+    pub progress_persist: Duration,
     pub download_slots: usize,
     pub process_slots: usize,
     /// Media longer than this fails `too_long` after the probe.
@@ -80,6 +84,7 @@ pub struct Runner {
     media: Option<MediaWork>,
     node: String,
     lease: Duration,
+    progress_persist: Duration,
     download_slots: usize,
     downloads: Arc<Line>,
     processing: Arc<Line>,
@@ -116,6 +121,7 @@ impl Runner {
             media,
             node: jobs.node,
             lease: jobs.lease,
+            progress_persist: jobs.progress_persist,
             download_slots: jobs.download_slots.max(1),
             downloads: Line::new(jobs.download_slots),
             processing: Line::new(jobs.process_slots),

@@ -193,15 +193,15 @@ pub struct SourceJob {
     pub progress: Reporter,
 }
 
-/// A source's voice: what it reports is committed by the runner at most
+/// A source's voice: what it reports is published by the runner at most
 /// every [`PROGRESS_EVERY`](super::runner::PROGRESS_EVERY), the latest value
 /// winning, so a source reports as often as it likes.
 pub struct Reporter {
     reports: watch::Sender<Report>,
-    committed: watch::Receiver<u64>,
+    published: watch::Receiver<u64>,
 }
 
-/// One report, numbered so that [`Reporter::committed`] can tell when it
+/// One report, numbered so that [`Reporter::published`] can tell when it
 /// was written.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Report {
@@ -209,25 +209,25 @@ pub struct Report {
     pub progress: Progress,
 }
 
-/// The runner's ends of a [`Reporter`]: the reports to commit, and where
-/// to say what was committed.
+/// The runner's ends of a [`Reporter`]: the reports to publish, and where
+/// to say what was published.
 pub struct ReportReceiver {
     pub reports: watch::Receiver<Report>,
-    pub committed: watch::Sender<u64>,
+    pub published: watch::Sender<u64>,
 }
 
 impl Reporter {
     pub fn new() -> (Reporter, ReportReceiver) {
         let (reports_tx, reports_rx) = watch::channel(Report::default());
-        let (committed_tx, committed_rx) = watch::channel(0);
+        let (published_tx, published_rx) = watch::channel(0);
         (
             Reporter {
                 reports: reports_tx,
-                committed: committed_rx,
+                published: published_rx,
             },
             ReportReceiver {
                 reports: reports_rx,
-                committed: committed_tx,
+                published: published_tx,
             },
         )
     }
@@ -240,12 +240,12 @@ impl Reporter {
         });
     }
 
-    /// Resolves when the last report was committed (or the job is
+    /// Resolves when the last report was sent to the sockets (or the job is
     /// stopping). For a source whose every step must reach the user.
-    pub async fn committed(&self) {
+    pub async fn published(&self) {
         let wanted = self.reports.borrow().seq;
-        let mut committed = self.committed.clone();
-        let _ = committed.wait_for(|seq| *seq >= wanted).await;
+        let mut published = self.published.clone();
+        let _ = published.wait_for(|seq| *seq >= wanted).await;
     }
 }
 
@@ -474,14 +474,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn committed_waits_for_the_runner_to_write_the_last_report() {
+    async fn published_waits_for_the_runner_to_send_the_last_report() {
         let (reporter, receiver) = Reporter::new();
         reporter.report(1, Some(2));
         let seq = receiver.reports.borrow().seq;
-        let waiting = tokio::spawn(async move { reporter.committed().await });
+        let waiting = tokio::spawn(async move { reporter.published().await });
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished());
-        receiver.committed.send_replace(seq);
+        receiver.published.send_replace(seq);
         waiting.await.unwrap();
     }
 }

@@ -110,7 +110,7 @@ impl Source for SyntheticSource {
     }
 
     /// Step 0 is the runner's start; steps 1..steps are reported, each
-    /// one committed before the next (a load test counts them), and the
+    /// one published before the next (a load test counts them), and the
     /// last completes the import.
     async fn fetch(&self, job: SourceJob) -> Result<Fetched, SourceError> {
         let plan =
@@ -122,7 +122,7 @@ impl Source for SyntheticSource {
         for step in 1..plan.steps {
             ticker.tick().await;
             job.progress.report(step * BYTES_PER_STEP, Some(total));
-            job.progress.committed().await;
+            job.progress.published().await;
         }
         ticker.tick().await;
         Ok(Fetched::Finished {

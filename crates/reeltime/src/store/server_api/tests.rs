@@ -113,10 +113,7 @@ async fn idempotency(store: &dyn Store) {
 
 async fn external_imports(store: &dyn Store) {
     let external = |id: &str| {
-        let mut owned = OwnedImport {
-            user_id: "xena".into(),
-            import: import(id, ImportStatus::Queued, 1),
-        };
+        let mut owned = OwnedImport::new("xena", import(id, ImportStatus::Queued, 1));
         owned.import.source = ImportSource::External;
         owned.import.source_url = None;
         owned
@@ -124,10 +121,7 @@ async fn external_imports(store: &dyn Store) {
     store.insert_import(&external("e1")).await.unwrap();
     store.insert_import(&external("e2")).await.unwrap();
     // The cap counts only what nodes run: two external imports leave room.
-    let url = OwnedImport {
-        user_id: "xena".into(),
-        import: import("u1", ImportStatus::Queued, 1),
-    };
+    let url = OwnedImport::new("xena", import("u1", ImportStatus::Queued, 1));
     assert!(store.insert_import_within(&url, 1).await.unwrap());
     let waiting: Vec<String> = store
         .waiting_imports(10)
