@@ -271,7 +271,13 @@ async function listImports(req, res, url) {
 }
 
 const server = http.createServer((req, res) => {
-  const url = new URL(req.url, "http://peer");
+  let url;
+  try {
+    url = new URL(req.url, "http://peer");
+  } catch {
+    send(res, 400, { detail: "bad request target" });
+    return;
+  }
   let handled;
   if (url.pathname === "/healthz" && req.method === "GET") {
     send(res, 200, "ok");
