@@ -56,6 +56,12 @@ pub struct Common {
     )]
     pub urls: Vec<String>,
 
+    /// What the server speaks: reeltime's protocol (reeltime and the FastAPI baseline), or
+    /// Socket.IO 4 (Engine.IO 4 over a WebSocket, the token in the CONNECT's `auth` payload;
+    /// the path then defaults to /socket.io/).
+    #[arg(long, value_enum, default_value_t = crate::conn::Protocol::Reeltime)]
+    pub protocol: crate::conn::Protocol,
+
     /// Mint tokens with the benchmark issuer whose `iss` is this URL (run `reeltime-bench issuer`
     /// and point the server at <URL>/.well-known/jwks.json).
     #[arg(long, value_name = "ISS_URL", conflicts_with = "dev_token")]

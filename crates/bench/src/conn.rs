@@ -6,15 +6,76 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use reeltime_protocol::{Import, ImportStatus, ServerMessage};
 use serde::{Deserialize, Serialize};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 
-pub type Ws = WebSocketStream<TcpStream>;
+use crate::engineio;
+
+/// What the server under test speaks on its socket.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// Reeltime's own protocol (docs/protocol.md), also the FastAPI baseline's.
+    #[default]
+    Reeltime,
+    /// Engine.IO 4 / Socket.IO 5 over a WebSocket (the Node.js peer in
+    /// bench/socketio), translated into reeltime's messages (see `engineio`).
+    Socketio,
+}
+
+/// One progress socket, of either protocol. Its `next`, `send` and `close`
+/// are those of the WebSocket stream, so the scenarios read both alike;
+/// for Socket.IO, `next` answers the server's pings and hands on
+/// reeltime-shaped frames.
+pub struct Ws {
+    inner: WebSocketStream<TcpStream>,
+    socketio: Option<engineio::Handshake>,
+}
+
+impl Ws {
+    /// The next frame, `None` when the stream ended.
+    pub async fn next(&mut self) -> Option<Result<Message, tungstenite::Error>> {
+        let Some(handshake) = &self.socketio else {
+            return self.inner.next().await;
+        };
+        loop {
+            let frame = self.inner.next().await;
+            let Some(Ok(Message::Text(text))) = &frame else {
+                return frame;
+            };
+            match engineio::translate(text.as_str(), handshake) {
+                Ok(engineio::Step::Deliver(message)) => return Some(Ok(message)),
+                Ok(engineio::Step::Ignore) => {}
+                Ok(engineio::Step::AnswerPing) => {
+                    if let Err(err) = self.inner.send(Message::text(engineio::PONG)).await {
+                        return Some(Err(err));
+                    }
+                }
+                Err(err) => {
+                    return Some(Err(tungstenite::Error::Io(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("socket.io: {err}"),
+                    ))));
+                }
+            }
+        }
+    }
+
+    /// Sends one frame as it is.
+    pub async fn send(&mut self, message: Message) -> Result<(), tungstenite::Error> {
+        self.inner.send(message).await
+    }
+
+    /// Closes the WebSocket.
+    pub async fn close(&mut self, frame: Option<CloseFrame>) -> Result<(), tungstenite::Error> {
+        self.inner.close(frame).await
+    }
+}
 
 /// The server under test.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -25,11 +86,16 @@ pub struct Target {
     pub ws_url: String,
     /// `http://host:port`.
     pub http_base: String,
+    #[serde(default)]
+    pub protocol: Protocol,
 }
 
 impl Target {
-    /// From `ws://127.0.0.1:8080` (the path defaults to `/api/ws/progress`).
-    pub fn parse(url: &str) -> anyhow::Result<Target> {
+    /// From `ws://127.0.0.1:8080` for `protocol`: the path defaults to
+    /// `/api/ws/progress`, or for Socket.IO to
+    /// `/socket.io/?EIO=4&transport=websocket` (a path without a query gets
+    /// that query).
+    pub fn parse_for(url: &str, protocol: Protocol) -> anyhow::Result<Target> {
         let rest = url
             .strip_prefix("ws://")
             .with_context(|| format!("--url must start with ws:// (got {url})"))?;
@@ -37,10 +103,14 @@ impl Target {
             Some(slash) => (&rest[..slash], &rest[slash..]),
             None => (rest, ""),
         };
-        let path = if path.is_empty() || path == "/" {
-            "/api/ws/progress"
-        } else {
-            path
+        let path = match protocol {
+            Protocol::Reeltime if path.is_empty() || path == "/" => "/api/ws/progress".to_string(),
+            Protocol::Reeltime => path.to_string(),
+            Protocol::Socketio if path.is_empty() || path == "/" => {
+                format!("/socket.io/?{}", engineio::QUERY)
+            }
+            Protocol::Socketio if !path.contains('?') => format!("{path}?{}", engineio::QUERY),
+            Protocol::Socketio => path.to_string(),
         };
         let addr: SocketAddr = authority.parse().with_context(|| {
             format!("--url needs a numeric address like ws://127.0.0.1:8080 (got {authority})")
@@ -49,6 +119,7 @@ impl Target {
             addr,
             ws_url: format!("ws://{authority}{path}"),
             http_base: format!("http://{authority}"),
+            protocol,
         })
     }
 }
@@ -103,11 +174,41 @@ pub async fn open(target: &Target, source: Option<IpAddr>, token: &str) -> anyho
         .await
         .with_context(|| format!("TCP connect to {}", target.addr))?;
     stream.set_nodelay(true).context("TCP_NODELAY")?;
-    let url = format!("{}?token={token}", target.ws_url);
-    let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config()))
+    let url = match target.protocol {
+        Protocol::Reeltime => format!("{}?token={token}", target.ws_url),
+        Protocol::Socketio => target.ws_url.clone(),
+    };
+    let (mut inner, _) =
+        tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config()))
+            .await
+            .map_err(|err| anyhow::anyhow!("websocket handshake: {}", describe(&err)))?;
+    let socketio = match target.protocol {
+        Protocol::Reeltime => None,
+        Protocol::Socketio => Some(socketio_connect(&mut inner, token).await?),
+    };
+    Ok(Ws { inner, socketio })
+}
+
+/// Socket.IO after the upgrade: reads the Engine.IO handshake and sends the
+/// CONNECT with the token in its `auth` payload (the ack is read as `ready`).
+async fn socketio_connect(
+    ws: &mut WebSocketStream<TcpStream>,
+    token: &str,
+) -> anyhow::Result<engineio::Handshake> {
+    let handshake = loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(text))) => break engineio::handshake(text.as_str())?,
+            Some(Ok(Message::Close(frame))) => bail!("closed before the Engine.IO open: {frame:?}"),
+            Some(Ok(_)) => {}
+            Some(Err(err)) => bail!("reading the Engine.IO open: {}", describe(&err)),
+            None => bail!("connection dropped before the Engine.IO open"),
+        }
+    };
+    let connect = engineio::connect_packet(&engineio::Auth { token })?;
+    ws.send(Message::text(connect))
         .await
-        .map_err(|err| anyhow::anyhow!("websocket handshake: {}", describe(&err)))?;
-    Ok(ws)
+        .map_err(|err| anyhow::anyhow!("sending the Socket.IO CONNECT: {}", describe(&err)))?;
+    Ok(handshake)
 }
 
 fn describe(err: &tungstenite::Error) -> String {
@@ -298,9 +399,20 @@ mod tests {
 
     #[test]
     fn targets_and_ip_ranges() {
-        let target = Target::parse("ws://127.0.0.1:8080").unwrap();
+        let target = Target::parse_for("ws://127.0.0.1:8080", Protocol::Reeltime).unwrap();
         assert_eq!(target.ws_url, "ws://127.0.0.1:8080/api/ws/progress");
         assert_eq!(target.http_base, "http://127.0.0.1:8080");
+        assert_eq!(target.protocol, Protocol::Reeltime);
+        let sio = Target::parse_for("ws://127.0.0.1:8080", Protocol::Socketio).unwrap();
+        assert_eq!(
+            sio.ws_url,
+            "ws://127.0.0.1:8080/socket.io/?EIO=4&transport=websocket"
+        );
+        let sio = Target::parse_for("ws://127.0.0.1:8080/io/", Protocol::Socketio).unwrap();
+        assert_eq!(
+            sio.ws_url,
+            "ws://127.0.0.1:8080/io/?EIO=4&transport=websocket"
+        );
         let ips = parse_source_ips("127.0.0.2-127.0.0.4,127.0.0.9").unwrap();
         assert_eq!(ips.len(), 4);
         assert!(parse_source_ips("").is_err());

@@ -85,6 +85,11 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             churn_interval_ms,
             churn_refresh,
         }) => {
+            if churn_refresh && fanout.common.protocol == conn::Protocol::Socketio {
+                bail!(
+                    "Socket.IO has no in-band token refresh here: give --churn-refresh false with --protocol socketio"
+                );
+            }
             let churn = ChurnJob {
                 fraction: churn_fraction.clamp(0.0, 1.0),
                 interval_ms: churn_interval_ms,
@@ -95,6 +100,9 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         _ => unreachable!("dispatched in main"),
     };
     if let Some(params) = report.params.as_object_mut() {
+        if common.protocol != conn::Protocol::Reeltime {
+            params.insert("protocol".into(), json!(common.protocol));
+        }
         params.insert(
             "case".into(),
             json!(
@@ -249,7 +257,7 @@ fn targets(common: &Common) -> anyhow::Result<Vec<Target>> {
     let targets = common
         .urls
         .iter()
-        .map(|url| Target::parse(url))
+        .map(|url| Target::parse_for(url, common.protocol))
         .collect::<anyhow::Result<Vec<_>>>()?;
     if targets.is_empty() {
         bail!("give at least one --url");

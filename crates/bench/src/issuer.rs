@@ -35,14 +35,15 @@ pub async fn run(args: IssuerArgs) -> anyhow::Result<()> {
         jwks: serde_json::to_value(key.jwks())?,
         fetches: AtomicU64::new(0),
     });
+    let jwks = get(|State(shared): State<Arc<Shared>>| async move {
+        shared.fetches.fetch_add(1, Ordering::Relaxed);
+        axum::Json(shared.jwks.clone())
+    });
+    // `/v1/jwks` is where `@clerk/backend` fetches the JWKS from (its Backend
+    // API, `apiUrl` + `/v1/jwks`): the Socket.IO peer's JWKS mode.
     let app = Router::new()
-        .route(
-            "/.well-known/jwks.json",
-            get(|State(shared): State<Arc<Shared>>| async move {
-                shared.fetches.fetch_add(1, Ordering::Relaxed);
-                axum::Json(shared.jwks.clone())
-            }),
-        )
+        .route("/.well-known/jwks.json", jwks.clone())
+        .route("/v1/jwks", jwks)
         .route("/healthz", get(|| async { "ok" }))
         .with_state(shared);
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -10,6 +10,7 @@
 mod cli;
 mod conn;
 mod coord;
+mod engineio;
 mod hist;
 mod issuer;
 mod job;

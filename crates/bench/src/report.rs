@@ -142,9 +142,10 @@ pub struct SummarizeArgs {
     /// The label measured (numerator of the ratio).
     #[arg(long, default_value = "reeltime")]
     pub label: String,
-    /// The label compared against (denominator).
-    #[arg(long, default_value = "baseline")]
-    pub baseline: String,
+    /// The labels compared against (denominators), each a column: repeat it or give a comma
+    /// list (e.g. `baseline,socketio`). Labels without any run are left out.
+    #[arg(long, default_value = "baseline", value_delimiter = ',')]
+    pub baseline: Vec<String>,
     /// Also write the summary as JSON here.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -318,67 +319,129 @@ pub fn summarize(args: SummarizeArgs) -> anyhow::Result<()> {
         }
     }
 
+    // The compared labels that have runs; the first stays the one of the
+    // `ratio` and `advantage` fields, the others get `advantage_<label>`.
+    let mut baselines: Vec<&String> = args
+        .baseline
+        .iter()
+        .filter(|label| counts.keys().any(|(_, l)| l == *label))
+        .collect();
+    if baselines.is_empty()
+        && let Some(first) = args.baseline.first()
+    {
+        baselines.push(first);
+    }
     let mut rows = Vec::new();
     for (case, labels) in &runs {
         let scenario = case.split('-').next().unwrap_or(case);
         let empty = BTreeMap::new();
         let mine = labels.get(&args.label).unwrap_or(&empty);
-        let theirs = labels.get(&args.baseline).unwrap_or(&empty);
         for metric in shown(scenario) {
             let a = mine.get(*metric).and_then(|v| median(&mut v.clone()));
-            let b = theirs.get(*metric).and_then(|v| median(&mut v.clone()));
-            if a.is_none() && b.is_none() {
+            let theirs: Vec<Option<f64>> = baselines
+                .iter()
+                .map(|label| {
+                    labels
+                        .get(*label)
+                        .and_then(|metrics| metrics.get(*metric))
+                        .and_then(|v| median(&mut v.clone()))
+                })
+                .collect();
+            if a.is_none() && theirs.iter().all(Option::is_none) {
                 continue;
             }
-            let ratio = match (a, b) {
-                (Some(a), Some(b)) if b != 0.0 => Some(a / b),
-                _ => None,
-            };
-            let advantage = match (better(metric), a, b) {
+            let advantage = |b: Option<f64>| match (better(metric), a, b) {
                 (Some(true), Some(a), Some(b)) if b > 0.0 => Some(a / b),
                 (Some(false), Some(a), Some(b)) if a > 0.0 => Some(b / a),
                 _ => None,
             };
-            rows.push(json!({
+            let b = theirs[0];
+            let ratio = match (a, b) {
+                (Some(a), Some(b)) if b != 0.0 => Some(a / b),
+                _ => None,
+            };
+            let mut row = json!({
                 "case": case,
                 "metric": metric,
                 args.label.clone(): a,
-                args.baseline.clone(): b,
                 "ratio": ratio,
-                "advantage": advantage,
-                "runs": [
-                    counts.get(&(case.clone(), args.label.clone())).copied().unwrap_or(0),
-                    counts.get(&(case.clone(), args.baseline.clone())).copied().unwrap_or(0),
-                ],
-            }));
+                "advantage": advantage(b),
+            });
+            let mut runs = vec![
+                counts
+                    .get(&(case.clone(), args.label.clone()))
+                    .copied()
+                    .unwrap_or(0),
+            ];
+            if let Some(object) = row.as_object_mut() {
+                for (i, (label, value)) in baselines.iter().zip(&theirs).enumerate() {
+                    object.insert((*label).clone(), json!(value));
+                    if i > 0 {
+                        object.insert(format!("advantage_{label}"), json!(advantage(*value)));
+                    }
+                    runs.push(
+                        counts
+                            .get(&(case.clone(), (*label).clone()))
+                            .copied()
+                            .unwrap_or(0),
+                    );
+                }
+                object.insert("runs".into(), json!(runs));
+            }
+            rows.push(row);
         }
     }
 
     let cell = |value: &Value| value.as_f64().map(number).unwrap_or_else(|| "-".into());
-    let headers = [
+    let times = |value: &Value| {
+        value
+            .as_f64()
+            .map(|x| format!("{}x", number(x)))
+            .unwrap_or_else(|| "-".into())
+    };
+    let first = baselines[0];
+    let mut headers = vec![
         "case".to_string(),
         "metric".to_string(),
         format!("{} (median)", args.label),
-        format!("{} (median)", args.baseline),
-        format!("{}/{}", args.label, args.baseline),
-        "advantage".to_string(),
-        "runs".to_string(),
     ];
+    headers.extend(baselines.iter().map(|label| format!("{label} (median)")));
+    headers.push(format!("{}/{first}", args.label));
+    headers.push(if baselines.len() > 1 {
+        format!("advantage vs {first}")
+    } else {
+        "advantage".to_string()
+    });
+    headers.extend(
+        baselines
+            .iter()
+            .skip(1)
+            .map(|label| format!("advantage vs {label}")),
+    );
+    headers.push("runs".to_string());
     let lines: Vec<Vec<String>> = rows
         .iter()
         .map(|row| {
-            vec![
+            let mut line = vec![
                 row["case"].as_str().unwrap_or("").to_string(),
                 row["metric"].as_str().unwrap_or("").to_string(),
                 cell(&row[&args.label]),
-                cell(&row[&args.baseline]),
-                cell(&row["ratio"]),
-                row["advantage"]
-                    .as_f64()
-                    .map(|x| format!("{}x", number(x)))
-                    .unwrap_or_else(|| "-".into()),
-                format!("{}+{}", row["runs"][0], row["runs"][1]),
-            ]
+            ];
+            line.extend(baselines.iter().map(|label| cell(&row[label.as_str()])));
+            line.push(cell(&row["ratio"]));
+            line.push(times(&row["advantage"]));
+            line.extend(
+                baselines
+                    .iter()
+                    .skip(1)
+                    .map(|label| times(&row[format!("advantage_{label}").as_str()])),
+            );
+            let runs: Vec<String> = row["runs"]
+                .as_array()
+                .map(|runs| runs.iter().map(|n| n.to_string()).collect())
+                .unwrap_or_default();
+            line.push(runs.join("+"));
+            line
         })
         .collect();
     if args.markdown {
@@ -442,5 +505,53 @@ mod tests {
         assert_eq!(better("latency_p99_ms"), Some(false));
         assert_eq!(better("rss_per_socket_kib"), Some(false));
         assert_eq!(better("lost"), None);
+    }
+
+    #[test]
+    fn summary_has_a_column_per_compared_server() {
+        let dir =
+            std::env::temp_dir().join(format!("reeltime-bench-summary-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let runs = [
+            ("reeltime", 1, 200.0),
+            ("reeltime", 2, 100.0),
+            ("baseline", 1, 2000.0),
+            ("socketio", 1, 1000.0),
+            ("socketio", 2, 1400.0),
+        ];
+        for (label, run, cpu) in runs {
+            let report = json!({
+                "scenario": "connect",
+                "label": label,
+                "params": {"case": "connect"},
+                "metrics": {"server_cpu_us_per_connect": cpu},
+            });
+            std::fs::write(
+                dir.join(format!("connect-{label}-{run}.json")),
+                report.to_string(),
+            )
+            .unwrap();
+        }
+        let out = dir.join("summary.out");
+        summarize(SummarizeArgs {
+            inputs: vec![dir.clone()],
+            label: "reeltime".into(),
+            baseline: vec!["baseline".into(), "socketio".into(), "absent".into()],
+            out: Some(out.clone()),
+            markdown: true,
+        })
+        .unwrap();
+        let rows: Vec<Value> =
+            serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        assert_eq!(rows.len(), 1);
+        let row = &rows[0];
+        assert_eq!(row["reeltime"], 150.0);
+        assert_eq!(row["baseline"], 2000.0);
+        assert_eq!(row["socketio"], 1200.0);
+        assert_eq!(row["advantage"], 2000.0 / 150.0);
+        assert_eq!(row["advantage_socketio"], 8.0);
+        assert!(row.get("absent").is_none());
+        assert_eq!(row["runs"], json!([2, 1, 2]));
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
