@@ -91,6 +91,7 @@ fn events() -> Vec<Arc<ImportEvent>> {
                     version: round as u64 + 1,
                     is_final: false,
                     payload: payload.clone(),
+                    published_us: 0,
                 })
             })
         })

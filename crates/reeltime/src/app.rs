@@ -50,7 +50,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             config.clock_skew,
             &config.authorized_parties,
         )
-        .with_revocations(Arc::clone(&revocations)),
+        .with_revocations(Arc::clone(&revocations))
+        .with_metrics(Arc::clone(&metrics)),
     );
 
     let store::Opened { store, hooks } =
@@ -319,6 +320,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         media_processing: runner.media_processing(),
         media_sandbox,
         hooks: Arc::clone(&hooks),
+        bus: Arc::clone(&bus),
     };
     let server = ServerApi {
         keys: Arc::new(ServerKeys::new(Arc::clone(&store))),

@@ -108,6 +108,10 @@ pub struct Settings {
     #[arg(long, env = "REELTIME_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
 
+    /// Log lines as `text` (for people) or `json` (one object per line, for a log collector).
+    #[arg(long, env = "REELTIME_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
     /// Seconds to finish closing sockets and saving jobs on SIGTERM/SIGINT.
     #[arg(long, env = "REELTIME_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
@@ -235,6 +239,20 @@ pub struct Settings {
     /// With no command the server runs.
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// How log lines are written to stderr (REELTIME_LOG_FORMAT). Read by
+/// `main` before anything else logs, so it is a setting, not a [`Config`]
+/// field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One readable line per event, colored on a terminal.
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, the
+    /// event's fields (`message`, `import_id`, ...) at the top level, and
+    /// the current span's (`connection_id`, `user_id`, `import_id`) under
+    /// `span`.
+    Json,
 }
 
 /// What the binary does besides serving: commands that use the server's

@@ -25,6 +25,12 @@ pub struct ImportEvent {
     /// The whole `{"type":"import",...}` (or `import_removed`) message,
     /// ready to write.
     pub payload: Utf8Bytes,
+    /// When the change was published, in unix microseconds: the start of
+    /// the delivery lag a session observes when it writes the frame
+    /// (`reeltime_delivery_lag_seconds`). Wall clock rather than `Instant`
+    /// because it crosses nodes in the Redis header; on one host (or with
+    /// NTP) the clocks agree to well under a millisecond.
+    pub published_us: u64,
 }
 
 impl ImportEvent {
@@ -38,6 +44,7 @@ impl ImportEvent {
             version: import.version,
             is_final: import.status.is_final(),
             payload: Utf8Bytes::from(serde_json::to_string(&message)?),
+            published_us: crate::metrics::unix_micros(),
         }))
     }
 
@@ -60,6 +67,7 @@ impl ImportEvent {
             version,
             is_final: true,
             payload: Utf8Bytes::from(serde_json::to_string(&message)?),
+            published_us: crate::metrics::unix_micros(),
         }))
     }
 }

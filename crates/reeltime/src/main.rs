@@ -9,13 +9,23 @@ fn main() -> anyhow::Result<()> {
     if let Some(reeltime::config::Command::Keys { action }) = settings.command.take() {
         return run_keys(&settings, action);
     }
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match settings.log_format {
+        reeltime::config::LogFormat::Text => {
+            logs.with_ansi(std::io::stderr().is_terminal()).init();
+        }
+        reeltime::config::LogFormat::Json => {
+            logs.json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false)
+                .init();
+        }
+    }
     let config = match reeltime::config::Config::from_settings(settings) {
         Ok(config) => config,
         Err(err) => {

@@ -129,7 +129,12 @@ impl ServerProcess {
         let addr = line
             .split("listening on http://")
             .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
+            // Text logs end the address with a space, JSON logs with a quote.
+            .map(|rest| {
+                rest.split(|c: char| c.is_whitespace() || c == '"')
+                    .next()
+                    .unwrap_or(rest)
+            })
             .expect("address in log line");
         self.addr = addr.to_string();
     }

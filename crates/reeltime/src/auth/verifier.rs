@@ -113,6 +113,8 @@ pub struct Verifier {
     authorized_parties: HashSet<String>,
     /// Sessions and users refused although their tokens verify.
     revocations: Arc<Revocations>,
+    /// Where the time of each verification goes (`None` in unit tests).
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 #[derive(Deserialize)]
@@ -135,7 +137,15 @@ impl Verifier {
             leeway,
             authorized_parties: authorized_parties.iter().cloned().collect(),
             revocations: Arc::default(),
+            metrics: None,
         }
+    }
+
+    /// Records each verification's time in `metrics`
+    /// (`reeltime_token_verify_seconds`).
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Verifier {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Refuses the tokens of what `revocations` lists (Clerk webhooks fill
@@ -157,6 +167,15 @@ impl Verifier {
 
     /// Checks signature, algorithm, `exp`, `nbf`, `iss`, `sub` and `azp`.
     pub async fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        let started = std::time::Instant::now();
+        let verified = self.verify_untimed(token).await;
+        if let Some(metrics) = &self.metrics {
+            (metrics.token_verify_seconds).observe(started.elapsed().as_secs_f64());
+        }
+        verified
+    }
+
+    async fn verify_untimed(&self, token: &str) -> Result<Claims, AuthError> {
         let token = token.trim();
         if token.is_empty() {
             return Err(AuthError::Missing);

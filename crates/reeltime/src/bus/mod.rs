@@ -32,4 +32,11 @@ pub trait Bus: Send + Sync + 'static {
     /// Hands `control` to every node's [`Deliver`](crate::events::Deliver),
     /// this one's first (at once, whatever the bus's state).
     async fn broadcast(&self, control: Control) -> Result<(), BusError>;
+
+    /// Whether the bus can carry changes to the other nodes now, for
+    /// `/readyz`: `Err` says why not (e.g. `redis: connection refused`).
+    /// The in-process bus always can.
+    async fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
 }

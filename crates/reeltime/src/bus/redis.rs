@@ -41,7 +41,7 @@
 //! harmless.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -70,6 +70,8 @@ pub const CONTROL_CHANNEL: &str = "reeltime:control";
 
 /// Connecting, subscribing and one PUBLISH each give up after this.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long `/readyz` waits for Redis to answer its PING.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often the subscription is checked with a PING: a dead peer that
 /// never closed the TCP connection is noticed within this plus the timeout.
 const PING_EVERY: Duration = Duration::from_secs(5);
@@ -125,6 +127,8 @@ struct HeaderOut<'a> {
     import_id: &'a str,
     version: u64,
     is_final: bool,
+    /// [`ImportEvent::published_us`].
+    at: u64,
 }
 
 #[derive(Deserialize)]
@@ -134,6 +138,9 @@ struct HeaderIn {
     import_id: String,
     version: u64,
     is_final: bool,
+    /// Absent from a node of an older version: the lag then starts here.
+    #[serde(default)]
+    at: Option<u64>,
 }
 
 /// Why a received message was not an event.
@@ -155,6 +162,7 @@ pub fn encode(node: &str, event: &ImportEvent) -> Result<Vec<u8>, serde_json::Er
         import_id: &event.import_id,
         version: event.version,
         is_final: event.is_final,
+        at: event.published_us,
     };
     let mut frame = Vec::with_capacity(96 + event.payload.len());
     serde_json::to_writer(&mut frame, &header)?;
@@ -180,6 +188,7 @@ pub fn decode(frame: &[u8]) -> Result<(String, Arc<ImportEvent>), DecodeError> {
             version: header.version,
             is_final: header.is_final,
             payload: Utf8Bytes::from(payload),
+            published_us: header.at.unwrap_or_else(crate::metrics::unix_micros),
         }),
     ))
 }
@@ -223,6 +232,8 @@ pub struct RedisBusStats {
     pub republished: AtomicU64,
     /// Events dropped because too many were held.
     pub dropped: AtomicU64,
+    /// Whether the subscription is up now (`/readyz` reads it).
+    pub subscribed: AtomicBool,
 }
 
 /// Redis pub/sub behind the [`Bus`] trait.
@@ -375,6 +386,7 @@ impl RedisBus {
             // snapshot read now misses nothing. Sessions read it at their
             // next turn.
             let previous = self.stats.subscriptions.fetch_add(1, Ordering::SeqCst);
+            self.stats.subscribed.store(true, Ordering::SeqCst);
             let asked = self.local.resync_all();
             if previous == 0 {
                 tracing::info!(channels = channels.len(), "redis bus: subscribed");
@@ -410,6 +422,7 @@ impl RedisBus {
                     }
                 }
             };
+            self.stats.subscribed.store(false, Ordering::SeqCst);
             tracing::warn!(reason = lost, "redis bus: subscription lost; reconnecting");
             backoff = self.pause(backoff, &shutdown).await;
         }
@@ -476,6 +489,23 @@ impl Bus for RedisBus {
         Ok(())
     }
 
+    /// A PING on the publishing connection (within [`CHECK_TIMEOUT`]), and
+    /// the subscription up: both are needed to carry changes both ways.
+    async fn check(&self) -> Result<(), String> {
+        let mut connection = self.publisher.clone();
+        let command = ::redis::cmd("PING");
+        let ping = command.query_async::<String>(&mut connection);
+        match tokio::time::timeout(CHECK_TIMEOUT, ping).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => return Err(format!("redis: {err}")),
+            Err(_) => return Err(format!("redis: no answer to PING within {CHECK_TIMEOUT:?}")),
+        }
+        if !self.stats.subscribed.load(Ordering::SeqCst) {
+            return Err("redis: not subscribed (reconnecting)".into());
+        }
+        Ok(())
+    }
+
     /// Carries out `control` here, then publishes it for the others. A
     /// failed publish is an error for the caller: a node that misses a
     /// revocation still refuses its tokens after its next reload from the
@@ -511,6 +541,7 @@ mod tests {
             version: 42,
             is_final: true,
             payload: Utf8Bytes::from("{\"type\":\"import\",\"import\":{\"t\":\"a\\nb\"}}"),
+            published_us: 1_700_000_000_000_000,
         };
         let frame = encode("node1", &event).unwrap();
         let (node, back) = decode(&frame).unwrap();
@@ -520,6 +551,7 @@ mod tests {
         assert_eq!(back.version, 42);
         assert!(back.is_final);
         assert_eq!(back.payload.as_str(), event.payload.as_str());
+        assert_eq!(back.published_us, event.published_us);
         assert!(decode(b"no header").is_err());
         assert!(decode(b"{}\n{}").is_err());
     }
@@ -552,6 +584,7 @@ mod tests {
                 version,
                 is_final: false,
                 payload: Utf8Bytes::from_static("{}"),
+                published_us: 0,
             })
         };
         held.keep(event(3), &dropped);

@@ -346,6 +346,7 @@ mod tests {
             version: 1,
             is_final: false,
             payload: Utf8Bytes::from_static("{}"),
+            published_us: 0,
         })
     }
 

@@ -180,14 +180,18 @@ pub async fn progress_socket(
             let mut socket = Box::new(socket);
             tracker.track_future(async move {
                 if gateway.shutdown.is_cancelled() {
-                    let _ = socket.send(close_message(Close::SHUTTING_DOWN)).await;
+                    let _ = socket
+                        .send(close_message(&gateway, Close::SHUTTING_DOWN))
+                        .await;
                     return;
                 }
                 if origin_refused {
                     gateway
                         .metrics
                         .auth_failure(Close::ORIGIN_NOT_ALLOWED.reason);
-                    let _ = socket.send(close_message(Close::ORIGIN_NOT_ALLOWED)).await;
+                    let _ = socket
+                        .send(close_message(&gateway, Close::ORIGIN_NOT_ALLOWED))
+                        .await;
                     return;
                 }
                 let token = match token {
@@ -198,7 +202,7 @@ pub async fn progress_socket(
                             .metrics
                             .auth_failure(Close::AUTH_DUPLICATE_TOKEN.reason);
                         let _ = socket
-                            .send(close_message(Close::AUTH_DUPLICATE_TOKEN))
+                            .send(close_message(&gateway, Close::AUTH_DUPLICATE_TOKEN))
                             .await;
                         return;
                     }
@@ -208,7 +212,7 @@ pub async fn progress_socket(
                     Err(refusal) => {
                         gateway.metrics.connection_refused(refusal.reason);
                         tracing::debug!(%client, reason = refusal.reason, "websocket refused");
-                        let _ = socket.send(close_message(refusal)).await;
+                        let _ = socket.send(close_message(&gateway, refusal)).await;
                         return;
                     }
                 };
@@ -217,7 +221,9 @@ pub async fn progress_socket(
         })
 }
 
-fn close_message(close: Close) -> axum::extract::ws::Message {
+/// The close frame of a socket refused at its upgrade, counted by code.
+fn close_message(gateway: &Gateway, close: Close) -> axum::extract::ws::Message {
+    gateway.metrics.closed(Some(&close));
     axum::extract::ws::Message::Close(Some(axum::extract::ws::CloseFrame {
         code: close.code,
         reason: axum::extract::ws::Utf8Bytes::from_static(close.reason),

@@ -154,6 +154,7 @@ mod tests {
             version,
             is_final,
             payload: Utf8Bytes::from(format!("{import}:{version}")),
+            published_us: 0,
         })
     }
 

@@ -38,18 +38,30 @@ pub async fn run(
     query_token: Option<String>,
     admitted: Admitted,
 ) {
+    let upgraded_at = Instant::now();
     let end = match authenticate(&mut socket, &gateway, query_token).await {
         Ok(claims) => {
             drop(admitted.waiting);
-            serve(&mut socket, &gateway, claims, admitted.reservation).await
+            serve(
+                &mut socket,
+                &gateway,
+                claims,
+                admitted.reservation,
+                upgraded_at,
+            )
+            .await
         }
         Err(end) => end,
     };
     match end {
-        End::Close(close) => close_with(&mut socket, close).await,
+        End::Close(close) => {
+            gateway.metrics.closed(Some(&close));
+            close_with(&mut socket, close).await
+        }
         // tungstenite only queues its answer to the peer's close frame: send
         // it, or a browser records its own 1000 as an unclean 1006.
         End::Gone => {
+            gateway.metrics.closed(None);
             let _ = timeout(CLOSE_HANDSHAKE, socket.flush()).await;
         }
     }
@@ -112,6 +124,7 @@ async fn serve(
     gateway: &Arc<Gateway>,
     claims: Claims,
     reservation: Reservation,
+    upgraded_at: Instant,
 ) -> End {
     if let Err(err) = gateway
         .users
@@ -158,8 +171,11 @@ async fn serve(
         sent_versions: HashMap::new(),
         bad_messages: VecDeque::new(),
         last_heard: Instant::now(),
+        upgraded_at,
     };
-    let end = session.run(&outbox, connection_id).await;
+    let span =
+        tracing::info_span!("session", connection_id = %connection_id, user_id = %session.user_id);
+    let end = tracing::Instrument::instrument(session.run(&outbox, connection_id), span).await;
     gateway
         .metrics
         .open_connections
@@ -180,6 +196,8 @@ struct Session<'a> {
     sent_versions: HashMap<String, u64>,
     bad_messages: VecDeque<Instant>,
     last_heard: Instant,
+    /// When the upgrade finished: `reeltime_connect_seconds` ends at `ready`.
+    upgraded_at: Instant,
 }
 
 impl Session<'_> {
@@ -204,6 +222,8 @@ impl Session<'_> {
         if let Err(end) = self.send_all(vec![ready, snapshot]).await {
             return end;
         }
+        (self.gateway.metrics.connect_seconds).observe(self.upgraded_at.elapsed().as_secs_f64());
+        tracing::debug!("websocket ready");
 
         let mut ping_at = Instant::now() + heartbeat;
         let shutdown = self.gateway.shutdown.clone();
@@ -300,6 +320,7 @@ impl Session<'_> {
             return Err(End::Close(close));
         }
         let mut messages = Vec::new();
+        let mut published = Vec::new();
         if outbox.take_resync() {
             messages.push(self.snapshot_message().await?);
         }
@@ -311,8 +332,11 @@ impl Session<'_> {
             self.sent_versions
                 .insert(event.import_id.clone(), event.version);
             messages.push(Message::Text(event.payload.clone()));
+            published.push(event.published_us);
         }
-        self.send_all(messages).await
+        self.send_all(messages).await?;
+        self.gateway.metrics.delivered(&published);
+        Ok(())
     }
 
     async fn handle(&mut self, message: Message) -> Result<(), End> {

@@ -75,6 +75,11 @@ impl Line {
         }
     }
 
+    /// How many wait for a slot now (`reeltime_waiting`).
+    pub fn waiting(&self) -> usize {
+        self.lock().waiting.len()
+    }
+
     /// A slot now if one is free and nobody waits, else a place in line.
     pub fn join(self: &Arc<Self>, id: &str, user: &str) -> Result<Slot, Ticket> {
         let mut state = self.lock();

@@ -108,6 +108,8 @@ pub struct ImportService {
     /// The reports of external imports waiting for their turn to be
     /// stored ([`reports`]).
     reports: reports::Pending,
+    /// The node's metrics: the runner's lease renewals and waiting lines.
+    metrics: Arc<Metrics>,
 }
 
 /// What a new import must pass: its source's own checks and the user's
@@ -135,7 +137,7 @@ impl ImportService {
     ) -> Arc<ImportService> {
         let ImportRules { sources, limits } = rules;
         Arc::new(ImportService {
-            commits: GroupCommit::start(Arc::clone(&store), metrics),
+            commits: GroupCommit::start(Arc::clone(&store), Arc::clone(&metrics)),
             store,
             bus,
             sources,
@@ -147,7 +149,13 @@ impl ImportService {
             links,
             storage,
             reports: reports::Pending::default(),
+            metrics,
         })
+    }
+
+    /// The node's metrics, for the runner.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The per-user limits this node enforces.

@@ -86,7 +86,10 @@ async fn write_batches(
         }
         let batch = take_batch(&mut held);
         let changes = batch.len() as u64;
+        let started = std::time::Instant::now();
         let writes = write_batch(store.as_ref(), batch).await;
+        (metrics.group_commit_write_seconds).observe(started.elapsed().as_secs_f64());
+        metrics.group_commit_batch_size.observe(changes as f64);
         metrics
             .import_changes_stored
             .fetch_add(changes, Ordering::Relaxed);

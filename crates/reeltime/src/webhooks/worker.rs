@@ -266,6 +266,9 @@ impl Webhooks {
                 self.metrics
                     .webhooks_delivered
                     .fetch_add(1, Ordering::Relaxed);
+                let lag = (chrono::Utc::now() - delivery.occurred_at).to_std();
+                (self.metrics.webhook_delivery_lag_seconds)
+                    .observe(lag.unwrap_or_default().as_secs_f64());
                 tracing::debug!(webhook_id = %delivery.id, event = %delivery.event_type, status, "webhook delivered");
             }
             Attempt::Retry { at, error, .. } => {

@@ -53,25 +53,32 @@ impl Postgres {
             read_file(&process.path("initdb.log"))
         );
 
-        let mut postgres = Command::new(bin.join("postgres"));
+        let mut server = Postgres { process, bin };
+        server.spawn().await;
+        server
+    }
+
+    /// Runs `postgres` on the cluster and waits until it accepts connections.
+    async fn spawn(&mut self) {
+        let owner = pg_owner();
+        let data = self.process.path("data");
+        let mut postgres = Command::new(self.bin.join("postgres"));
         postgres
             .arg("-D")
             .arg(&data)
-            .args(["-p", &process.port.to_string()])
+            .args(["-p", &self.process.port.to_string()])
             .arg("-k")
-            .arg(process.dir())
+            .arg(self.process.dir())
             .args(["-c", "listen_addresses=127.0.0.1"])
             .args(["-c", "fsync=off"])
             .args(["-c", "synchronous_commit=off"])
             .args(["-c", "full_page_writes=off"])
             .args(["-c", "max_connections=200"])
             .stdout(Stdio::null())
-            .stderr(log_file(&process.path("postgres.log")));
+            .stderr(log_file(&self.process.path("postgres.log")));
         as_owner(&mut postgres, owner);
-        let mut server = Postgres { process, bin };
-        let pg_isready = server.bin.join("pg_isready");
-        server
-            .process
+        let pg_isready = self.bin.join("pg_isready");
+        self.process
             .spawn(
                 postgres,
                 "install it: apt-get install postgresql",
@@ -79,7 +86,18 @@ impl Postgres {
                 |port| is_ready(&pg_isready, port),
             )
             .await;
-        server
+    }
+
+    /// Stops the server (fast shutdown) and waits until it has exited: every
+    /// client connection is closed, as when the database goes away.
+    pub async fn stop(&mut self) {
+        self.process.stop().await;
+    }
+
+    /// Starts it again on the same port with the same data, and waits
+    /// until it accepts connections.
+    pub async fn start_again(&mut self) {
+        self.spawn().await;
     }
 
     /// URL of the `postgres` database, as superuser.

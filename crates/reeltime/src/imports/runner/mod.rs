@@ -213,16 +213,20 @@ impl Runner {
     /// and another node claimed the import) is stopped, so no import runs
     /// on two nodes for longer than it takes to notice.
     async fn renew_leases(&self) {
-        match self
+        let started = std::time::Instant::now();
+        let renewed = self
             .imports
             .store()
             .renew_leases(&self.node, self.lease)
-            .await
-        {
+            .await;
+        let metrics = self.imports.metrics();
+        metrics.lease_renewal(started.elapsed(), renewed.is_ok());
+        match renewed {
             Ok(held) => {
                 for id in self.imports.running_ids() {
                     if !held.contains(&id) {
                         tracing::warn!(import_id = %id, "lease lost; stopping the job here");
+                        metrics.leases_lost.inc();
                         self.imports.stop_job(&id);
                     }
                 }
@@ -241,7 +245,11 @@ impl Runner {
         let id = owned.import.id.clone();
         let stop = self.shutdown.child_token();
         self.imports.register_job(&id, stop.clone());
-        let result = self.start(owned, phase, &stop).await;
+        // Every line the job logs carries its import and user (JSON logs:
+        // under `span`).
+        let span = tracing::info_span!("job", import_id = %id, user_id = %owned.user_id);
+        tracing::debug!(parent: &span, "import job started");
+        let result = tracing::Instrument::instrument(self.start(owned, phase, &stop), span).await;
         if let Err(err) = result {
             tracing::error!(import_id = %id, error = %err, "import job failed to save its state");
         }

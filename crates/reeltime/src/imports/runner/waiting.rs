@@ -19,6 +19,10 @@ impl Runner {
                 return;
             }
         };
+        let metrics = self.imports.metrics();
+        metrics.set_waiting("claim", waiting.len());
+        metrics.set_waiting("download", self.downloads.waiting());
+        metrics.set_waiting("processing", self.processing.waiting());
         for (index, mut owned) in waiting.into_iter().enumerate() {
             let position = Some(index as u64 + 1);
             if owned.import.queue_position == position {
