@@ -119,6 +119,18 @@ impl Outbox {
         self.resync.swap(false, Ordering::SeqCst)
     }
 
+    /// Hands everything queued to `each`, in order, and empties the queue
+    /// (keeping its room for the next changes: no allocation per batch).
+    pub fn drain_each(&self, mut each: impl FnMut(&ImportEvent)) {
+        let mut queue = match self.queue.lock() {
+            Ok(queue) => queue,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for event in queue.drain(..) {
+            each(&event);
+        }
+    }
+
     /// Takes everything queued, in order.
     pub fn drain(&self) -> Vec<Arc<ImportEvent>> {
         let mut queue = match self.queue.lock() {
