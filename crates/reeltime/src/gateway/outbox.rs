@@ -180,6 +180,19 @@ mod tests {
     }
 
     #[test]
+    fn drain_each_hands_over_in_order_and_empties() {
+        let outbox = Outbox::default();
+        for version in 1..=3 {
+            outbox.push(&event("a", version, false));
+        }
+        let mut seen = Vec::new();
+        outbox.drain_each(|event| seen.push(event.version));
+        assert_eq!(seen, [1, 2, 3]);
+        assert!(outbox.is_empty());
+        outbox.drain_each(|_| panic!("nothing left to hand over"));
+    }
+
+    #[test]
     fn coalesces_per_import_when_behind_and_keeps_finals() {
         let outbox = Outbox::default();
         for n in 0..COALESCE_ABOVE {

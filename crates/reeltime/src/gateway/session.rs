@@ -42,7 +42,7 @@ enum End {
 /// largest moment, and inline they made every idle socket's task carry
 /// their state for its whole life (docs/benchmarks.md, "Round two").
 pub async fn run(mut socket: Box<WebSocket>, gateway: Arc<Gateway>, opening: Box<Opening>) {
-    let end = match Box::pin(start(&mut socket, &gateway, *opening)).await {
+    let end = match Box::pin(start(&mut socket, &gateway, opening)).await {
         Ok(mut session) => session.serve().await,
         Err(end) => end,
     };
@@ -54,14 +54,15 @@ pub async fn run(mut socket: Box<WebSocket>, gateway: Arc<Gateway>, opening: Box
 async fn start<'a>(
     socket: &'a mut WebSocket,
     gateway: &'a Arc<Gateway>,
-    opening: Opening,
+    opening: Box<Opening>,
 ) -> Result<Session<'a>, End> {
+    // Taken apart here, so its box is gone once connected.
     let Opening {
         origin_refused,
         token,
         admitted,
         client,
-    } = opening;
+    } = *opening;
     if gateway.shutdown.is_cancelled() {
         return Err(End::Refuse(Close::SHUTTING_DOWN));
     }
