@@ -42,6 +42,12 @@ use crate::users::Users;
 /// had that much queued at once.
 const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 
+/// What tungstenite allocates for reading each socket's frames, kept for
+/// the socket's life. Client messages are rare and small (pings, tokens of
+/// ~1 KiB); a larger one grows the buffer, and is read this many bytes
+/// per `read`.
+const READ_BUFFER_BYTES: usize = 256;
+
 /// What every session needs, shared.
 pub struct Gateway {
     pub verifier: Arc<Verifier>,
@@ -164,10 +170,15 @@ pub async fn progress_socket(
     // Taken before the upgrade, refused after it, like every refusal.
     let client = gateway.trusted_proxies.client_ip(peer.ip(), &headers);
     let admitted = gateway.admit(client, token != QueryToken::Absent);
-    let tracker = gateway.sessions.clone();
+    let opening = Box::new(Opening {
+        origin_refused,
+        token,
+        admitted,
+        client,
+    });
     upgrade
-        // Grows as needed; idle sockets then cost ~4 KiB less (docs/benchmarks.md).
-        .read_buffer_size(512)
+        // Grows as needed; idle sockets then cost less (docs/benchmarks.md).
+        .read_buffer_size(READ_BUFFER_BYTES)
         // Messages queued for one socket are fed and then flushed together:
         // up to this many bytes leave in one write (docs/benchmarks.md).
         .write_buffer_size(WRITE_BUFFER_BYTES)
@@ -177,57 +188,23 @@ pub async fn progress_socket(
             // Boxed: every `async` layer a value moves through keeps a slot
             // for it, so the socket inline cost its 368 bytes three times
             // over in each session's task (docs/benchmarks.md).
-            let mut socket = Box::new(socket);
-            tracker.track_future(async move {
-                if gateway.shutdown.is_cancelled() {
-                    let _ = socket
-                        .send(close_message(&gateway, Close::SHUTTING_DOWN))
-                        .await;
-                    return;
-                }
-                if origin_refused {
-                    gateway
-                        .metrics
-                        .auth_failure(Close::ORIGIN_NOT_ALLOWED.reason);
-                    let _ = socket
-                        .send(close_message(&gateway, Close::ORIGIN_NOT_ALLOWED))
-                        .await;
-                    return;
-                }
-                let token = match token {
-                    QueryToken::Absent => None,
-                    QueryToken::One(token) => Some(token),
-                    QueryToken::Duplicate => {
-                        gateway
-                            .metrics
-                            .auth_failure(Close::AUTH_DUPLICATE_TOKEN.reason);
-                        let _ = socket
-                            .send(close_message(&gateway, Close::AUTH_DUPLICATE_TOKEN))
-                            .await;
-                        return;
-                    }
-                };
-                let admitted = match admitted {
-                    Ok(admitted) => admitted,
-                    Err(refusal) => {
-                        gateway.metrics.connection_refused(refusal.reason);
-                        tracing::debug!(%client, reason = refusal.reason, "websocket refused");
-                        let _ = socket.send(close_message(&gateway, refusal)).await;
-                        return;
-                    }
-                };
-                session::run(socket, gateway, token, admitted).await
-            })
+            let socket = Box::new(socket);
+            // A task of its own, holding only the session: axum's upgrade
+            // task (with the handshake's state) ends here instead of living
+            // as long as the socket around it (docs/benchmarks.md, "Round two").
+            let tracker = gateway.sessions.clone();
+            tracker.spawn(session::run(socket, gateway, opening));
+            std::future::ready(())
         })
 }
 
-/// The close frame of a socket refused at its upgrade, counted by code.
-fn close_message(gateway: &Gateway, close: Close) -> axum::extract::ws::Message {
-    gateway.metrics.closed(Some(&close));
-    axum::extract::ws::Message::Close(Some(axum::extract::ws::CloseFrame {
-        code: close.code,
-        reason: axum::extract::ws::Utf8Bytes::from_static(close.reason),
-    }))
+/// What the upgrade request decided, for the session to act on once the
+/// socket is open (every refusal is a close frame, after the upgrade).
+pub(crate) struct Opening {
+    origin_refused: bool,
+    token: QueryToken,
+    admitted: Result<Admitted, Close>,
+    client: std::net::IpAddr,
 }
 
 #[cfg(test)]

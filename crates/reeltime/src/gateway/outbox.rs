@@ -119,6 +119,18 @@ impl Outbox {
         self.resync.swap(false, Ordering::SeqCst)
     }
 
+    /// Hands everything queued to `each`, in order, and empties the queue
+    /// (keeping its room for the next changes: no allocation per batch).
+    pub fn drain_each(&self, mut each: impl FnMut(&ImportEvent)) {
+        let mut queue = match self.queue.lock() {
+            Ok(queue) => queue,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for event in queue.drain(..) {
+            each(&event);
+        }
+    }
+
     /// Takes everything queued, in order.
     pub fn drain(&self) -> Vec<Arc<ImportEvent>> {
         let mut queue = match self.queue.lock() {
@@ -166,6 +178,19 @@ mod tests {
         }
         let versions: Vec<u64> = outbox.drain().iter().map(|e| e.version).collect();
         assert_eq!(versions, [1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn drain_each_hands_over_in_order_and_empties() {
+        let outbox = Outbox::default();
+        for version in 1..=3 {
+            outbox.push(&event("a", version, false));
+        }
+        let mut seen = Vec::new();
+        outbox.drain_each(|event| seen.push(event.version));
+        assert_eq!(seen, [1, 2, 3]);
+        assert!(outbox.is_empty());
+        outbox.drain_each(|_| panic!("nothing left to hand over"));
     }
 
     #[test]

@@ -12,9 +12,9 @@ use futures_util::SinkExt;
 use reeltime_protocol::{ClientMessage, Close, PROTOCOL_VERSION, ServerMessage};
 use tokio::time::{Instant, sleep_until, timeout};
 
-use super::{Admitted, Gateway, Outbox};
+use super::{Gateway, Opening, Outbox, QueryToken};
 use crate::auth::{AuthError, Claims};
-use crate::gateway::Reservation;
+use crate::gateway::{Registration, Reservation};
 use crate::store::Snapshot;
 
 /// A client that cannot take a message for this long is dropped (1013).
@@ -27,36 +27,98 @@ const CLOSE_HANDSHAKE: Duration = Duration::from_secs(2);
 /// What ends a session; each maps to one close frame (or none).
 enum End {
     Close(Close),
+    /// Refused before anything else (shutting down, origin, admission):
+    /// the close frame is sent, and the socket dropped without waiting for
+    /// the peer's answer, so refused sockets cost nothing for long.
+    Refuse(Close),
     /// The peer is gone (closed, errored or silent): nothing to send.
     Gone,
 }
 
 /// Runs a connection to its end. `query_token` is the `?token=` value.
-pub async fn run(
-    mut socket: Box<WebSocket>,
-    gateway: Arc<Gateway>,
-    query_token: Option<String>,
-    admitted: Admitted,
-) {
-    let upgraded_at = Instant::now();
-    let end = match authenticate(&mut socket, &gateway, query_token).await {
-        Ok(claims) => {
-            drop(admitted.waiting);
-            serve(
-                &mut socket,
-                &gateway,
-                claims,
-                admitted.reservation,
-                upgraded_at,
-            )
-            .await
+///
+/// The connect (token check, user write, snapshot read, first write) and
+/// the close run in boxes of their own: an `async fn` is as large as its
+/// largest moment, and inline they made every idle socket's task carry
+/// their state for its whole life (docs/benchmarks.md, "Round two").
+pub async fn run(mut socket: Box<WebSocket>, gateway: Arc<Gateway>, opening: Box<Opening>) {
+    let end = match Box::pin(start(&mut socket, &gateway, opening)).await {
+        Ok(mut session) => {
+            // The connection's ids on every log line it makes (JSON logs
+            // carry them as fields: docs/deploy.md).
+            let span = tracing::info_span!(
+                "session",
+                connection_id = %format_args!("{}-{}", gateway.node_id, session.registration.id()),
+                user_id = %session.user_id
+            );
+            tracing::Instrument::instrument(session.serve(), span).await
         }
         Err(end) => end,
     };
+    Box::pin(finish(&mut socket, &gateway, end)).await;
+}
+
+/// Acts on the upgrade's refusals, authenticates, registers and sends
+/// `ready` and the snapshot: a session ready to serve, or how it ends.
+async fn start<'a>(
+    socket: &'a mut WebSocket,
+    gateway: &'a Arc<Gateway>,
+    opening: Box<Opening>,
+) -> Result<Session<'a>, End> {
+    let upgraded_at = Instant::now();
+    // Taken apart here, so its box is gone once connected.
+    let Opening {
+        origin_refused,
+        token,
+        admitted,
+        client,
+    } = *opening;
+    if gateway.shutdown.is_cancelled() {
+        return Err(End::Refuse(Close::SHUTTING_DOWN));
+    }
+    if origin_refused {
+        gateway
+            .metrics
+            .auth_failure(Close::ORIGIN_NOT_ALLOWED.reason);
+        return Err(End::Refuse(Close::ORIGIN_NOT_ALLOWED));
+    }
+    let query_token = match token {
+        QueryToken::Absent => None,
+        QueryToken::One(token) => Some(token),
+        QueryToken::Duplicate => {
+            gateway
+                .metrics
+                .auth_failure(Close::AUTH_DUPLICATE_TOKEN.reason);
+            return Err(End::Refuse(Close::AUTH_DUPLICATE_TOKEN));
+        }
+    };
+    let admitted = match admitted {
+        Ok(admitted) => admitted,
+        Err(refusal) => {
+            gateway.metrics.connection_refused(refusal.reason);
+            tracing::debug!(%client, reason = refusal.reason, "websocket refused");
+            return Err(End::Refuse(refusal));
+        }
+    };
+    let claims = authenticate(socket, gateway, query_token).await?;
+    drop(admitted.waiting);
+    let mut session = register(socket, gateway, claims, admitted.reservation).await?;
+    session.greet().await?;
+    (gateway.metrics.connect_seconds).observe(upgraded_at.elapsed().as_secs_f64());
+    tracing::debug!("websocket ready");
+    Ok(session)
+}
+
+/// Sends the close frame `end` calls for (or answers the peer's).
+async fn finish(socket: &mut WebSocket, gateway: &Gateway, end: End) {
     match end {
         End::Close(close) => {
             gateway.metrics.closed(Some(&close));
-            close_with(&mut socket, close).await
+            close_with(socket, close).await
+        }
+        End::Refuse(close) => {
+            gateway.metrics.closed(Some(&close));
+            let _ = timeout(CLOSE_HANDSHAKE, socket.send(close_message(close))).await;
         }
         // tungstenite only queues its answer to the peer's close frame: send
         // it, or a browser records its own 1000 as an unclean 1006.
@@ -118,40 +180,39 @@ async fn timeout_at<F: std::future::Future>(deadline: Instant, future: F) -> Opt
     tokio::time::timeout_at(deadline, future).await.ok()
 }
 
-/// The authenticated part of a connection.
-async fn serve(
-    socket: &mut WebSocket,
-    gateway: &Arc<Gateway>,
+/// Records the user and registers the connection in the hub: the
+/// authenticated part of a connection, before its first message.
+async fn register<'a>(
+    socket: &'a mut WebSocket,
+    gateway: &'a Arc<Gateway>,
     claims: Claims,
     reservation: Reservation,
-    upgraded_at: Instant,
-) -> End {
+) -> Result<Session<'a>, End> {
     if let Err(err) = gateway
         .users
         .ensure(&claims.sub, claims.email.as_deref())
         .await
     {
         tracing::error!(error = %err, "could not record user");
-        return End::Close(Close::SERVER_ERROR);
+        return Err(End::Close(Close::SERVER_ERROR));
     }
-    let user_id = claims.sub.clone();
     let outbox = Outbox::for_session(claims.sid.clone());
     // Register before reading the snapshot: a change made in between is then
-    // queued, and the version filter below drops it if the snapshot had it.
+    // queued, and the version filter drops it if the snapshot had it.
     let registration = match gateway
         .hub
-        .register(reservation, &user_id, Arc::clone(&outbox))
+        .register(reservation, &claims.sub, Arc::clone(&outbox))
     {
         Ok(registration) => registration,
         Err(limit) => {
-            tracing::info!(user_id = %user_id, %limit, "connection refused");
-            return End::Close(Close::TOO_MANY_CONNECTIONS);
+            tracing::info!(user_id = %claims.sub, %limit, "connection refused");
+            return Err(End::Close(Close::TOO_MANY_CONNECTIONS));
         }
     };
     // A revocation handled between the verification and the registration
     // found no socket to close: look again now that this one is findable.
     if let Err(err) = gateway.verifier.still_allowed(&claims) {
-        return reject(gateway, err);
+        return Err(reject(gateway, err));
     }
     gateway
         .metrics
@@ -161,34 +222,27 @@ async fn serve(
         .metrics
         .connections_total
         .fetch_add(1, Ordering::Relaxed);
-    let connection_id = format!("{}-{}", gateway.node_id, registration.id());
-    let mut session = Session {
+    Ok(Session {
         socket,
         gateway,
-        outbox: Arc::clone(&outbox),
-        user_id,
+        outbox,
+        registration,
+        user_id: claims.sub,
         expires_at: claims.exp,
         sent_versions: HashMap::new(),
         bad_messages: VecDeque::new(),
         last_heard: Instant::now(),
-        upgraded_at,
-    };
-    let span =
-        tracing::info_span!("session", connection_id = %connection_id, user_id = %session.user_id);
-    let end = tracing::Instrument::instrument(session.run(&outbox, connection_id), span).await;
-    gateway
-        .metrics
-        .open_connections
-        .fetch_sub(1, Ordering::Relaxed);
-    drop(registration);
-    end
+    })
 }
 
+/// An authenticated, registered connection.
 struct Session<'a> {
     socket: &'a mut WebSocket,
     gateway: &'a Arc<Gateway>,
     /// This connection's queue, also where its token's session is noted.
     outbox: Arc<Outbox>,
+    /// Its place in the hub: dropped with the session, which unregisters it.
+    registration: Registration,
     user_id: String,
     /// `exp` of the token in force.
     expires_at: i64,
@@ -196,42 +250,51 @@ struct Session<'a> {
     sent_versions: HashMap<String, u64>,
     bad_messages: VecDeque<Instant>,
     last_heard: Instant,
-    /// When the upgrade finished: `reeltime_connect_seconds` ends at `ready`.
-    upgraded_at: Instant,
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        self.gateway
+            .metrics
+            .open_connections
+            .fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Session<'_> {
-    async fn run(&mut self, outbox: &Outbox, connection_id: String) -> End {
-        let heartbeat = self.gateway.heartbeat;
-        let ready = ServerMessage::Ready {
+    /// `ready` and the snapshot, in one write.
+    async fn greet(&mut self) -> Result<(), End> {
+        let ready = encode(&ServerMessage::Ready {
             user_id: self.user_id.clone(),
-            connection_id,
+            connection_id: format!("{}-{}", self.gateway.node_id, self.registration.id()),
             expires_at: self.expires_at,
-            heartbeat_ms: u64::try_from(heartbeat.as_millis()).unwrap_or(u64::MAX),
+            heartbeat_ms: u64::try_from(self.gateway.heartbeat.as_millis()).unwrap_or(u64::MAX),
             protocol: PROTOCOL_VERSION,
-        };
-        // `ready` and the snapshot leave in one write.
-        let ready = match encode(&ready) {
-            Ok(ready) => ready,
-            Err(end) => return end,
-        };
-        let snapshot = match self.snapshot_message().await {
-            Ok(snapshot) => snapshot,
-            Err(end) => return end,
-        };
-        if let Err(end) = self.send_all(vec![ready, snapshot]).await {
-            return end;
-        }
-        (self.gateway.metrics.connect_seconds).observe(self.upgraded_at.elapsed().as_secs_f64());
-        tracing::debug!("websocket ready");
+        })?;
+        let snapshot = self.snapshot_message().await?;
+        self.send_all(vec![ready, snapshot]).await
+    }
 
+    /// Forwards changes and answers the client until something ends the
+    /// connection. What it waits on lives across turns of the loop (the
+    /// shutdown signal, the one timer), so a message costs no timer or
+    /// waiter registration on a lock every socket shares.
+    async fn serve(&mut self) -> End {
+        let gateway = self.gateway;
+        let outbox = Arc::clone(&self.outbox);
+        let heartbeat = gateway.heartbeat;
+        let shutdown = gateway.shutdown.cancelled();
+        tokio::pin!(shutdown);
         let mut ping_at = Instant::now() + heartbeat;
-        let shutdown = self.gateway.shutdown.clone();
+        let mut expires_at = self.expires_at;
+        let mut expiry = self.expiry_deadline();
+        // One timer for both deadlines: an idle socket holds one, not two.
+        let timer = sleep_until(ping_at.min(expiry));
+        tokio::pin!(timer);
         loop {
-            // One timer for both deadlines: an idle socket holds one, not two.
-            let expiry = self.expiry_deadline();
             tokio::select! {
-                _ = shutdown.cancelled() => {
+                biased;
+                _ = &mut shutdown => {
                     return End::Close(Close::SHUTTING_DOWN);
                 }
                 incoming = self.socket.recv() => {
@@ -244,13 +307,23 @@ impl Session<'_> {
                     if let Err(end) = self.handle(message).await {
                         return end;
                     }
+                    if self.expires_at != expires_at {
+                        // Refreshed: a new expiry.
+                        expires_at = self.expires_at;
+                        expiry = self.expiry_deadline();
+                        timer.as_mut().reset(ping_at.min(expiry));
+                    }
                 }
                 _ = outbox.ready() => {
-                    if let Err(end) = self.flush(outbox).await {
+                    // Boxed, like every await that is not waiting: a write
+                    // (its timeout's timer, the batch) inline would make
+                    // every idle socket's task that much larger. One
+                    // allocation per batch is nothing next to its `sendto`.
+                    if let Err(end) = Box::pin(self.flush()).await {
                         return end;
                     }
                 }
-                _ = sleep_until(ping_at.min(expiry)) => {
+                _ = &mut timer => {
                     if Instant::now() >= expiry {
                         return End::Close(Close::TOKEN_EXPIRED);
                     }
@@ -258,10 +331,12 @@ impl Session<'_> {
                         tracing::debug!(user_id = %self.user_id, "peer silent for two heartbeats; dropping");
                         return End::Gone;
                     }
-                    if let Err(end) = self.send_all(vec![Message::Ping(Default::default())]).await {
+                    let ping = vec![Message::Ping(Default::default())];
+                    if let Err(end) = Box::pin(self.send_all(ping)).await {
                         return end;
                     }
                     ping_at = Instant::now() + heartbeat;
+                    timer.as_mut().reset(ping_at.min(expiry));
                 }
             }
         }
@@ -315,25 +390,30 @@ impl Session<'_> {
 
     /// Writes everything queued for this socket in as few writes as the
     /// write buffer allows (one, for a usual batch), not one per message.
-    async fn flush(&mut self, outbox: &Outbox) -> Result<(), End> {
-        if let Some(close) = outbox.take_close() {
+    async fn flush(&mut self) -> Result<(), End> {
+        if let Some(close) = self.outbox.take_close() {
             return Err(End::Close(close));
         }
         let mut messages = Vec::new();
-        let mut published = Vec::new();
-        if outbox.take_resync() {
-            messages.push(self.snapshot_message().await?);
+        if self.outbox.take_resync() {
+            // Boxed: rare, and a store read inline would grow every task.
+            messages.push(Box::pin(self.snapshot_message()).await?);
         }
-        for event in outbox.drain() {
-            debug_assert_eq!(event.user_id, self.user_id);
-            if !self.newer(&event.import_id, event.version) {
-                continue;
+        let mut published = Vec::new();
+        let sent_versions = &mut self.sent_versions;
+        let user_id = &self.user_id;
+        self.outbox.drain_each(|event| {
+            debug_assert_eq!(&event.user_id, user_id);
+            match sent_versions.get_mut(event.import_id.as_str()) {
+                Some(sent) if event.version <= *sent => return,
+                Some(sent) => *sent = event.version,
+                None => {
+                    sent_versions.insert(event.import_id.clone(), event.version);
+                }
             }
-            self.sent_versions
-                .insert(event.import_id.clone(), event.version);
             messages.push(Message::Text(event.payload.clone()));
             published.push(event.published_us);
-        }
+        });
         self.send_all(messages).await?;
         self.gateway.metrics.delivered(&published);
         Ok(())
@@ -483,14 +563,17 @@ fn read_error(err: axum::Error) -> End {
     }
 }
 
+fn close_message(close: Close) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: close.code,
+        reason: Utf8Bytes::from_static(close.reason),
+    }))
+}
+
 /// Sends a close frame and waits briefly for the peer's answer, so the
 /// client reads our code and reason rather than a reset.
 async fn close_with(socket: &mut WebSocket, close: Close) {
-    let frame = CloseFrame {
-        code: close.code,
-        reason: Utf8Bytes::from_static(close.reason),
-    };
-    if timeout(CLOSE_HANDSHAKE, socket.send(Message::Close(Some(frame))))
+    if timeout(CLOSE_HANDSHAKE, socket.send(close_message(close)))
         .await
         .is_err()
     {
@@ -504,4 +587,24 @@ async fn close_with(socket: &mut WebSocket, close: Close) {
         }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    /// The size of what `f` returns, without calling it.
+    fn size_of_output<F: FnOnce() -> R, R>(_: &F) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    /// An idle socket's task holds the session future for the socket's
+    /// life: keep the connect, the writes and the close out of it (boxed).
+    /// It was 2,120 bytes with them inline.
+    #[test]
+    #[allow(unreachable_code, clippy::diverging_sub_expression)]
+    fn an_idle_sessions_future_stays_small() {
+        let run = || super::run(todo!(), todo!(), todo!());
+        let size = size_of_output(&run);
+        eprintln!("session::run future: {size} bytes");
+        assert!(size <= 1024, "session::run's future grew to {size} bytes");
+    }
 }
