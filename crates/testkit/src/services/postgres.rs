@@ -5,6 +5,16 @@ use std::process::{Command, Stdio};
 
 use super::{PROBE_EVERY, ServiceProcess, current_uid, log_file, read_file};
 
+/// A log file opened for appending, so a restart keeps the earlier log.
+fn log_file_append(path: &Path) -> Stdio {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("postgres log file");
+    Stdio::from(file)
+}
+
 /// A throwaway PostgreSQL cluster: `initdb` into a temporary directory, then
 /// `postgres` on a free loopback port with trust authentication for the
 /// `postgres` superuser and durability off (fsync) for speed.
@@ -16,6 +26,10 @@ pub struct Postgres {
     /// Data, socket and log; removed after `Drop` has stopped the server.
     process: ServiceProcess,
     bin: PathBuf,
+    /// The cluster's data directory, kept across restarts.
+    data: PathBuf,
+    /// Who runs it (the `postgres` user when the tests run as root).
+    owner: Option<(u32, u32)>,
 }
 
 impl Postgres {
@@ -53,25 +67,34 @@ impl Postgres {
             read_file(&process.path("initdb.log"))
         );
 
-        let mut postgres = Command::new(bin.join("postgres"));
+        let mut server = Postgres {
+            process,
+            bin,
+            data,
+            owner,
+        };
+        server.spawn().await;
+        server
+    }
+
+    async fn spawn(&mut self) {
+        let mut postgres = Command::new(self.bin.join("postgres"));
         postgres
             .arg("-D")
-            .arg(&data)
-            .args(["-p", &process.port.to_string()])
+            .arg(&self.data)
+            .args(["-p", &self.process.port.to_string()])
             .arg("-k")
-            .arg(process.dir())
+            .arg(self.process.dir())
             .args(["-c", "listen_addresses=127.0.0.1"])
             .args(["-c", "fsync=off"])
             .args(["-c", "synchronous_commit=off"])
             .args(["-c", "full_page_writes=off"])
             .args(["-c", "max_connections=200"])
             .stdout(Stdio::null())
-            .stderr(log_file(&process.path("postgres.log")));
-        as_owner(&mut postgres, owner);
-        let mut server = Postgres { process, bin };
-        let pg_isready = server.bin.join("pg_isready");
-        server
-            .process
+            .stderr(log_file_append(&self.process.path("postgres.log")));
+        as_owner(&mut postgres, self.owner);
+        let pg_isready = self.bin.join("pg_isready");
+        self.process
             .spawn(
                 postgres,
                 "install it: apt-get install postgresql",
@@ -79,7 +102,19 @@ impl Postgres {
                 |port| is_ready(&pg_isready, port),
             )
             .await;
-        server
+    }
+
+    /// Stops the server (fast shutdown: every client is disconnected) and
+    /// waits until it has exited; the data stays, as when PostgreSQL
+    /// restarts or fails over.
+    pub async fn stop(&mut self) {
+        self.process.stop().await;
+    }
+
+    /// Starts it again on the same port with the same data, and waits
+    /// until it accepts connections.
+    pub async fn start_again(&mut self) {
+        self.spawn().await;
     }
 
     /// URL of the `postgres` database, as superuser.
