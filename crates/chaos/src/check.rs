@@ -129,6 +129,9 @@ pub fn imports_and_tabs(
             owner.insert(&import.id, user);
             record.count("checked.imports", 1);
             record.count(&format!("imports_ended_{}", import.status.as_str()), 1);
+            if let Some(error) = &import.error {
+                record.count(&format!("imports_failed_{}", error.code), 1);
+            }
             if !import.status.is_final() && !may_stay_open(import, created.get(&import.id)) {
                 record.violation(
                     "import_not_final",
@@ -232,32 +235,25 @@ pub async fn fetches(cluster: &Cluster, load: &Load, record: &Record) {
         }
         for (i, a) in fetches.iter().enumerate() {
             for b in &fetches[i + 1..] {
-                let start = a.started.max(b.started);
-                let end = a.ended.unwrap_or(now).min(b.ended.unwrap_or(now));
-                if end <= start {
-                    continue;
-                }
-                // Time both ran, minus the pauses of either's node.
-                let mut overlap = end - start;
-                for fetch in [a, b] {
-                    let node = fetch.node().and_then(|id| ids.get(id)).copied();
-                    if let Some(node) = node {
-                        for (from, to) in &pauses[node] {
-                            let p_start = (*from).max(start);
-                            let p_end = (*to + grace).min(end);
-                            if p_end > p_start {
-                                overlap = overlap.saturating_sub(p_end - p_start);
-                            }
-                        }
-                    }
-                }
+                let node_of = |fetch: &Fetch| fetch.node().and_then(|id| ids.get(id)).copied();
+                let paused = |fetch: &Fetch| {
+                    node_of(fetch)
+                        .map(|node| pauses[node].clone())
+                        .unwrap_or_default()
+                };
+                let overlap = ran_together(
+                    (a.started, a.ended.unwrap_or(now)),
+                    (b.started, b.ended.unwrap_or(now)),
+                    &[paused(a), paused(b)].concat(),
+                    grace,
+                );
                 if overlap > Duration::from_millis(100) {
                     record.violation(
                         "import_ran_twice_at_once",
                         format!(
                             "{name}: fetches by node {:?} and node {:?} ran together for {overlap:?} (sent {} and {} bytes)",
-                            a.node().and_then(|id| ids.get(id)),
-                            b.node().and_then(|id| ids.get(id)),
+                            node_of(a),
+                            node_of(b),
                             a.bytes_sent,
                             b.bytes_sent
                         ),
@@ -266,6 +262,41 @@ pub async fn fetches(cluster: &Cluster, load: &Load, record: &Record) {
             }
         }
     }
+}
+
+/// How long two fetches (start, end) ran at the same time, leaving out
+/// the `pauses` of their nodes, each stretched by `grace` (a resumed node
+/// notices at its next lease renewal that its import moved, and stops).
+fn ran_together(
+    a: (Instant, Instant),
+    b: (Instant, Instant),
+    pauses: &[(Instant, Instant)],
+    grace: Duration,
+) -> Duration {
+    let start = a.0.max(b.0);
+    let end = a.1.min(b.1);
+    if end <= start {
+        return Duration::ZERO;
+    }
+    // Walk the overlap in order, skipping the (merged) pause windows.
+    let mut windows: Vec<(Instant, Instant)> = pauses
+        .iter()
+        .map(|(from, to)| ((*from).max(start), (*to + grace).min(end)))
+        .filter(|(from, to)| to > from)
+        .collect();
+    windows.sort();
+    let mut together = Duration::ZERO;
+    let mut at = start;
+    for (from, to) in windows {
+        if from > at {
+            together += from - at;
+        }
+        at = at.max(to);
+    }
+    if end > at {
+        together += end - at;
+    }
+    together
 }
 
 /// Every webhook event delivered (no pending, none failed), received with
@@ -400,5 +431,49 @@ pub async fn panics(cluster: &Cluster, record: &Record) {
         for line in log.lines().filter(|line| line.contains("panicked at")) {
             record.violation("server_panic", format!("node {}: {line}", node.index));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(base: Instant, ms: u64) -> Instant {
+        base + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn fetches_one_after_the_other_never_ran_together() {
+        let t = Instant::now();
+        let none = ran_together(
+            (at(t, 0), at(t, 100)),
+            (at(t, 100), at(t, 300)),
+            &[],
+            Duration::ZERO,
+        );
+        assert_eq!(none, Duration::ZERO);
+    }
+
+    #[test]
+    fn overlapping_fetches_ran_together_unless_a_node_was_paused() {
+        let t = Instant::now();
+        let a = (at(t, 0), at(t, 1000));
+        let b = (at(t, 400), at(t, 2000));
+        assert_eq!(
+            ran_together(a, b, &[], Duration::ZERO),
+            Duration::from_millis(600)
+        );
+        // The first node paused from 300 to 800, with 100 ms to notice.
+        let paused = [(at(t, 300), at(t, 800))];
+        assert_eq!(
+            ran_together(a, b, &paused, Duration::from_millis(100)),
+            Duration::from_millis(100)
+        );
+        // Two pause windows that overlap are not subtracted twice.
+        let twice = [(at(t, 300), at(t, 800)), (at(t, 500), at(t, 950))];
+        assert_eq!(
+            ran_together(a, b, &twice, Duration::ZERO),
+            Duration::from_millis(50)
+        );
     }
 }

@@ -49,8 +49,6 @@ pub struct Cluster {
     pub webhooks: WebhookReceiver,
     pub redis: tokio::sync::Mutex<RedisServer>,
     pub postgres: tokio::sync::Mutex<Postgres>,
-    /// The database URL straight to PostgreSQL (no proxy).
-    pub database: String,
     pub nodes: Vec<Node>,
     pub nginx: Nginx,
     /// `rt_sk_...` for the server API.
@@ -188,7 +186,6 @@ impl Cluster {
             webhooks,
             redis: tokio::sync::Mutex::new(redis),
             postgres: tokio::sync::Mutex::new(postgres),
-            database,
             nodes,
             nginx,
             server_key,

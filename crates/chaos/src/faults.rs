@@ -67,7 +67,8 @@ impl Fault {
     /// How the fault is printed and logged.
     pub fn describe(&self) -> String {
         match self.kind {
-            "restart_redis" | "restart_postgres" | "webhook_receiver_down" | "kill_ffmpeg" => {
+            "kill_ffmpeg" => self.kind.to_string(),
+            "restart_redis" | "restart_postgres" | "webhook_receiver_down" => {
                 format!("{} for {:?}", self.kind, self.hold)
             }
             "drop_client_network" => {

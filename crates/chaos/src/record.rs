@@ -85,26 +85,6 @@ impl Record {
         self.harness.lock().expect("lock").push(error);
     }
 
-    /// The counter `name`.
-    pub fn get(&self, name: &str) -> u64 {
-        self.counts
-            .lock()
-            .expect("lock")
-            .get(name)
-            .copied()
-            .unwrap_or(0)
-    }
-
-    /// Violations in all.
-    pub fn violation_total(&self) -> u64 {
-        self.violations
-            .lock()
-            .expect("lock")
-            .values()
-            .map(|(n, _)| n)
-            .sum()
-    }
-
     /// The run's log lines.
     pub fn notes(&self) -> Vec<String> {
         self.notes.lock().expect("lock").clone()

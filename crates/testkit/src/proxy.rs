@@ -213,7 +213,7 @@ async fn pipe(
                     count += 1;
                     if every > 0 && count.is_multiple_of(u64::from(every)) && !chunk.is_empty() {
                         let at = chunk.len() / 2;
-                        chunk[at] ^= 0x5a;
+                        chunk[at] = chunk[at].wrapping_add(1);
                     }
                 }
                 _ => {}
