@@ -184,7 +184,7 @@ async fn one_run(
         }
     }
     record.note("waiting for every import to end".into());
-    let server = check::settle(&load, Duration::from_secs(120)).await?;
+    let server = check::settle(&load, Duration::from_secs(60)).await?;
     record.note("tabs catch up".into());
     *load.final_since.lock().expect("lock") = Some(Instant::now());
     load.phase
