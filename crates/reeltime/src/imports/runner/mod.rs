@@ -192,9 +192,13 @@ impl Runner {
                         }
                         self.download_phase.fetch_add(1, Ordering::SeqCst);
                         let phase = DownloadPhase(Arc::clone(&self.download_phase));
+                        // Registered before the task runs, so the next
+                        // lease renewal knows the claim has a job here.
+                        let stop = self.shutdown.child_token();
+                        self.imports.register_job(&owned.import.id, stop.clone());
                         let runner = Arc::clone(self);
                         self.tasks
-                            .spawn(async move { runner.run_job(owned, phase).await });
+                            .spawn(async move { runner.run_job(owned, phase, stop).await });
                     }
                 }
                 Err(err) => tracing::error!(error = %err, "could not claim imports"),
@@ -214,10 +218,21 @@ impl Runner {
             .await
         {
             Ok(held) => {
-                for id in self.imports.running_ids() {
-                    if !held.contains(&id) {
+                let running = self.imports.running_ids();
+                for id in &running {
+                    if !held.contains(id) {
                         tracing::warn!(import_id = %id, "lease lost; stopping the job here");
-                        self.imports.stop_job(&id);
+                        self.imports.stop_job(id);
+                    }
+                }
+                // A lease this node holds with no job here: the job ended
+                // but could not hand it back (the database was out of
+                // reach). Renewing it would keep the import from every
+                // node for ever; hand it back so that it is claimed again.
+                for id in held.iter().filter(|id| !running.contains(id)) {
+                    tracing::warn!(import_id = %id, "a lease with no job here; handing it back");
+                    if let Err(err) = self.imports.store().release_lease(&self.node, id).await {
+                        tracing::warn!(import_id = %id, error = %err, "could not release lease");
                     }
                 }
             }
@@ -231,10 +246,8 @@ impl Runner {
         tokio::time::timeout(grace, self.tasks.wait()).await.is_ok()
     }
 
-    async fn run_job(&self, owned: OwnedImport, phase: DownloadPhase) {
+    async fn run_job(&self, owned: OwnedImport, phase: DownloadPhase, stop: CancellationToken) {
         let id = owned.import.id.clone();
-        let stop = self.shutdown.child_token();
-        self.imports.register_job(&id, stop.clone());
         let result = self.start(owned, phase, &stop).await;
         if let Err(err) = result {
             tracing::error!(import_id = %id, error = %err, "import job failed to save its state");
