@@ -22,8 +22,7 @@ pub async fn nodes_ready(cluster: &Cluster, record: &Record, within: Duration) {
         let started = Instant::now();
         let deadline = started + within;
         loop {
-            let last;
-            match http
+            let last = match http
                 .get(format!("http://{}/readyz", node.addr))
                 .send()
                 .await
@@ -32,15 +31,13 @@ pub async fn nodes_ready(cluster: &Cluster, record: &Record, within: Duration) {
                     record.count("checked.readyz", 1);
                     break;
                 }
-                Ok(response) => {
-                    last = format!(
-                        "{} {}",
-                        response.status(),
-                        response.text().await.unwrap_or_default()
-                    )
-                }
-                Err(err) => last = err.to_string(),
-            }
+                Ok(response) => format!(
+                    "{} {}",
+                    response.status(),
+                    response.text().await.unwrap_or_default()
+                ),
+                Err(err) => err.to_string(),
+            };
             if Instant::now() >= deadline {
                 record.violation(
                     "node_not_ready",

@@ -66,7 +66,7 @@ mod tests {
         let drawn: Vec<u64> = (0..100).map(|_| a.range(3, 9)).collect();
         assert_eq!(drawn, (0..100).map(|_| b.range(3, 9)).collect::<Vec<_>>());
         assert!(drawn.iter().all(|n| (3..=9).contains(n)));
-        assert!(drawn.iter().any(|n| *n == 3) && drawn.iter().any(|n| *n == 9));
+        assert!(drawn.contains(&3) && drawn.contains(&9));
         let mut c = Rng::new(43);
         assert_ne!(drawn, (0..100).map(|_| c.range(3, 9)).collect::<Vec<_>>());
     }
