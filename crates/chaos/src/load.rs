@@ -612,7 +612,12 @@ async fn server_post(
             if (200..300).contains(&status) {
                 return response.json().await.ok();
             }
-            if (400..500).contains(&status) && status != 408 && status != 429 {
+            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            // The first try with this key still holds it (or a node that
+            // failed to answer it left it held for a minute): retry, as
+            // docs/integration.md says.
+            let in_use = body["error"]["code"] == "idempotency_key_in_use";
+            if (400..500).contains(&status) && status != 408 && status != 429 && !in_use {
                 return None;
             }
         }
