@@ -53,6 +53,44 @@ pub async fn nodes_ready(cluster: &Cluster, record: &Record, within: Duration) {
     }
 }
 
+/// Waits until every node's Redis bus is subscribed again after its last
+/// loss (its log says so): until then a node's own sockets miss what other
+/// nodes publish, and its fresh snapshot is still to come. `/readyz` does
+/// not see the bus yet (engineer E's change adds it); a node whose bus is
+/// still down after `within` is a violation.
+pub async fn buses_back(cluster: &Cluster, record: &Record, within: Duration) {
+    let deadline = Instant::now() + within;
+    for node in &cluster.nodes {
+        loop {
+            let log = node.process.lock().await.log();
+            let lost = log.rfind("redis bus: subscription lost");
+            let back = log
+                .rfind("redis bus: resubscribed")
+                .max(log.rfind("redis bus: subscribed"));
+            let subscribed = match (lost, back) {
+                (None, Some(_)) => true,
+                (Some(lost), Some(back)) => back > lost,
+                _ => false,
+            };
+            if subscribed {
+                record.count("checked.buses_back", 1);
+                break;
+            }
+            if Instant::now() >= deadline {
+                record.violation(
+                    "node_not_ready",
+                    format!(
+                        "node {}: Redis bus not subscribed {within:?} after the faults ended",
+                        node.index
+                    ),
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 /// Every import of `user` as the server has it (server API, all pages).
 pub async fn server_imports(load: &Load, user: &str) -> anyhow::Result<Vec<Import>> {
     let mut imports = Vec::new();

@@ -178,6 +178,7 @@ async fn one_run(
     }
     record.note("faults healed; checking readiness".into());
     check::nodes_ready(&cluster, &record, Duration::from_secs(60)).await;
+    check::buses_back(&cluster, &record, Duration::from_secs(60)).await;
     while let Some(done) = actors.join_next().await {
         if let Err(err) = done {
             record.harness_error(format!("actor: {err}"));
