@@ -497,9 +497,21 @@ async fn upload(load: Arc<Load>, user: String, abandon: bool, mut rng: Rng) {
             .send()
             .await;
         count_response(&load, "upload_patch", &sent);
-        if matches!(&sent, Ok(r) if r.status().as_u16() == 204) {
-            offset = end;
-            continue;
+        match &sent {
+            Ok(r) if r.status().as_u16() == 204 => {
+                offset = end;
+                continue;
+            }
+            // The upload is gone (it failed: a full disk, say): nothing
+            // to resume.
+            Ok(r) if r.status().as_u16() == 404 => {
+                if let Some(known) = load.created.lock().expect("lock").get_mut(&id) {
+                    known.abandoned = true;
+                }
+                load.record.count("upload_gone", 1);
+                return;
+            }
+            _ => {}
         }
         // Ask where to resume, as tus clients do.
         tokio::time::sleep(Duration::from_millis(rng.range(200, 1000))).await;
