@@ -48,6 +48,10 @@ pub struct Fetch {
     pub bytes_sent: usize,
     /// Whether the whole body was handed over.
     pub complete: bool,
+    /// When the last chunk was handed over (`None` before the first): a
+    /// fetch whose client is paused stops moving here while its
+    /// connection stays open.
+    pub last_sent: Option<Instant>,
 }
 
 impl Fetch {
@@ -287,6 +291,7 @@ async fn stream(
             ended: None,
             bytes_sent: 0,
             complete: false,
+            last_sent: None,
         });
         fetches.len() - 1
     };
@@ -311,6 +316,7 @@ async fn stream(
             record.update(|fetch| {
                 fetch.bytes_sent = end;
                 fetch.complete = end >= total;
+                fetch.last_sent = Some(Instant::now());
             })
         },
     );

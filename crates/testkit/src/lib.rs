@@ -6,6 +6,7 @@
 pub mod client;
 pub mod content;
 pub mod issuer;
+pub mod proxy;
 pub mod server;
 pub mod services;
 pub mod webhooks;
@@ -13,6 +14,7 @@ pub mod webhooks;
 pub use client::{Api, Event, WAIT, WsClient};
 pub use content::{ContentServer, Fetch, mp4_like};
 pub use issuer::{SigningKey, TestIssuer, now};
+pub use proxy::{LinkMode, TcpProxy};
 pub use server::ServerProcess;
 pub use services::{Nginx, Postgres, RedisServer};
 pub use webhooks::{Answer, Received, SvixSigner, WebhookReceiver};

@@ -5,6 +5,16 @@ use std::process::{Command, Stdio};
 
 use super::{PROBE_EVERY, ServiceProcess, current_uid, log_file, read_file};
 
+/// A log file opened for appending, so a restart keeps the earlier log.
+fn log_file_append(path: &Path) -> Stdio {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("postgres log file");
+    Stdio::from(file)
+}
+
 /// A throwaway PostgreSQL cluster: `initdb` into a temporary directory, then
 /// `postgres` on a free loopback port with trust authentication for the
 /// `postgres` superuser and durability off (fsync) for speed.
@@ -16,6 +26,10 @@ pub struct Postgres {
     /// Data, socket and log; removed after `Drop` has stopped the server.
     process: ServiceProcess,
     bin: PathBuf,
+    /// The cluster's data directory, kept across restarts.
+    data: PathBuf,
+    /// Who runs it (the `postgres` user when the tests run as root).
+    owner: Option<(u32, u32)>,
 }
 
 impl Postgres {
@@ -53,19 +67,21 @@ impl Postgres {
             read_file(&process.path("initdb.log"))
         );
 
-        let mut server = Postgres { process, bin };
+        let mut server = Postgres {
+            process,
+            bin,
+            data,
+            owner,
+        };
         server.spawn().await;
         server
     }
 
-    /// Runs `postgres` on the cluster and waits until it accepts connections.
     async fn spawn(&mut self) {
-        let owner = pg_owner();
-        let data = self.process.path("data");
         let mut postgres = Command::new(self.bin.join("postgres"));
         postgres
             .arg("-D")
-            .arg(&data)
+            .arg(&self.data)
             .args(["-p", &self.process.port.to_string()])
             .arg("-k")
             .arg(self.process.dir())
@@ -75,8 +91,8 @@ impl Postgres {
             .args(["-c", "full_page_writes=off"])
             .args(["-c", "max_connections=200"])
             .stdout(Stdio::null())
-            .stderr(log_file(&self.process.path("postgres.log")));
-        as_owner(&mut postgres, owner);
+            .stderr(log_file_append(&self.process.path("postgres.log")));
+        as_owner(&mut postgres, self.owner);
         let pg_isready = self.bin.join("pg_isready");
         self.process
             .spawn(
@@ -88,8 +104,9 @@ impl Postgres {
             .await;
     }
 
-    /// Stops the server (fast shutdown) and waits until it has exited: every
-    /// client connection is closed, as when the database goes away.
+    /// Stops the server (fast shutdown: every client is disconnected) and
+    /// waits until it has exited; the data stays, as when PostgreSQL
+    /// restarts or fails over.
     pub async fn stop(&mut self) {
         self.process.stop().await;
     }

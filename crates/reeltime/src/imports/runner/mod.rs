@@ -198,9 +198,13 @@ impl Runner {
                         }
                         self.download_phase.fetch_add(1, Ordering::SeqCst);
                         let phase = DownloadPhase(Arc::clone(&self.download_phase));
+                        // Registered before the task runs, so the next
+                        // lease renewal knows the claim has a job here.
+                        let stop = self.shutdown.child_token();
+                        self.imports.register_job(&owned.import.id, stop.clone());
                         let runner = Arc::clone(self);
                         self.tasks
-                            .spawn(async move { runner.run_job(owned, phase).await });
+                            .spawn(async move { runner.run_job(owned, phase, stop).await });
                     }
                 }
                 Err(err) => tracing::error!(error = %err, "could not claim imports"),
@@ -223,11 +227,22 @@ impl Runner {
         metrics.lease_renewal(started.elapsed(), renewed.is_ok());
         match renewed {
             Ok(held) => {
-                for id in self.imports.running_ids() {
-                    if !held.contains(&id) {
+                let running = self.imports.running_ids();
+                for id in &running {
+                    if !held.contains(id) {
                         tracing::warn!(import_id = %id, "lease lost; stopping the job here");
                         metrics.leases_lost.inc();
-                        self.imports.stop_job(&id);
+                        self.imports.stop_job(id);
+                    }
+                }
+                // A lease this node holds with no job here: the job ended
+                // but could not hand it back (the database was out of
+                // reach). Renewing it would keep the import from every
+                // node for ever; hand it back so that it is claimed again.
+                for id in held.iter().filter(|id| !running.contains(id)) {
+                    tracing::warn!(import_id = %id, "a lease with no job here; handing it back");
+                    if let Err(err) = self.imports.store().release_lease(&self.node, id).await {
+                        tracing::warn!(import_id = %id, error = %err, "could not release lease");
                     }
                 }
             }
@@ -241,10 +256,8 @@ impl Runner {
         tokio::time::timeout(grace, self.tasks.wait()).await.is_ok()
     }
 
-    async fn run_job(&self, owned: OwnedImport, phase: DownloadPhase) {
+    async fn run_job(&self, owned: OwnedImport, phase: DownloadPhase, stop: CancellationToken) {
         let id = owned.import.id.clone();
-        let stop = self.shutdown.child_token();
-        self.imports.register_job(&id, stop.clone());
         // Every line the job logs carries its import and user (JSON logs:
         // under `span`).
         let span = tracing::info_span!("job", import_id = %id, user_id = %owned.user_id);
