@@ -78,7 +78,8 @@ pub fn parse_source_ips(spec: &str) -> anyhow::Result<Vec<IpAddr>> {
     Ok(ips)
 }
 
-fn ws_config() -> WebSocketConfig {
+/// The client's WebSocket settings (small buffers: many sockets per process).
+pub fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(8 * 1024)
         .write_buffer_size(0)
