@@ -1334,6 +1334,14 @@ pub async fn run(args: StormArgs) -> anyhow::Result<()> {
             lost
         );
         let _ = last_back;
+        // What is known so far, in case a later storm never ends.
+        if let Some(out) = common.out.as_deref() {
+            let partial = json!({"scenario": "storm", "partial": true, "metrics": metrics, "details": details});
+            let _ = std::fs::write(
+                out,
+                serde_json::to_string_pretty(&partial).unwrap_or_default(),
+            );
+        }
     }
     sampling.cancel();
     pool.broadcast(&StormCommand::Release).await?;
