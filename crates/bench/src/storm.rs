@@ -618,8 +618,8 @@ pub async fn worker(
                     kind: "imports".into(),
                     ..StormReport::default()
                 };
-                for user in 0..count.min(users.len()) {
-                    let token = &minted[user][1];
+                for (user, of_user) in minted.iter().enumerate().take(count.min(users.len())) {
+                    let token = &of_user[1];
                     let order = node_order(user as u64, nodes);
                     let mut last_error = None;
                     for node in order {
@@ -771,23 +771,25 @@ async fn finals(
     }
     // Every socket of every user with imports must hold each final version.
     loop {
-        let st = state.borrow();
-        let mut lost = 0;
-        let mut checked = 0;
-        for (user, versions) in &finals {
-            for tab in 0..tabs {
-                let seen = &st.seen[user * tabs + tab];
-                for (id, version) in versions {
-                    checked += 1;
-                    if seen.get(id) != Some(&(*version, true)) {
-                        lost += 1;
+        let (lost, checked) = {
+            let st = state.borrow();
+            let mut lost = 0;
+            let mut checked = 0;
+            for (user, versions) in &finals {
+                for tab in 0..tabs {
+                    let seen = &st.seen[user * tabs + tab];
+                    for (id, version) in versions {
+                        checked += 1;
+                        if seen.get(id) != Some(&(*version, true)) {
+                            lost += 1;
+                        }
                     }
                 }
             }
-        }
+            (lost, checked)
+        };
         out.checked = checked;
         out.lost = lost;
-        drop(st);
         if lost == 0 || conn::unix_micros_now() >= deadline_micros {
             break;
         }
