@@ -845,6 +845,12 @@ fn signal(pid: u32, name: &str) -> anyhow::Result<()> {
 impl Nodes {
     /// Starts node `i` with its script; returns when /healthz answers.
     async fn start(&mut self, i: usize, http: &reqwest::Client) -> anyhow::Result<()> {
+        self.spawn(i)?;
+        self.healthy(i, http).await
+    }
+
+    /// Runs node `i`'s script (which execs the server) and records its pid.
+    fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
         let child = tokio::process::Command::new("sh")
             .arg(&self.cmds[i])
             .stdin(std::process::Stdio::null())
@@ -859,6 +865,12 @@ impl Nodes {
             let mut child = child;
             let _ = child.wait().await;
         });
+        Ok(())
+    }
+
+    /// Waits until node `i` answers /healthz (60 s at most).
+    async fn healthy(&self, i: usize, http: &reqwest::Client) -> anyhow::Result<()> {
+        let pid = self.pids[i];
         let url = format!("{}/healthz", self.targets[i].http_base);
         let started = Instant::now();
         loop {
@@ -1180,9 +1192,15 @@ pub async fn run(args: StormArgs) -> anyhow::Result<()> {
                 }
                 let stopped = conn::unix_micros_now();
                 details[format!("{storm}_stop_secs")] = json!((stopped - t0) as f64 / 1e6);
+                // All at once, as an orchestrator restarting the fleet
+                // would: started one by one, the first node up would take
+                // every client while the others start.
                 for i in 0..nodes.pids.len() {
-                    nodes.start(i, &http).await?;
-                    *pids_now.lock().unwrap_or_else(|p| p.into_inner()) = nodes.pids.clone();
+                    nodes.spawn(i)?;
+                }
+                *pids_now.lock().unwrap_or_else(|p| p.into_inner()) = nodes.pids.clone();
+                for i in 0..nodes.pids.len() {
+                    nodes.healthy(i, &http).await?;
                 }
                 nodes_up_micros = conn::unix_micros_now();
             }
