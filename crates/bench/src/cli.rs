@@ -32,6 +32,9 @@ pub enum Command {
     Fanout(FanoutArgs),
     /// Fanout while a fraction of sockets refresh their token in band and reconnect all the time.
     Churn(ChurnArgs),
+    /// Sockets across the nodes of a cluster that reconnect like ProgressClient, through a kill -9 of
+    /// one node and a stop and start of all of them (needs --node-cmd).
+    Storm(Box<crate::storm::StormArgs>),
     /// Serve the benchmark's JWKS (and create its signing key) until interrupted.
     Issuer(crate::issuer::IssuerArgs),
     /// Medians of many runs' JSON and the ratios of one server to another.

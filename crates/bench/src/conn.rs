@@ -38,6 +38,15 @@ pub struct Ws {
 }
 
 impl Ws {
+    /// A reeltime-protocol socket over a stream upgraded elsewhere (the
+    /// storm's balancer opens its own connections).
+    pub fn reeltime(inner: WebSocketStream<TcpStream>) -> Ws {
+        Ws {
+            inner,
+            socketio: None,
+        }
+    }
+
     /// The next frame, `None` when the stream ended.
     pub async fn next(&mut self) -> Option<Result<Message, tungstenite::Error>> {
         let Some(handshake) = &self.socketio else {
@@ -149,7 +158,8 @@ pub fn parse_source_ips(spec: &str) -> anyhow::Result<Vec<IpAddr>> {
     Ok(ips)
 }
 
-fn ws_config() -> WebSocketConfig {
+/// The client's WebSocket settings (small buffers: many sockets per process).
+pub fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(8 * 1024)
         .write_buffer_size(0)

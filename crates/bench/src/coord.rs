@@ -25,6 +25,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Hold(args) => args.common.clone(),
         Command::Fanout(args) => args.common.clone(),
         Command::Churn(args) => args.fanout.common.clone(),
+        Command::Storm(args) => return crate::storm::run((**args).clone()).await,
         _ => unreachable!("dispatched in main"),
     };
     let mut report = match command {
@@ -123,7 +124,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
 }
 
 /// A started worker process.
-struct Worker {
+pub(crate) struct Worker {
     index: usize,
     child: Child,
     stdin: ChildStdin,
@@ -157,13 +158,13 @@ impl Worker {
     }
 }
 
-struct Pool {
+pub(crate) struct Pool {
     workers: Vec<Worker>,
     timeout: Duration,
 }
 
 impl Pool {
-    async fn start(jobs: Vec<Job>, timeout: Duration) -> anyhow::Result<Pool> {
+    pub(crate) async fn start(jobs: Vec<Job>, timeout: Duration) -> anyhow::Result<Pool> {
         let exe = std::env::current_exe().context("finding this executable")?;
         let mut workers = Vec::with_capacity(jobs.len());
         for job in jobs {
@@ -189,7 +190,10 @@ impl Pool {
         Ok(Pool { workers, timeout })
     }
 
-    async fn broadcast(&mut self, command: &job::Command) -> anyhow::Result<()> {
+    pub(crate) async fn broadcast(
+        &mut self,
+        command: &impl serde::Serialize,
+    ) -> anyhow::Result<()> {
         for worker in &mut self.workers {
             worker.send(command).await?;
         }
@@ -197,20 +201,23 @@ impl Pool {
     }
 
     /// The next event of every worker, read concurrently.
-    async fn gather(&mut self) -> anyhow::Result<Vec<Event>> {
+    pub(crate) async fn gather(&mut self) -> anyhow::Result<Vec<Event>> {
         let timeout = self.timeout;
         let reads = self.workers.iter_mut().map(|worker| worker.event(timeout));
         futures_util::future::try_join_all(reads).await
     }
 
-    async fn finish(mut self) {
+    pub(crate) async fn finish(mut self) {
         for worker in &mut self.workers {
             let _ = tokio::time::timeout(Duration::from_secs(10), worker.child.wait()).await;
         }
     }
 }
 
-fn base_jobs(common: &Common, make: impl Fn(usize) -> Scenario) -> anyhow::Result<Vec<Job>> {
+pub(crate) fn base_jobs(
+    common: &Common,
+    make: impl Fn(usize) -> Scenario,
+) -> anyhow::Result<Vec<Job>> {
     let targets = targets(common)?;
     let tokens = match (&common.jwks_issuer, common.dev_token) {
         (Some(issuer), false) => TokenConfig::Key {
@@ -248,7 +255,7 @@ fn base_jobs(common: &Common, make: impl Fn(usize) -> Scenario) -> anyhow::Resul
         .collect())
 }
 
-fn share(total: usize, procs: usize, worker: usize) -> (usize, usize) {
+pub(crate) fn share(total: usize, procs: usize, worker: usize) -> (usize, usize) {
     (total * worker / procs, total * (worker + 1) / procs)
 }
 
@@ -417,7 +424,7 @@ fn now_micros() -> i64 {
     conn::unix_micros_now()
 }
 
-fn merge_errors(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>) {
+pub(crate) fn merge_errors(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>) {
     for (key, count) in from {
         *into.entry(key.clone()).or_default() += count;
     }

@@ -53,6 +53,8 @@ pub enum Scenario {
         tabs: usize,
     },
     Fanout(FanoutJob),
+    /// Sockets that reconnect like `ProgressClient` through reconnect storms.
+    Storm(crate::storm::StormJob),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -104,6 +106,8 @@ pub enum Event {
     Phase(Box<PhaseReport>),
     /// Sockets closed; what happened while they were held.
     Done(DoneReport),
+    /// A step of a reconnect storm (see `storm.rs`).
+    Storm(Box<crate::storm::StormReport>),
     Error {
         message: String,
     },

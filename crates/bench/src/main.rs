@@ -16,6 +16,7 @@ mod issuer;
 mod job;
 mod procfs;
 mod report;
+mod storm;
 mod tokens;
 mod worker;
 

@@ -215,6 +215,30 @@ fn shown(scenario: &str) -> &'static [&'static str] {
             "drained",
             "churn_failures",
         ],
+        // Reconnect storms over several nodes (`scripts/bench storm`).
+        "storm" => &[
+            "sockets_connected",
+            "kill_dropped",
+            "kill_not_back",
+            "kill_back_50pct_secs",
+            "kill_back_99pct_secs",
+            "kill_back_100pct_secs",
+            "kill_server_cpu_us_per_reconnect",
+            "kill_postgres_cpu_secs",
+            "kill_pg_xact_commit",
+            "kill_finals_lost",
+            "restart_dropped",
+            "restart_not_back",
+            "restart_back_50pct_secs",
+            "restart_back_99pct_secs",
+            "restart_back_100pct_secs",
+            "restart_server_cpu_us_per_reconnect",
+            "restart_postgres_cpu_secs",
+            "restart_pg_xact_commit",
+            "restart_pg_tup_returned",
+            "restart_peak_fds_max_node",
+            "restart_finals_lost",
+        ],
         // `hold` over several nodes with a fan-out while held
         // (`scripts/bench cluster`).
         "cluster" => &[

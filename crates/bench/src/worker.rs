@@ -51,7 +51,7 @@ pub fn main() -> anyhow::Result<()> {
     result
 }
 
-fn emit(event: &Event) {
+pub(crate) fn emit(event: &Event) {
     let line = serde_json::to_string(event).unwrap_or_else(|err| {
         format!(r#"{{"event":"error","message":"cannot serialize an event: {err}"}}"#)
     });
@@ -98,6 +98,9 @@ async fn run() -> anyhow::Result<()> {
         }
         Scenario::Fanout(fanout) => {
             FanoutRun::run(&job, &tokens, &http, &mut control, fanout).await
+        }
+        Scenario::Storm(storm) => {
+            crate::storm::worker(&job, &tokens, &http, control.lines, storm).await
         }
     }
 }
