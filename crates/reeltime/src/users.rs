@@ -38,10 +38,11 @@ impl Users {
     pub async fn ensure(&self, sub: &str, email: Option<&str>) -> Result<(), StoreError> {
         let written = self.written(sub);
         let stored = written
-            .get_or_try_init(|| async {
-                let user = self.store.upsert_user(sub, email).await?;
-                Ok::<_, StoreError>(user.email)
-            })
+            // Read first: a known user's row is not rewritten (an upsert
+            // locks the row even when nothing changes, and a reconnect
+            // storm brings every tab of a user to some node at once:
+            // docs/benchmarks.md, "Reconnect storms").
+            .get_or_try_init(|| async { Ok::<_, StoreError>(self.get(sub, email).await?.email) })
             .await?;
         if email.is_none() || stored.as_deref() == email {
             return Ok(());

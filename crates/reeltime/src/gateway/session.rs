@@ -51,6 +51,7 @@ pub async fn run(mut socket: Box<WebSocket>, gateway: Arc<Gateway>, opening: Box
                 connection_id = %format_args!("{}-{}", gateway.node_id, session.registration.id()),
                 user_id = %session.user_id
             );
+            tracing::debug!(parent: &span, "websocket ready");
             tracing::Instrument::instrument(session.serve(), span).await
         }
         Err(end) => end,
@@ -105,7 +106,6 @@ async fn start<'a>(
     let mut session = register(socket, gateway, claims, admitted.reservation).await?;
     session.greet().await?;
     (gateway.metrics.connect_seconds).observe(upgraded_at.elapsed().as_secs_f64());
-    tracing::debug!("websocket ready");
     Ok(session)
 }
 
