@@ -169,21 +169,7 @@ pub fn ws_config() -> WebSocketConfig {
 
 /// Opens a TCP connection from `source` and upgrades it with `?token=`.
 pub async fn open(target: &Target, source: Option<IpAddr>, token: &str) -> anyhow::Result<Ws> {
-    let socket = match target.addr {
-        SocketAddr::V4(_) => TcpSocket::new_v4(),
-        SocketAddr::V6(_) => TcpSocket::new_v6(),
-    }
-    .context("socket()")?;
-    if let Some(ip) = source {
-        socket
-            .bind(SocketAddr::new(ip, 0))
-            .with_context(|| format!("binding to source address {ip}"))?;
-    }
-    let stream = socket
-        .connect(target.addr)
-        .await
-        .with_context(|| format!("TCP connect to {}", target.addr))?;
-    stream.set_nodelay(true).context("TCP_NODELAY")?;
+    let stream = tcp_connect(target.addr, source).await?;
     let url = match target.protocol {
         Protocol::Reeltime => format!("{}?token={token}", target.ws_url),
         Protocol::Socketio => target.ws_url.clone(),
@@ -197,6 +183,28 @@ pub async fn open(target: &Target, source: Option<IpAddr>, token: &str) -> anyho
         Protocol::Socketio => Some(socketio_connect(&mut inner, token).await?),
     };
     Ok(Ws { inner, socketio })
+}
+
+/// A TCP connection to `addr` from `source` (one of the benchmark's
+/// loopback addresses, so that many sockets fit in the port range), with
+/// Nagle off: the one connect of every scenario.
+pub async fn tcp_connect(addr: SocketAddr, source: Option<IpAddr>) -> anyhow::Result<TcpStream> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4(),
+        SocketAddr::V6(_) => TcpSocket::new_v6(),
+    }
+    .context("socket()")?;
+    if let Some(ip) = source {
+        socket
+            .bind(SocketAddr::new(ip, 0))
+            .with_context(|| format!("binding to source address {ip}"))?;
+    }
+    let stream = socket
+        .connect(addr)
+        .await
+        .with_context(|| format!("TCP connect to {addr}"))?;
+    stream.set_nodelay(true).context("TCP_NODELAY")?;
+    Ok(stream)
 }
 
 /// Socket.IO after the upgrade: reads the Engine.IO handshake and sends the

@@ -46,7 +46,6 @@ use reeltime_protocol::{Import, ImportPage};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::io::{BufReader, Lines, Stdin};
-use tokio::net::TcpSocket;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::Common;
@@ -439,27 +438,15 @@ impl Client {
     }
 }
 
+/// [`conn::tcp_connect`] within a balancer's connect timeout (on loopback
+/// a dead node refuses at once).
 async fn tcp_connect(
     addr: SocketAddr,
     source: Option<std::net::IpAddr>,
 ) -> anyhow::Result<tokio::net::TcpStream> {
-    let socket = match addr {
-        SocketAddr::V4(_) => TcpSocket::new_v4(),
-        SocketAddr::V6(_) => TcpSocket::new_v6(),
-    }
-    .context("socket()")?;
-    if let Some(ip) = source {
-        socket
-            .bind(SocketAddr::new(ip, 0))
-            .with_context(|| format!("binding to {ip}"))?;
-    }
-    // A balancer's connect timeout; on loopback a dead node refuses at once.
-    let stream = tokio::time::timeout(Duration::from_secs(5), socket.connect(addr))
+    tokio::time::timeout(Duration::from_secs(5), conn::tcp_connect(addr, source))
         .await
         .map_err(|_| anyhow::anyhow!("TCP connect to {addr} timed out"))?
-        .with_context(|| format!("TCP connect to {addr}"))?;
-    stream.set_nodelay(true).context("TCP_NODELAY")?;
-    Ok(stream)
 }
 
 fn source_ip(job: &Job, n: usize) -> Option<std::net::IpAddr> {
