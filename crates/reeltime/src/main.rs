@@ -4,6 +4,15 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc instead of glibc's malloc: glibc kept the freed memory of
+/// transient peaks in its per-thread arenas, so an hour of steady churn
+/// grew the node's RSS by a third (docs/reliability.md "Soak"); jemalloc
+/// hands unused pages back to the kernel after a few seconds, and with no
+/// header per allocation it holds an idle socket's many small pieces in
+/// less memory (docs/benchmarks.md "hold").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> anyhow::Result<()> {
     let mut settings = reeltime::config::parse_settings();
     if let Some(reeltime::config::Command::Keys { action }) = settings.command.take() {

@@ -10,6 +10,7 @@
 mod admission;
 mod hub;
 mod outbox;
+mod sent;
 mod session;
 
 use std::net::SocketAddr;

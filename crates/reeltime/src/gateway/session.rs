@@ -2,7 +2,7 @@
 //! the hub, send `ready` and the snapshot, then forward changes and answer
 //! the client until something ends it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -12,6 +12,7 @@ use futures_util::SinkExt;
 use reeltime_protocol::{ClientMessage, Close, PROTOCOL_VERSION, ServerMessage};
 use tokio::time::{Instant, sleep_until, timeout};
 
+use super::sent::SentVersions;
 use super::{Gateway, Opening, Outbox, QueryToken};
 use crate::auth::{AuthError, Claims};
 use crate::gateway::{Registration, Reservation};
@@ -229,7 +230,7 @@ async fn register<'a>(
         registration,
         user_id: claims.sub,
         expires_at: claims.exp,
-        sent_versions: HashMap::new(),
+        sent: SentVersions::default(),
         bad_messages: VecDeque::new(),
         last_heard: Instant::now(),
     })
@@ -247,7 +248,7 @@ struct Session<'a> {
     /// `exp` of the token in force.
     expires_at: i64,
     /// Last version sent per import: nothing older or equal goes out again.
-    sent_versions: HashMap<String, u64>,
+    sent: SentVersions,
     bad_messages: VecDeque<Instant>,
     last_heard: Instant,
 }
@@ -368,24 +369,10 @@ impl Session<'_> {
                 return Err(End::Close(Close::SERVER_ERROR));
             }
         };
-        imports.retain(|import| self.newer(&import.id, import.version));
-        removed.retain(|gone| self.newer(&gone.id, gone.version));
-        let sent = imports
-            .iter()
-            .map(|import| (&import.id, import.version))
-            .chain(removed.iter().map(|gone| (&gone.id, gone.version)));
-        for (id, version) in sent {
-            self.sent_versions.insert(id.clone(), version);
-        }
+        let sent = &mut self.sent;
+        imports.retain(|import| sent.record(&import.id, import.version, import.status.is_final()));
+        removed.retain(|gone| sent.record(&gone.id, gone.version, true));
         encode(&ServerMessage::Snapshot { imports, removed })
-    }
-
-    /// Whether `version` of import `id` is newer than what this connection
-    /// sent of it (anything is, when it sent nothing).
-    fn newer(&self, id: &str, version: u64) -> bool {
-        self.sent_versions
-            .get(id)
-            .is_none_or(|sent| version > *sent)
     }
 
     /// Writes everything queued for this socket in as few writes as the
@@ -400,16 +387,12 @@ impl Session<'_> {
             messages.push(Box::pin(self.snapshot_message()).await?);
         }
         let mut published = Vec::new();
-        let sent_versions = &mut self.sent_versions;
+        let sent = &mut self.sent;
         let user_id = &self.user_id;
         self.outbox.drain_each(|event| {
             debug_assert_eq!(&event.user_id, user_id);
-            match sent_versions.get_mut(event.import_id.as_str()) {
-                Some(sent) if event.version <= *sent => return,
-                Some(sent) => *sent = event.version,
-                None => {
-                    sent_versions.insert(event.import_id.clone(), event.version);
-                }
+            if !sent.record(&event.import_id, event.version, event.is_final) {
+                return;
             }
             messages.push(Message::Text(event.payload.clone()));
             published.push(event.published_us);

@@ -77,7 +77,7 @@ pub async fn ready(State(health): State<Health>) -> Response {
 /// (asked at once): what `/readyz` shows and `reeltime_ready` counts.
 async fn checks(health: &Health) -> (Result<(), String>, Result<(), String>) {
     let (database, bus) = tokio::join!(
-        timeout(CHECK_TIMEOUT, health.store.count_by_status()),
+        timeout(CHECK_TIMEOUT, health.store.ping()),
         timeout(CHECK_TIMEOUT, health.bus.check()),
     );
     let database = match database {

@@ -253,6 +253,9 @@ pub trait Store: UploadStore + Send + Sync + 'static {
     async fn purge_tombstones(&self, age: Duration) -> Result<u64, StoreError>;
     /// Imports per status (tombstones are not imports and not counted).
     async fn count_by_status(&self) -> Result<Vec<(String, u64)>, StoreError>;
+    /// One trivial query: whether the database answers (`/readyz`, every
+    /// few seconds from a balancer; counting would read a whole index).
+    async fn ping(&self) -> Result<(), StoreError>;
 
     /// The server API's keys, idempotency answers and cross-user listing,
     /// on the same database (see [`server_api`]).

@@ -351,6 +351,11 @@ impl Store for PostgresStore {
         rows.iter().map(rows::status_count).collect()
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     fn server_api(&self) -> &dyn super::ServerApiStore {
         self
     }
