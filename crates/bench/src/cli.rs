@@ -81,6 +81,11 @@ pub struct Common {
     /// Token lifetime in seconds.
     #[arg(long, default_value_t = 3600)]
     pub token_ttl: u64,
+    /// Prefix of the run's user ids (`<run-id>-u<n>`); by default a new one
+    /// per run, so runs never share users. Give the same one to two runs to
+    /// act as the same users (the soak seeds their histories this way).
+    #[arg(long)]
+    pub run_id: Option<String>,
 
     /// Loopback source addresses to spread sockets over: ranges and/or a comma list.
     #[arg(long, default_value = "127.0.0.2-127.0.0.41")]

@@ -231,7 +231,10 @@ pub(crate) fn base_jobs(
     };
     let ips = conn::parse_source_ips(&common.source_ips)?;
     let procs = common.procs.max(1);
-    let run_id = format!("bench{}", chrono::Utc::now().format("%m%d%H%M%S%3f"));
+    let run_id = common
+        .run_id
+        .clone()
+        .unwrap_or_else(|| format!("bench{}", chrono::Utc::now().format("%m%d%H%M%S%3f")));
     Ok((0..procs)
         .map(|worker| {
             // Each worker its own addresses when there are enough to go round.

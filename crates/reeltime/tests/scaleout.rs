@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use common::binary;
 use reeltime_protocol::{Import, ImportStatus, RemovedImport, ServerMessage};
 use reeltime_testkit::{
-    Api, ContentServer, Event, Fetch, Nginx, Postgres, RedisServer, ServerProcess, TestIssuer,
-    WAIT, WsClient,
+    Api, ContentServer, Event, Fetch, LinkMode, Nginx, Postgres, RedisServer, ServerProcess,
+    TcpProxy, TestIssuer, WAIT, WsClient,
 };
 
 const KIB: usize = 1 << 10;
@@ -737,6 +737,82 @@ async fn a_delete_while_redis_is_away_reaches_the_other_node_once_it_is_back() {
         })
         .await;
     assert!(!tabs[1].latest.contains_key(&import.id));
+}
+
+/// A resync whose snapshot cannot be read (the node's database link is
+/// down when its Redis bus comes back) leaves the socket open: it gets
+/// every change from then on, and the resync is tried again until it
+/// succeeds. It used to close the socket 1011, sending every client of the
+/// node to reconnect into the same failing database (the storms in
+/// docs/benchmarks.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resync_that_cannot_read_the_database_keeps_the_socket_and_tries_again() {
+    let mut c = cluster(1).await;
+    // A second node that reaches PostgreSQL through a link the test cuts.
+    let port = c
+        .database
+        .rsplit_once(':')
+        .and_then(|(_, rest)| rest.split('/').next())
+        .and_then(|port| port.parse::<u16>().ok())
+        .expect("a port in the database URL");
+    let link = TcpProxy::start(([127, 0, 0, 1], port).into())
+        .await
+        .expect("proxy");
+    let database = c
+        .database
+        .replace(&format!(":{port}/"), &format!(":{}/", link.port()));
+    let mut env = c.issuer.env();
+    env.extend(common::pairs(&[
+        ("REELTIME_IMPORT_ALLOW_PRIVATE", "1"),
+        ("REELTIME_DATABASE_URL", &database),
+        ("REELTIME_REDIS_URL", &c.redis.url()),
+    ]));
+    let node = ServerProcess::start(binary(), &env).await;
+    assert!(
+        node.wait_for_log("redis bus: subscribed", WAIT)
+            .await
+            .is_some(),
+        "log:\n{}",
+        node.log()
+    );
+    c.node_ids.push(node_id_of(&node));
+    c.apis.push(Api::new(&node.http()));
+    c.nodes.push(node);
+
+    let mut tab = c.tab(1, "alice").await;
+    let import = c
+        .create(0, "alice", &c.content.video_url("resync-kept", 32 * KIB))
+        .await;
+    tab.until("the final state", |t| t.is_final(&import.id))
+        .await;
+
+    c.redis_away().await;
+    link.set(LinkMode::Cut);
+    c.redis_back().await;
+    assert!(
+        c.nodes[1]
+            .wait_for_log("snapshot failed", WAIT)
+            .await
+            .is_some(),
+        "the resync never tried the database; log:\n{}",
+        c.nodes[1].log()
+    );
+    // A change made meanwhile on the healthy node still reaches the tab,
+    // over the bus, on the same socket.
+    let (status, body) = c.apis[0]
+        .delete(&c.token("alice"), &format!("/api/imports/{}", import.id))
+        .await;
+    assert_eq!(status, 204, "{body}");
+    tab.until("the delete, live", |t| t.removed.contains_key(&import.id))
+        .await;
+
+    link.set(LinkMode::Pass);
+    tab.until("the resync snapshot, once the database is back", |t| {
+        t.snapshots >= 2
+    })
+    .await;
+    assert_eq!(tab.connections, 1, "the socket was closed and reopened");
+    assert!(!tab.latest.contains_key(&import.id));
 }
 
 /// Settings of the job tests: downloads only (the bodies are not real

@@ -24,6 +24,9 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_BAD_MESSAGES_PER_MINUTE: usize = 10;
 /// How long to wait for the client's answer to our close frame.
 const CLOSE_HANDSHAKE: Duration = Duration::from_secs(2);
+/// A resync whose snapshot failed is asked for again after this, plus as
+/// much again at random, so the sockets of a node do not all retry at once.
+const RESYNC_RETRY: Duration = Duration::from_secs(2);
 
 /// What ends a session; each maps to one close frame (or none).
 enum End {
@@ -384,7 +387,17 @@ impl Session<'_> {
         let mut messages = Vec::new();
         if self.outbox.take_resync() {
             // Boxed: rare, and a store read inline would grow every task.
-            messages.push(Box::pin(self.snapshot_message()).await?);
+            match Box::pin(self.snapshot_message()).await {
+                Ok(snapshot) => messages.push(snapshot),
+                // The socket gets every change from here on; only what it
+                // missed while the bus was away is late. Closing it would
+                // send its client to reconnect and read the same database
+                // that just failed, with every other socket of the node.
+                Err(End::Close(close)) if close == Close::SERVER_ERROR => {
+                    resync_later(&self.outbox);
+                }
+                Err(end) => return Err(end),
+            }
         }
         let mut published = Vec::new();
         let sent = &mut self.sent;
@@ -570,6 +583,21 @@ async fn close_with(socket: &mut WebSocket, close: Close) {
         }
     })
     .await;
+}
+
+/// Requests `outbox`'s resync again after [`RESYNC_RETRY`] and a jitter,
+/// unless the session is gone by then. A task of its own, not a timer in
+/// the session: it only exists after a failure, and a timer in the session
+/// future would make every idle socket's task bigger.
+fn resync_later(outbox: &Arc<Outbox>) {
+    let outbox = Arc::downgrade(outbox);
+    let jitter = RESYNC_RETRY.mul_f64(f64::from(uuid::Uuid::new_v4().as_u128() as u16) / 65_536.0);
+    tokio::spawn(async move {
+        tokio::time::sleep(RESYNC_RETRY + jitter).await;
+        if let Some(outbox) = outbox.upgrade() {
+            outbox.request_resync();
+        }
+    });
 }
 
 #[cfg(test)]
