@@ -30,6 +30,25 @@
 //!   each import and publishes those once Redis answers again, so a change
 //!   made during the outage reaches the other nodes even when they
 //!   resubscribed (and resynced) before this node noticed Redis was back.
+//! - That memory dies with the node. So a held change the store already
+//!   has ([`Bus::publish`], not a tick from memory,
+//!   [`Bus::publish_unstored`]) is also *noted* in the shared store
+//!   ([`HeldNotes`]: a row per import, its newest held stored version,
+//!   under a lease of `REELTIME_JOB_LEASE_SECS`). The retry loop renews
+//!   this node's notes every third of the lease while it holds anything,
+//!   and clears a note when its import's held event went out (only notes
+//!   at or below the version sent). Every node whose bus works sweeps every
+//!   third of the lease ([`RedisBus::keep_notes`]): it claims the notes
+//!   whose lease ran out (their node died, or lost the database too),
+//!   publishes each import's *stored* state, here and to the others, and
+//!   clears them. Republishing stored state is always safe: sessions drop
+//!   what is not newer. Nothing of this runs while Redis answers: a
+//!   publish that goes out touches no database. A note written late (its
+//!   event already sent) or not cleared only costs one more publish of the
+//!   stored state after the lease. Not covered: a node that dies between
+//!   storing a change and noting it (the first change of an outage waits
+//!   for its PUBLISH to fail, up to the command timeout), and a note the
+//!   database refused for the whole outage (logged).
 //! - When the subscription is lost (connection closed, or a PING unanswered)
 //!   the node reconnects with backoff, resubscribes, and then asks every
 //!   local connection for a fresh snapshot ([`Deliver::resync_all`]): what was
@@ -738,14 +757,16 @@ impl RedisBus {
 
 #[async_trait]
 impl Bus for RedisBus {
-    /// [`RedisBus::publish_event`] of a stored change. Never fails because
-    /// Redis is away.
+    /// Delivers here at once, publishes for the others; held (and noted in
+    /// the store) while Redis is away, see the module docs. Never fails
+    /// because Redis is away.
     async fn publish(&self, event: Arc<ImportEvent>) -> Result<(), BusError> {
         self.publish_event(event, true).await;
         Ok(())
     }
 
-    /// [`RedisBus::publish_event`] of a tick from memory: held, not noted.
+    /// [`Bus::publish`] of a tick from memory: held while Redis is away,
+    /// but not noted.
     async fn publish_unstored(&self, event: Arc<ImportEvent>) -> Result<(), BusError> {
         self.publish_event(event, false).await;
         Ok(())
@@ -855,5 +876,37 @@ mod tests {
         assert_eq!(held.events.len(), 1);
         assert_eq!(held.events["i"].version, 5);
         assert_eq!(dropped.load(Ordering::Relaxed), 0);
+    }
+
+    fn event_of(import_id: &str, version: u64) -> Arc<ImportEvent> {
+        Arc::new(ImportEvent {
+            user_id: "u".into(),
+            import_id: import_id.into(),
+            version,
+            is_final: false,
+            payload: Utf8Bytes::from_static("{}"),
+            published_us: 0,
+        })
+    }
+
+    /// What goes out clears only the notes this node may have written, at
+    /// the version sent, and a note the store refused is dropped only by a
+    /// send at or above it.
+    #[test]
+    fn sent_events_clear_their_notes_and_cover_unwritten_ones() {
+        let mut held = Held::default();
+        held.noted.insert("a".into());
+        held.unnoted(note_of(&event_of("b", 7)));
+        held.unnoted(note_of(&event_of("b", 4)));
+        assert_eq!(held.unnoted["b"].version, 7, "the newest kept");
+        held.unnoted(note_of(&event_of("c", 9)));
+
+        let clear = held.published(&[event_of("a", 12), event_of("b", 7), event_of("c", 8)]);
+        assert_eq!(clear, vec![note_of(&event_of("a", 12))]);
+        assert!(held.noted.is_empty());
+        assert!(!held.unnoted.contains_key("b"), "covered by the send of 7");
+        assert_eq!(held.unnoted["c"].version, 9, "8 does not cover 9");
+        // A second send of an import with no note clears nothing.
+        assert!(held.published(&[event_of("a", 13)]).is_empty());
     }
 }
