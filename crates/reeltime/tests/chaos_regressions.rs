@@ -267,18 +267,28 @@ async fn notes_of(pool: &sqlx::PgPool, id: &str) -> i64 {
         .expect("count notes")
 }
 
-/// Found by chaos run 1010 (`client_state_differs`): node 0 completed an
-/// external import while its Redis link was cut, held the change in memory
-/// to publish it when Redis answered, and was killed first. The database
-/// had `completed`, but a tab connected to another node all along kept
-/// showing the import's previous state (only a reconnect healed it). Now
-/// the holding node notes the held change in the database, and once the
-/// note's lease runs out unrenewed, a node with a working bus publishes the
-/// import's stored state: the tab gets `completed` without reconnecting.
-/// Fails without the fix (the sweep off: the tab never hears of it).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_change_held_by_a_node_cut_from_redis_reaches_other_nodes_after_it_dies() {
-    const LEASE_SECS: u64 = 3;
+/// Two nodes on one PostgreSQL and one Redis, node A reaching Redis
+/// through a proxy; a tab of `user_tab` on node B; an external import
+/// created through A (seen by the tab), then A's link cut and the import
+/// completed through A: stored, held by A, noted in the database.
+struct HeldChange {
+    _issuer: TestIssuer,
+    _postgres: Postgres,
+    _redis: RedisServer,
+    link: TcpProxy,
+    a: ServerProcess,
+    b: ServerProcess,
+    pool: sqlx::PgPool,
+    tab: WsClient,
+    id: String,
+    /// The stored version of the completed import.
+    version: u64,
+}
+
+/// The notes' lease (`REELTIME_JOB_LEASE_SECS`) in these tests.
+const LEASE_SECS: u64 = 3;
+
+async fn held_change() -> HeldChange {
     let issuer = TestIssuer::start().await;
     let (postgres, redis) = tokio::join!(Postgres::start(), RedisServer::start());
     let database = postgres.create_database("reeltime").await;
@@ -302,7 +312,7 @@ async fn a_change_held_by_a_node_cut_from_redis_reaches_other_nodes_after_it_die
         &format!("redis://127.0.0.1:{}", link.port()),
     )]));
     env.extend(common::pairs(&[("REELTIME_REDIS_URL", &redis.url())]));
-    let (mut a, b) = tokio::join!(
+    let (a, b) = tokio::join!(
         ServerProcess::start(binary(), &env_a),
         ServerProcess::start(binary(), &env)
     );
@@ -359,34 +369,73 @@ async fn a_change_held_by_a_node_cut_from_redis_reaches_other_nodes_after_it_die
         "{}",
         a.log()
     );
+    HeldChange {
+        _issuer: issuer,
+        _postgres: postgres,
+        _redis: redis,
+        link,
+        a,
+        b,
+        pool,
+        tab,
+        id,
+        version,
+    }
+}
 
-    // A dies holding it. B's tab, connected all along, gets `completed`
-    // once A's note runs out (the lease, plus a third for the sweep; the
-    // bound leaves room for a loaded machine).
-    a.kill().await;
-    let killed = Instant::now();
-    let bound = Duration::from_secs(LEASE_SECS * 4 / 3 + 15);
-    let seen = loop {
-        let left = bound.saturating_sub(killed.elapsed());
+/// Reads `tab` until the final state of `id` arrives, within `bound`;
+/// fails on anything but import changes and pongs (a resync snapshot or a
+/// close is not the path under test).
+async fn final_state_within(
+    tab: &mut WsClient,
+    id: &str,
+    bound: Duration,
+    log: impl Fn() -> String,
+) -> reeltime_protocol::Import {
+    let started = Instant::now();
+    loop {
+        let left = bound.saturating_sub(started.elapsed());
         match tab.next_within(left).await {
             Some(Event::Message(ServerMessage::Import { import }))
                 if import.id == id && import.status.is_final() =>
             {
-                break import;
+                return *import;
             }
-            Some(Event::Message(ServerMessage::Import { .. } | ServerMessage::Pong { .. })) => {
-                continue;
-            }
+            Some(Event::Message(ServerMessage::Import { .. } | ServerMessage::Pong)) => continue,
             Some(other) => panic!(
-                "the tab on B got {other:?} instead of the change (a resync or a close is not the path under test); log of B:\n{}",
-                b.log()
+                "the tab on B got {other:?} instead of the change; log of B:\n{}",
+                log()
             ),
             None => panic!(
-                "the tab on B never got the completed import within {bound:?} of A's death; log of B:\n{}",
-                b.log()
+                "the tab on B never got the final import within {bound:?}; log of B:\n{}",
+                log()
             ),
         }
-    };
+    }
+}
+
+/// Found by chaos run 1010 (`client_state_differs`): node 0 completed an
+/// external import while its Redis link was cut, held the change in memory
+/// to publish it when Redis answered, and was killed first. The database
+/// had `completed`, but a tab connected to another node all along kept
+/// showing the import's previous state (only a reconnect healed it). Now
+/// the holding node notes the held change in the database, and once the
+/// note's lease runs out unrenewed, a node with a working bus publishes the
+/// import's stored state: the tab gets `completed` without reconnecting.
+/// Fails without the fix (the sweep off: the tab never hears of it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_held_by_a_node_cut_from_redis_reaches_other_nodes_after_it_dies() {
+    // Kept whole: the services it holds stop when it is dropped.
+    let mut held = held_change().await;
+    let (id, version) = (held.id.clone(), held.version);
+
+    // A dies holding it. B's tab, connected all along, gets `completed`
+    // once A's note runs out (the lease, plus a third for the sweep; the
+    // bound leaves room for a loaded machine).
+    held.a.kill().await;
+    let killed = Instant::now();
+    let bound = Duration::from_secs(LEASE_SECS * 4 / 3 + 15);
+    let seen = final_state_within(&mut held.tab, &id, bound, || held.b.log()).await;
     println!(
         "B's tab got the held change {:?} after A's kill",
         killed.elapsed()
@@ -395,22 +444,80 @@ async fn a_change_held_by_a_node_cut_from_redis_reaches_other_nodes_after_it_die
     assert_eq!(seen.version, version);
     assert_eq!(seen.result, Some(json!({"frames": 24})));
     assert!(
-        b.wait_for_log(
-            "published the stored state of changes a stopped node held",
-            WAIT
-        )
-        .await
-        .is_some(),
+        held.b
+            .wait_for_log(
+                "published the stored state of changes a stopped node held",
+                WAIT
+            )
+            .await
+            .is_some(),
         "{}",
-        b.log()
+        held.b.log()
     );
     // The note is gone once published.
     let deadline = Instant::now() + WAIT;
-    while notes_of(&pool, &id).await != 0 {
+    while notes_of(&held.pool, &id).await != 0 {
         assert!(
             Instant::now() < deadline,
             "the note stayed; log of B:\n{}",
-            b.log()
+            held.b.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The other end of a note's life: the node that holds the change lives,
+/// renews its note past the lease (no other node sweeps it), publishes
+/// the change itself once its link is back, and deletes the note.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_change_is_published_by_its_node_once_redis_is_back_and_its_note_cleared() {
+    // Kept whole: the services it holds stop when it is dropped.
+    let mut held = held_change().await;
+    let (id, version) = (held.id.clone(), held.version);
+
+    // Held past twice the lease: A renews the note, so nobody sweeps it.
+    assert!(
+        held.a
+            .wait_for_log("redis bus: held changes noted in the database", WAIT)
+            .await
+            .is_some(),
+        "{}",
+        held.a.log()
+    );
+    let held_since = Instant::now();
+    while held_since.elapsed() < Duration::from_secs(LEASE_SECS * 2) {
+        assert_eq!(
+            notes_of(&held.pool, &id).await,
+            1,
+            "log of B:\n{}",
+            held.b.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        !held.b.log().contains("published the stored state"),
+        "B swept a note A renews:\n{}",
+        held.b.log()
+    );
+
+    held.link.set(LinkMode::Pass);
+    let seen = final_state_within(&mut held.tab, &id, WAIT, || held.b.log()).await;
+    assert_eq!(seen.status, ImportStatus::Completed);
+    assert_eq!(seen.version, version);
+    assert!(
+        held.a
+            .wait_for_log("redis bus: publishing again", WAIT)
+            .await
+            .is_some(),
+        "{}",
+        held.a.log()
+    );
+    let deadline = Instant::now() + WAIT;
+    while notes_of(&held.pool, &id).await != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the note stayed; log of A:\n{}",
+            held.a.log()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
