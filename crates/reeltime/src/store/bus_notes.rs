@@ -38,7 +38,7 @@ pub struct BusNote {
 #[derive(Debug, Clone)]
 pub enum NotedState {
     /// The import, at its stored version.
-    Import(OwnedImport),
+    Import(Box<OwnedImport>),
     /// Deleted: its tombstone's version.
     Removed { version: u64 },
     /// No row at all (its user was deleted, or the tombstone purged).
@@ -208,7 +208,7 @@ impl BusNoteStore for PostgresStore {
                     version: version_of(row.try_get("version")?),
                 }
             } else {
-                NotedState::Import(rows::owned(row)?)
+                NotedState::Import(Box::new(rows::owned(row)?))
             };
             states.insert(id, state);
         }
