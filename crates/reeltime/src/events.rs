@@ -129,6 +129,8 @@ pub trait SnapshotSource: Send + Sync + 'static {
 /// publish `event`, then clear the note.
 #[derive(Debug)]
 pub struct Orphan {
+    /// The note as claimed: cleared at the version published, or at its
+    /// own when there is nothing to publish.
     pub note: BusNote,
     /// The import's stored state as a change to publish (newer than or
     /// equal to what the note stood for); `None` when nothing is left to

@@ -30,7 +30,9 @@ use super::{OwnedImport, PostgresStore, StoreError, rows};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BusNote {
     pub import_id: String,
+    /// The import's owner: the channel a sweep publishes on.
     pub user_id: String,
+    /// Held: the newest stored version held. Clearing: the version sent.
     pub version: u64,
 }
 
@@ -49,7 +51,9 @@ pub enum NotedState {
 /// the claim (so at least as new as every change the note stood for).
 #[derive(Debug, Clone)]
 pub struct StoredNote {
+    /// The note as claimed.
     pub note: BusNote,
+    /// The import as stored, read after the claim.
     pub state: NotedState,
 }
 
