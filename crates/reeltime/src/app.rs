@@ -23,7 +23,7 @@ use crate::imports::uploads::bytes::{LocalBytes, UploadBytes};
 use crate::imports::uploads::s3::BucketBytes;
 use crate::imports::uploads::{UploadSettings, Uploads};
 use crate::imports::{
-    ImportRules, ImportService, JobSettings, MediaLinks, MediaWork, Runner, Sources,
+    ImportRules, ImportService, JobSettings, MediaLinks, MediaWork, Runner, Sources, StoreNotes,
 };
 use crate::media::{self, MediaSigner, MediaTools};
 use crate::metrics::Metrics;
@@ -88,12 +88,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let node_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
     // The buses hand changes to this node's sockets without knowing the hub.
     let local: Arc<dyn Deliver> = Arc::clone(&hub) as Arc<dyn Deliver>;
-    let bus: Arc<dyn Bus> = match &config.redis_url {
+    let redis_bus = match &config.redis_url {
         Some(url) => {
             tracing::info!(node = %node_id, "using the Redis bus (REELTIME_REDIS_URL)");
-            RedisBus::start(url, &node_id, local, shutdown.clone())
-                .context("bad setting REELTIME_REDIS_URL")?
+            Some(
+                RedisBus::start(url, &node_id, Arc::clone(&local), shutdown.clone())
+                    .context("bad setting REELTIME_REDIS_URL")?,
+            )
         }
+        None => None,
+    };
+    let bus: Arc<dyn Bus> = match &redis_bus {
+        Some(redis) => Arc::clone(redis) as Arc<dyn Bus>,
         None => Arc::new(LocalBus::new(local)),
     };
 
@@ -177,6 +183,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Arc::clone(&media_storage),
         Arc::clone(&metrics),
     );
+    // A change held while Redis is away is noted in the shared store, so
+    // that another node publishes it if this one dies first.
+    if let Some(redis) = &redis_bus
+        && let Some(notes) = StoreNotes::new(Arc::clone(&imports), config.job_lease)
+    {
+        redis.keep_notes(notes, shutdown.clone());
+    }
     let runner = Runner::new(
         Arc::clone(&imports),
         tools.map(|tools| MediaWork {

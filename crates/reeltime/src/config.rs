@@ -165,7 +165,8 @@ pub struct Settings {
     pub s3_endpoint: Option<String>,
 
     /// Seconds a node's claim on a running import lasts without renewal; after a
-    /// node dies, its imports move to another node this long after.
+    /// node dies, its imports move to another node this long after. Also the
+    /// lease of the notes of changes a node holds while Redis is away.
     #[arg(long, env = "REELTIME_JOB_LEASE_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(3..))]
     pub job_lease_secs: u64,
 

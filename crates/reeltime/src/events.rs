@@ -8,11 +8,13 @@
 //! these types, never the imports service. `app` joins the two at start.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;
 use reeltime_protocol::{Import, ServerMessage};
 
+pub use crate::store::BusNote;
 use crate::store::{Snapshot, StoreError};
 
 /// One change, serialized once and shared by every socket that gets it.
@@ -121,4 +123,39 @@ pub trait SnapshotSource: Send + Sync + 'static {
     /// `snapshot` as its owner sees it, with fresh signed media links:
     /// done per connect, so a shared read never hands out old links.
     fn present(&self, user_id: &str, snapshot: &Snapshot) -> Snapshot;
+}
+
+/// A note a sweeping bus claimed from a node that stopped renewing it:
+/// publish `event`, then clear the note.
+#[derive(Debug)]
+pub struct Orphan {
+    /// The note as claimed: cleared at the version published, or at its
+    /// own when there is nothing to publish.
+    pub note: BusNote,
+    /// The import's stored state as a change to publish (newer than or
+    /// equal to what the note stood for); `None` when nothing is left to
+    /// tell (the import's rows are gone), and the note is only cleared.
+    pub event: Option<Arc<ImportEvent>>,
+}
+
+/// Where a bus that cannot publish keeps durable notes of the stored
+/// changes it holds, and where a bus that can finds the notes of a node
+/// that died holding them (docs/architecture.md, "A held change outlives
+/// its node"). Implemented by the imports service over the shared store;
+/// a trait here so that the bus, below both, names neither.
+#[async_trait]
+pub trait HeldNotes: Send + Sync + 'static {
+    /// How long a note lasts unless its node renews it; the bus renews
+    /// and sweeps every third of it.
+    fn lease(&self) -> Duration;
+    /// Notes that `node` holds these stored changes unpublished.
+    async fn hold(&self, node: &str, notes: &[BusNote]) -> Result<(), StoreError>;
+    /// Extends every note `node` holds; returns how many.
+    async fn renew(&self, node: &str) -> Result<u64, StoreError>;
+    /// The changes in `published` went out: drops their notes at or below
+    /// those versions; returns how many.
+    async fn clear(&self, published: &[BusNote]) -> Result<u64, StoreError>;
+    /// Claims for `node` up to `limit` notes whose lease ran out, each with
+    /// its import's stored state ready to publish.
+    async fn orphans(&self, node: &str, limit: usize) -> Result<Vec<Orphan>, StoreError>;
 }

@@ -27,7 +27,17 @@ pub enum BusError {
 /// Publishes changes to every node's [`Deliver`](crate::events::Deliver).
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
+    /// Carries a change the store already holds (a status change, a
+    /// creation, a delete) to every node's sockets, this node's first.
     async fn publish(&self, event: Arc<ImportEvent>) -> Result<(), BusError>;
+
+    /// [`Bus::publish`] for a change the store does not hold yet (a
+    /// progress tick published from memory): a bus that holds changes
+    /// during an outage keeps no durable note of it, since nobody could
+    /// publish it from the store if this node died.
+    async fn publish_unstored(&self, event: Arc<ImportEvent>) -> Result<(), BusError> {
+        self.publish(event).await
+    }
 
     /// Hands `control` to every node's [`Deliver`](crate::events::Deliver),
     /// this one's first (at once, whatever the bus's state).

@@ -30,6 +30,25 @@
 //!   each import and publishes those once Redis answers again, so a change
 //!   made during the outage reaches the other nodes even when they
 //!   resubscribed (and resynced) before this node noticed Redis was back.
+//! - That memory dies with the node. So a held change the store already
+//!   has ([`Bus::publish`], not a tick from memory,
+//!   [`Bus::publish_unstored`]) is also *noted* in the shared store
+//!   ([`HeldNotes`]: a row per import, its newest held stored version,
+//!   under a lease of `REELTIME_JOB_LEASE_SECS`). The retry loop renews
+//!   this node's notes every third of the lease while it holds anything,
+//!   and clears a note when its import's held event went out (only notes
+//!   at or below the version sent). Every node whose bus works sweeps every
+//!   third of the lease ([`RedisBus::keep_notes`]): it claims the notes
+//!   whose lease ran out (their node died, or lost the database too),
+//!   publishes each import's *stored* state, here and to the others, and
+//!   clears them. Republishing stored state is always safe: sessions drop
+//!   what is not newer. Nothing of this runs while Redis answers: a
+//!   publish that goes out touches no database. A note written late (its
+//!   event already sent) or not cleared only costs one more publish of the
+//!   stored state after the lease. Not covered: a node that dies between
+//!   storing a change and noting it (the first change of an outage waits
+//!   for its PUBLISH to fail, up to the command timeout), and a note the
+//!   database refused for the whole outage (logged).
 //! - When the subscription is lost (connection closed, or a PING unanswered)
 //!   the node reconnects with backoff, resubscribes, and then asks every
 //!   local connection for a fresh snapshot ([`Deliver::resync_all`]): what was
@@ -40,10 +59,10 @@
 //! not newer than what they already sent, so a late or repeated event is
 //! harmless.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use async_trait::async_trait;
@@ -54,7 +73,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{Bus, BusError};
-use crate::events::{Control, Deliver, ImportEvent};
+use crate::events::{BusNote, Control, Deliver, HeldNotes, ImportEvent};
 
 /// Number of channels. Every node subscribes to all of them, so the count
 /// only spreads the channels (over a Redis Cluster's shards, for one); all
@@ -84,6 +103,11 @@ const RETRY_EVERY: Duration = Duration::from_millis(250);
 /// this, events are dropped (and counted); their sockets catch up from the
 /// resync snapshot or the next change.
 const MAX_HELD: usize = 100_000;
+/// Most orphaned notes one sweep claims at a time (it claims again while
+/// it finds this many).
+const SWEEP_BATCH: usize = 100;
+/// Shortest pause between two sweeps, whatever the lease.
+const SWEEP_MIN: Duration = Duration::from_millis(500);
 
 /// Stable across processes and builds (unlike `DefaultHasher`), since every
 /// node must put a user on the same channel.
@@ -200,9 +224,46 @@ struct Held {
     down: bool,
     /// Newest unpublished event per import.
     events: HashMap<String, Arc<ImportEvent>>,
+    /// Imports that may have a note of this node in the store (one was
+    /// written, or is being written): their notes are cleared when their
+    /// held event goes out.
+    noted: HashSet<String>,
+    /// Notes the store refused (the database was away too), newest
+    /// version per import: written again by the retry loop.
+    unnoted: HashMap<String, BusNote>,
 }
 
 impl Held {
+    /// Remembers a note that could not be written, keeping the newest
+    /// version per import.
+    fn unnoted(&mut self, note: BusNote) {
+        match self.unnoted.get_mut(&note.import_id) {
+            Some(kept) if kept.version >= note.version => {}
+            _ => {
+                self.unnoted.insert(note.import_id.clone(), note);
+            }
+        }
+    }
+
+    /// `sent` went out: the notes they cover are to be cleared (returned)
+    /// and no longer to be written.
+    fn published(&mut self, sent: &[Arc<ImportEvent>]) -> Vec<BusNote> {
+        let mut clear = Vec::new();
+        for event in sent {
+            if self
+                .unnoted
+                .get(&event.import_id)
+                .is_some_and(|note| note.version <= event.version)
+            {
+                self.unnoted.remove(&event.import_id);
+            }
+            if self.noted.remove(&event.import_id) {
+                clear.push(note_of(event));
+            }
+        }
+        clear
+    }
+
     fn keep(&mut self, event: Arc<ImportEvent>, dropped: &AtomicU64) {
         let full = self.events.len() >= MAX_HELD;
         match self.events.get_mut(&event.import_id) {
@@ -221,6 +282,15 @@ impl Held {
     }
 }
 
+/// The note of `event`: its import, at its version.
+fn note_of(event: &ImportEvent) -> BusNote {
+    BusNote {
+        import_id: event.import_id.clone(),
+        user_id: event.user_id.clone(),
+        version: event.version,
+    }
+}
+
 /// Counters for logs and tests.
 #[derive(Default)]
 pub struct RedisBusStats {
@@ -232,6 +302,11 @@ pub struct RedisBusStats {
     pub republished: AtomicU64,
     /// Events dropped because too many were held.
     pub dropped: AtomicU64,
+    /// Held stored changes noted in the store.
+    pub noted: AtomicU64,
+    /// Changes other nodes held when they stopped, published here from
+    /// the store (their notes' leases ran out).
+    pub swept: AtomicU64,
     /// Whether the subscription is up now (`/readyz` reads it).
     pub subscribed: AtomicBool,
 }
@@ -245,6 +320,10 @@ pub struct RedisBus {
     publisher: ConnectionManager,
     held: Mutex<Held>,
     retry: Notify,
+    /// Where held stored changes are noted durably, once the imports
+    /// service exists ([`RedisBus::keep_notes`]); unset on a store only
+    /// one node uses.
+    notes: OnceLock<Arc<dyn HeldNotes>>,
     /// What the bus did, for logs and tests: an outage shows up here.
     pub stats: RedisBusStats,
 }
@@ -275,11 +354,21 @@ impl RedisBus {
             publisher,
             held: Mutex::new(Held::default()),
             retry: Notify::new(),
+            notes: OnceLock::new(),
             stats: RedisBusStats::default(),
         });
         tokio::spawn(Arc::clone(&bus).subscribe_loop(client, shutdown));
         tokio::spawn(Arc::clone(&bus).retry_loop());
         Ok(bus)
+    }
+
+    /// From now on, notes every stored change it holds in `notes` and
+    /// sweeps the notes other nodes left behind (the module docs). Called
+    /// once, when the imports service is built (it needs the bus first).
+    pub fn keep_notes(self: &Arc<Self>, notes: Arc<dyn HeldNotes>, shutdown: CancellationToken) {
+        if self.notes.set(Arc::clone(&notes)).is_ok() {
+            tokio::spawn(Arc::clone(self).sweep_loop(notes, shutdown));
+        }
     }
 
     fn held(&self) -> MutexGuard<'_, Held> {
@@ -304,24 +393,38 @@ impl RedisBus {
 
     /// Publishes what was held during an outage, until all of it went out;
     /// then clears `down` (under the lock, so nothing held is stranded).
+    ///
+    /// Meanwhile it keeps this node's notes alive: writes those the store
+    /// refused, and renews them every third of their lease, so that no
+    /// other node sweeps a change this node still holds.
     async fn retry_loop(self: Arc<Self>) {
         loop {
             self.retry.notified().await;
+            let mut renewed = Instant::now();
             loop {
                 tokio::time::sleep(RETRY_EVERY).await;
-                let batch: Vec<Arc<ImportEvent>> = {
+                let (batch, unnoted): (Vec<Arc<ImportEvent>>, Vec<BusNote>) = {
                     let mut held = self.held();
                     if !held.down {
                         break;
                     }
-                    held.events.drain().map(|(_, event)| event).collect()
+                    (
+                        held.events.drain().map(|(_, event)| event).collect(),
+                        held.unnoted.drain().map(|(_, note)| note).collect(),
+                    )
                 };
+                if let Some(notes) = self.notes.get() {
+                    self.keep_notes_alive(notes.as_ref(), unnoted, &mut renewed)
+                        .await;
+                }
                 let mut failed = None;
+                let mut sent = Vec::new();
                 for event in batch {
                     if failed.is_none() {
                         match self.send(&event).await {
                             Ok(()) => {
                                 self.stats.republished.fetch_add(1, Ordering::Relaxed);
+                                sent.push(event);
                                 continue;
                             }
                             Err(err) => failed = Some(err),
@@ -329,10 +432,30 @@ impl RedisBus {
                     }
                     self.held().keep(event, &self.stats.dropped);
                 }
+                let clear = self.held().published(&sent);
+                if let Some(notes) = self.notes.get()
+                    && !clear.is_empty()
+                    && let Err(err) = notes.clear(&clear).await
+                {
+                    // They run out unrenewed and a sweep publishes the
+                    // stored state once more: harmless.
+                    tracing::warn!(error = %err, "redis bus: could not clear the notes of changes sent");
+                }
                 if failed.is_none() {
                     let mut held = self.held();
                     if held.events.is_empty() {
                         held.down = false;
+                        // Left: notes of events dropped over MAX_HELD, or
+                        // written after their event went out. Unrenewed
+                        // from now on, a sweep publishes their import.
+                        held.noted.clear();
+                        if !held.unnoted.is_empty() {
+                            tracing::warn!(
+                                notes = held.unnoted.len(),
+                                "redis bus: could not note some held changes (database away); they reach other nodes' sockets at their next change or reconnect"
+                            );
+                            held.unnoted.clear();
+                        }
                         tracing::info!(
                             republished = self.stats.republished.load(Ordering::Relaxed),
                             dropped = self.stats.dropped.load(Ordering::Relaxed),
@@ -340,6 +463,142 @@ impl RedisBus {
                         );
                         break;
                     }
+                }
+            }
+        }
+    }
+
+    /// The retry loop's care of this node's notes during an outage: writes
+    /// `unnoted` (given back if the store still refuses), and renews every
+    /// note of this node when a third of the lease went by since `renewed`.
+    async fn keep_notes_alive(
+        &self,
+        notes: &dyn HeldNotes,
+        unnoted: Vec<BusNote>,
+        renewed: &mut Instant,
+    ) {
+        if !unnoted.is_empty() {
+            match notes.hold(&self.node, &unnoted).await {
+                Ok(()) => {
+                    self.stats
+                        .noted
+                        .fetch_add(unnoted.len() as u64, Ordering::Relaxed);
+                }
+                Err(_) => {
+                    let mut held = self.held();
+                    for note in unnoted {
+                        held.unnoted(note);
+                    }
+                }
+            }
+        }
+        if renewed.elapsed() >= notes.lease() / 3 {
+            match notes.renew(&self.node).await {
+                Ok(_) => *renewed = Instant::now(),
+                Err(err) => {
+                    tracing::warn!(error = %err, "redis bus: could not renew the notes of held changes")
+                }
+            }
+        }
+    }
+
+    /// Notes durably that this node holds the stored change `event`
+    /// unpublished (see the module docs); a note the store refuses is kept
+    /// for the retry loop.
+    async fn note(&self, event: &ImportEvent) {
+        let Some(notes) = self.notes.get() else {
+            return;
+        };
+        let note = note_of(event);
+        let first = {
+            let mut held = self.held();
+            let first = held.noted.is_empty() && held.unnoted.is_empty();
+            held.noted.insert(note.import_id.clone());
+            first
+        };
+        match notes.hold(&self.node, std::slice::from_ref(&note)).await {
+            Ok(()) => {
+                self.stats.noted.fetch_add(1, Ordering::Relaxed);
+                if first {
+                    tracing::info!(
+                        "redis bus: held changes noted in the database; another node publishes them if this one stops first"
+                    );
+                }
+            }
+            Err(err) => {
+                if first {
+                    tracing::warn!(error = %err, "redis bus: could not note a held change; retrying");
+                }
+                self.held().unnoted(note);
+            }
+        }
+    }
+
+    /// Every third of the notes' lease, while this node can publish:
+    /// claims the notes whose holders stopped renewing them (dead, or cut
+    /// from the database too), publishes each import's stored state, here
+    /// and to the other nodes, and clears the notes.
+    async fn sweep_loop(self: Arc<Self>, notes: Arc<dyn HeldNotes>, shutdown: CancellationToken) {
+        let mut every = tokio::time::interval((notes.lease() / 3).max(SWEEP_MIN));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            if !self.stats.subscribed.load(Ordering::SeqCst) || self.held().down {
+                continue;
+            }
+            loop {
+                let orphans = match notes.orphans(&self.node, SWEEP_BATCH).await {
+                    Ok(orphans) => {
+                        failing = false;
+                        orphans
+                    }
+                    Err(err) => {
+                        if !failing {
+                            tracing::warn!(error = %err, "redis bus: could not look for notes other nodes left");
+                        }
+                        failing = true;
+                        break;
+                    }
+                };
+                let claimed = orphans.len();
+                if claimed == 0 {
+                    break;
+                }
+                let mut clear = Vec::with_capacity(claimed);
+                let mut published = 0usize;
+                let mut failed = false;
+                for orphan in orphans {
+                    let Some(event) = orphan.event else {
+                        clear.push(orphan.note);
+                        continue;
+                    };
+                    self.local.deliver(&event);
+                    if let Err(err) = self.send(&event).await {
+                        // Left claimed: the lease runs out and a sweep
+                        // (here or elsewhere) takes them again.
+                        tracing::warn!(error = %err, "redis bus: could not publish a change another node held");
+                        failed = true;
+                        break;
+                    }
+                    published += 1;
+                    clear.push(note_of(&event));
+                }
+                self.stats
+                    .swept
+                    .fetch_add(published as u64, Ordering::Relaxed);
+                if let Err(err) = notes.clear(&clear).await {
+                    tracing::warn!(error = %err, "redis bus: could not clear swept notes");
+                }
+                tracing::info!(
+                    published,
+                    "redis bus: published the stored state of changes a stopped node held unpublished"
+                );
+                if failed || claimed < SWEEP_BATCH {
+                    break;
                 }
             }
         }
@@ -459,33 +718,57 @@ impl RedisBus {
     }
 }
 
-#[async_trait]
-impl Bus for RedisBus {
+impl RedisBus {
     /// Delivers to this node's sockets at once, then publishes for the
-    /// others. Never fails because Redis is away: the event is held and
-    /// published when Redis answers again (see the module docs).
-    async fn publish(&self, event: Arc<ImportEvent>) -> Result<(), BusError> {
+    /// others. While Redis is away the event is held and published when
+    /// Redis answers again, and a `stored` change is also noted in the
+    /// store (see the module docs).
+    async fn publish_event(&self, event: Arc<ImportEvent>, stored: bool) {
         self.local.deliver(&event);
-        {
+        let held_back = {
             let mut held = self.held();
             if held.down {
-                held.keep(event, &self.stats.dropped);
-                return Ok(());
+                held.keep(Arc::clone(&event), &self.stats.dropped);
             }
-        }
-        if let Err(err) = self.send(&event).await {
-            let mut held = self.held();
-            if !held.down {
-                tracing::warn!(
-                    error = %err,
-                    "redis bus: publish failed; holding changes until Redis answers"
-                );
-                held.down = true;
+            held.down
+        };
+        if !held_back {
+            let Err(err) = self.send(&event).await else {
+                return;
+            };
+            {
+                let mut held = self.held();
+                if !held.down {
+                    tracing::warn!(
+                        error = %err,
+                        "redis bus: publish failed; holding changes until Redis answers"
+                    );
+                    held.down = true;
+                }
+                held.keep(Arc::clone(&event), &self.stats.dropped);
             }
-            held.keep(event, &self.stats.dropped);
-            drop(held);
             self.retry.notify_one();
         }
+        if stored {
+            self.note(&event).await;
+        }
+    }
+}
+
+#[async_trait]
+impl Bus for RedisBus {
+    /// Delivers here at once, publishes for the others; held (and noted in
+    /// the store) while Redis is away, see the module docs. Never fails
+    /// because Redis is away.
+    async fn publish(&self, event: Arc<ImportEvent>) -> Result<(), BusError> {
+        self.publish_event(event, true).await;
+        Ok(())
+    }
+
+    /// [`Bus::publish`] of a tick from memory: held while Redis is away,
+    /// but not noted.
+    async fn publish_unstored(&self, event: Arc<ImportEvent>) -> Result<(), BusError> {
+        self.publish_event(event, false).await;
         Ok(())
     }
 
@@ -593,5 +876,37 @@ mod tests {
         assert_eq!(held.events.len(), 1);
         assert_eq!(held.events["i"].version, 5);
         assert_eq!(dropped.load(Ordering::Relaxed), 0);
+    }
+
+    fn event_of(import_id: &str, version: u64) -> Arc<ImportEvent> {
+        Arc::new(ImportEvent {
+            user_id: "u".into(),
+            import_id: import_id.into(),
+            version,
+            is_final: false,
+            payload: Utf8Bytes::from_static("{}"),
+            published_us: 0,
+        })
+    }
+
+    /// What goes out clears only the notes this node may have written, at
+    /// the version sent, and a note the store refused is dropped only by a
+    /// send at or above it.
+    #[test]
+    fn sent_events_clear_their_notes_and_cover_unwritten_ones() {
+        let mut held = Held::default();
+        held.noted.insert("a".into());
+        held.unnoted(note_of(&event_of("b", 7)));
+        held.unnoted(note_of(&event_of("b", 4)));
+        assert_eq!(held.unnoted["b"].version, 7, "the newest kept");
+        held.unnoted(note_of(&event_of("c", 9)));
+
+        let clear = held.published(&[event_of("a", 12), event_of("b", 7), event_of("c", 8)]);
+        assert_eq!(clear, vec![note_of(&event_of("a", 12))]);
+        assert!(held.noted.is_empty());
+        assert!(!held.unnoted.contains_key("b"), "covered by the send of 7");
+        assert_eq!(held.unnoted["c"].version, 9, "8 does not cover 9");
+        // A second send of an import with no note clears nothing.
+        assert!(held.published(&[event_of("a", 13)]).is_empty());
     }
 }

@@ -16,6 +16,7 @@
 
 pub mod fetch;
 pub mod guard;
+mod held_notes;
 pub mod limits;
 mod line;
 pub mod reports;
@@ -35,6 +36,7 @@ use reeltime_protocol::{Import, ImportError, ImportStatus};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+pub use held_notes::StoreNotes;
 pub use runner::{JobSettings, MediaWork, Runner};
 pub use source::{NewImport, SourceSpec, Sources};
 
@@ -493,7 +495,13 @@ impl ImportService {
 
     async fn publish(&self, owned: &OwnedImport) -> Result<(), ImportServiceError> {
         let event = ImportEvent::new(&owned.user_id, &self.present(owned))?;
-        self.send(event).await;
+        if owned.import.version == owned.stored_version {
+            self.send(event).await;
+        } else if let Err(err) = self.bus.publish_unstored(event).await {
+            // A tick from memory: the next one, or the next status change,
+            // replaces it.
+            tracing::warn!(error = %err, "publish failed");
+        }
         Ok(())
     }
 

@@ -18,6 +18,7 @@
 //! unfinished imports (measured on SQLite; the count: ~3.5 ms with 10
 //! waiting).
 
+pub mod bus_notes;
 mod group_commit;
 pub mod hooks;
 #[cfg(test)]
@@ -39,6 +40,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use reeltime_protocol::{Import, RemovedImport, User};
 
+pub use bus_notes::{BusNote, BusNoteStore, NotedState, StoredNote};
 pub use group_commit::GroupCommit;
 pub use hooks::HookStore;
 pub use postgres::PostgresStore;
@@ -264,6 +266,13 @@ pub trait Store: UploadStore + Send + Sync + 'static {
     /// Whether several nodes may share this store. A store only one node
     /// can use (SQLite) lets that node take back every lease at start.
     fn shared(&self) -> bool;
+    /// Where a node notes the changes it stored but could not publish
+    /// ([`bus_notes`]), so that another node publishes them if it dies
+    /// first. `None` for a store only one node uses (SQLite): no other
+    /// node has sockets to tell.
+    fn bus_notes(&self) -> Option<&dyn BusNoteStore> {
+        None
+    }
     /// Claims for `node`, for `lease`, up to `limit` unfinished imports that
     /// no node holds or whose lease ran out, in turn order (see the module docs);
     /// returned oldest first (the runner claims no more than it has free

@@ -364,6 +364,10 @@ impl Store for PostgresStore {
         true
     }
 
+    fn bus_notes(&self) -> Option<&dyn super::BusNoteStore> {
+        Some(self)
+    }
+
     async fn claim_imports(
         &self,
         node: &str,
