@@ -899,3 +899,134 @@ async fn a_storage_failure_fails_only_that_upload() {
     let done = wait_for(&mut tab, &fine, |i| i.status.is_final()).await;
     assert_eq!(done.status, ImportStatus::Completed, "{:?}", done.error);
 }
+
+/// With S3 an uploaded object stays in the bucket while its import runs, so
+/// another node can take it again if this one dies (the chaos regression
+/// `an_upload_survives_the_death_of_the_node_processing_it`), and goes once
+/// the import ends: cancelled, completed or failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uploaded_object_stays_in_the_bucket_until_its_import_ends() {
+    let issuer = TestIssuer::start().await;
+    let s3 = S3Server::start().await;
+    let mut env = issuer.env();
+    env.extend(s3.env());
+    env.extend(common::pairs(&[
+        ("REELTIME_MEDIA_URL", &s3.media_url("media")),
+        ("REELTIME_PROCESS_CONCURRENCY", "1"),
+    ]));
+    let server = ServerProcess::start(binary(), &env).await;
+    let token = issuer.token("alice", 600);
+    let client = Tus::new(&server.http(), token.clone());
+    let api = Api::new(&server.http());
+    let sample = |name: &str| {
+        std::fs::read(format!(
+            "{}/../../samples/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .expect("sample")
+    };
+    let upload = |id: &str| format!("media/{id}/upload.bin");
+    let send = async |bytes: Vec<u8>, name: &str| {
+        let id = client.create_ok(bytes.len() as u64, name).await;
+        let response = client.patch(&id, 0, bytes).await;
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+        id
+    };
+    let status_of = async |id: &str| {
+        let (status, body) = api.get(&token, &format!("/api/imports/{id}")).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    };
+    let until_final = async |id: &str| {
+        let deadline = std::time::Instant::now() + WAIT * 2;
+        loop {
+            let body = status_of(id).await;
+            if matches!(
+                body["status"].as_str(),
+                Some("completed" | "failed" | "cancelled")
+            ) {
+                return body;
+            }
+            assert!(std::time::Instant::now() < deadline, "not ended: {body}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let until_gone = async |id: &str| {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let keys = s3.keys(&format!("media/{id}/")).await;
+            if !keys.contains(&upload(id)) {
+                return keys;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the uploaded object outlived its import: {keys:?}; log:\n{}",
+                server.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+
+    // A video to transcode: while it is processed its object is still in
+    // the bucket; cancelled, it goes (or, should the transcode win the
+    // race with the cancel, completed, it goes all the same).
+    let long = send(sample("sample-needs-transcode.mkv"), "long.mkv").await;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let body = status_of(&long).await;
+        if body["status"] == "processing" {
+            break;
+        }
+        assert!(
+            body["status"] != "completed" && std::time::Instant::now() < deadline,
+            "never seen processing: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let keys = s3.keys(&format!("media/{long}/")).await;
+    assert!(
+        keys.contains(&upload(&long)),
+        "the object went before its import ended: {keys:?}"
+    );
+    let (cancel, body) = api
+        .post(&token, &format!("/api/imports/{long}/cancel"))
+        .await;
+    let ended = until_final(&long).await;
+    if cancel == 200 {
+        assert_eq!(ended["status"], "cancelled", "{ended}");
+    } else {
+        assert_eq!(cancel, 409, "{body}");
+        assert_eq!(ended["status"], "completed", "{ended}");
+    }
+    until_gone(&long).await;
+
+    // A video that needs no transcode: completed, its object goes and the
+    // video it became stays.
+    let fine = send(sample("sample-webready.mp4"), "fine.mp4").await;
+    let done = until_final(&fine).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let keys = until_gone(&fine).await;
+    let video = done["result"]["video_file"].as_str().expect("video_file");
+    assert!(
+        keys.contains(&format!("media/{fine}/{video}")),
+        "{keys:?}"
+    );
+
+    // MP4's first bytes and nothing readable after them: failed, its
+    // object goes.
+    let mut broken = sample("sample-short.mp4");
+    broken.truncate(64);
+    broken.resize(100_000, 0);
+    let broken = send(broken, "broken.mp4").await;
+    let failed = until_final(&broken).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    until_gone(&broken).await;
+    // Nothing of any upload is left in the bucket but the completed video.
+    for id in [&long, &fine, &broken] {
+        let keys = s3.keys(&format!("media/{id}/")).await;
+        assert!(
+            keys.iter().all(|key| !key.ends_with("upload.bin") && !key.ends_with("upload.pending")),
+            "{keys:?}"
+        );
+    }
+}

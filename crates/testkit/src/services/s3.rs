@@ -119,6 +119,33 @@ impl S3Server {
         .collect()
     }
 
+    /// The keys under `prefix` in [`S3Server::bucket`] (ListObjectsV2,
+    /// path-style; moto takes it unsigned), so a test can see what the
+    /// server left in the bucket.
+    pub async fn keys(&self, prefix: &str) -> Vec<String> {
+        let response = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client")
+            // Prefixes here are `<prefix>/<id>/`: nothing to escape.
+            .get(format!(
+                "{}/{}?list-type=2&prefix={prefix}",
+                self.endpoint(),
+                self.bucket
+            ))
+            .send()
+            .await
+            .expect("ListObjectsV2 request");
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        assert!(status.is_success(), "ListObjectsV2 failed ({status}): {body}");
+        // Keys are plain (`<prefix>/<id>/<file>`): no XML escapes to undo.
+        body.split("<Key>")
+            .skip(1)
+            .filter_map(|rest| rest.split_once("</Key>").map(|(key, _)| key.to_string()))
+            .collect()
+    }
+
     /// Everything the server logged.
     pub fn log(&self) -> String {
         self.process.log()

@@ -108,26 +108,37 @@ impl UploadBytes for BucketBytes {
         Ok(())
     }
 
-    async fn discard(&self, id: &str, parts: &StoredParts) {
-        if let Some(multipart) = &parts.multipart
-            && let Err(err) = self
+    async fn discard(&self, id: &str, parts: &StoredParts) -> bool {
+        let mut gone = true;
+        if let Some(multipart) = &parts.multipart {
+            match self
                 .bucket
                 .multipart
                 .abort_multipart(&self.key(id, UPLOAD_FILE), multipart)
                 .await
-        {
-            tracing::warn!(import_id = id, error = %err, "could not abort an upload's parts");
+            {
+                // Already completed or aborted: no parts are left.
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(err) => {
+                    tracing::warn!(import_id = id, error = %err, "could not abort an upload's parts");
+                    gone = false;
+                }
+            }
         }
         for file in [PENDING_FILE, UPLOAD_FILE] {
             match self.bucket.objects.delete(&self.key(id, file)).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(err) => {
-                    tracing::warn!(import_id = id, error = %err, "could not remove an upload's bytes")
+                    tracing::warn!(import_id = id, error = %err, "could not remove an upload's bytes");
+                    gone = false;
                 }
             }
         }
+        gone
     }
 
+    /// A copy: the object stays until the import's final state is stored
+    /// (docs/reliability.md, *Chaos*, bug 2).
     async fn take(&self, id: &str, dest: &Path) -> Result<u64, StorageError> {
         let key = self.key(id, UPLOAD_FILE);
         let mut stream = self.bucket.objects.get(&key).await?.into_stream();
@@ -139,7 +150,6 @@ impl UploadBytes for BucketBytes {
             file.write_all(&chunk).await?;
         }
         file.flush().await?;
-        let _ = self.bucket.objects.delete(&key).await;
         Ok(size)
     }
 }
