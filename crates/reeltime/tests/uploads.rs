@@ -1007,10 +1007,7 @@ async fn an_uploaded_object_stays_in_the_bucket_until_its_import_ends() {
     assert_eq!(done["status"], "completed", "{done}");
     let keys = until_gone(&fine).await;
     let video = done["result"]["video_file"].as_str().expect("video_file");
-    assert!(
-        keys.contains(&format!("media/{fine}/{video}")),
-        "{keys:?}"
-    );
+    assert!(keys.contains(&format!("media/{fine}/{video}")), "{keys:?}");
 
     // MP4's first bytes and nothing readable after them: failed, its
     // object goes.
@@ -1025,8 +1022,93 @@ async fn an_uploaded_object_stays_in_the_bucket_until_its_import_ends() {
     for id in [&long, &fine, &broken] {
         let keys = s3.keys(&format!("media/{id}/")).await;
         assert!(
-            keys.iter().all(|key| !key.ends_with("upload.bin") && !key.ends_with("upload.pending")),
+            keys.iter()
+                .all(|key| !key.ends_with("upload.bin") && !key.ends_with("upload.pending")),
             "{keys:?}"
         );
     }
+}
+
+/// Seen in the chaos campaign ("uploads whose PATCH was cut by a fault
+/// sometimes failed later with `upload storage failed: no such media
+/// file`"): the last PATCH joins the parts (the multipart upload completed,
+/// the incomplete-part object removed), then cannot store the import (the
+/// database away): the row keeps the old offset, and the client, resuming
+/// from `HEAD`, sends the last bytes again into parts that are gone. Now
+/// that PATCH finds the file whole and finishes the completion instead of
+/// failing the upload. The failed completion's leftovers are laid out in
+/// moto by hand (the database cannot be made to fail at that one write).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patch_resent_after_its_parts_were_joined_completes_the_upload() {
+    let issuer = TestIssuer::start().await;
+    let s3 = S3Server::start().await;
+    let mut env = issuer.env();
+    env.extend(s3.env());
+    env.extend(common::pairs(&[
+        ("REELTIME_MEDIA_URL", &s3.media_url("media")),
+        ("REELTIME_MEDIA_PROCESSING", "off"),
+    ]));
+    let server = ServerProcess::start(binary(), &env).await;
+    let token = issuer.token("alice", 600);
+    let client = Tus::new(&server.http(), token.clone());
+    const MIB: usize = 1024 * 1024;
+    let video = video_of(3 * MIB);
+    let id = client.create_ok(video.len() as u64, "joined.mp4").await;
+    let r = client.patch(&id, 0, video[..MIB].to_vec()).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert!(
+        s3.keys(&format!("media/{id}/"))
+            .await
+            .contains(&format!("media/{id}/upload.pending")),
+        "the first MiB waits as the incomplete part"
+    );
+    // What the failed completion left: the whole file, no pending part.
+    use object_store::{ObjectStoreExt, PutPayload, path::Path as ObjectPath};
+    use reeltime_testkit::services::{S3_ACCESS_KEY_ID, S3_REGION, S3_SECRET_ACCESS_KEY};
+    let bucket = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(s3.endpoint())
+        .with_allow_http(true)
+        .with_bucket_name(s3.bucket())
+        .with_region(S3_REGION)
+        .with_access_key_id(S3_ACCESS_KEY_ID)
+        .with_secret_access_key(S3_SECRET_ACCESS_KEY)
+        .build()
+        .expect("S3 client");
+    bucket
+        .put(
+            &ObjectPath::from(format!("media/{id}/upload.bin")),
+            PutPayload::from(video.clone()),
+        )
+        .await
+        .expect("put upload.bin");
+    bucket
+        .delete(&ObjectPath::from(format!("media/{id}/upload.pending")))
+        .await
+        .expect("delete upload.pending");
+
+    let at = client.offset(&id).await;
+    assert_eq!(at, MIB as u64, "the stored offset is the old one");
+    let r = client.patch(&id, at, video[MIB..].to_vec()).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::NO_CONTENT,
+        "{:?}; log:\n{}",
+        r.text().await,
+        server.log()
+    );
+    assert_eq!(header_u64(&r, "upload-offset"), video.len() as u64);
+    let api = Api::new(&server.http());
+    let deadline = std::time::Instant::now() + WAIT;
+    let done = loop {
+        let (_, body) = api.get(&token, &format!("/api/imports/{id}")).await;
+        if matches!(body["status"].as_str(), Some("completed" | "failed")) {
+            break body;
+        }
+        assert!(std::time::Instant::now() < deadline, "not ended: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["result"]["size_bytes"], video.len() as u64, "{done}");
+    let kept = std::fs::read(server.import_dir(&id).join("source.mp4")).expect("source.mp4");
+    assert!(kept == video, "the file kept differs from the one sent");
 }

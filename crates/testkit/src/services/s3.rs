@@ -123,10 +123,7 @@ impl S3Server {
     /// path-style; moto takes it unsigned), so a test can see what the
     /// server left in the bucket.
     pub async fn keys(&self, prefix: &str) -> Vec<String> {
-        let response = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client")
+        let response = plain_client()
             // Prefixes here are `<prefix>/<id>/`: nothing to escape.
             .get(format!(
                 "{}/{}?list-type=2&prefix={prefix}",
@@ -138,7 +135,10 @@ impl S3Server {
             .expect("ListObjectsV2 request");
         let status = response.status();
         let body = response.text().await.unwrap_or_default();
-        assert!(status.is_success(), "ListObjectsV2 failed ({status}): {body}");
+        assert!(
+            status.is_success(),
+            "ListObjectsV2 failed ({status}): {body}"
+        );
         // Keys are plain (`<prefix>/<id>/<file>`): no XML escapes to undo.
         body.split("<Key>")
             .skip(1)
@@ -150,6 +150,14 @@ impl S3Server {
     pub fn log(&self) -> String {
         self.process.log()
     }
+}
+
+/// A client that goes to moto directly, whatever the proxy settings.
+fn plain_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
 }
 
 /// ListBuckets: answers once the server takes S3 requests.

@@ -83,6 +83,15 @@ pub trait UploadBytes: Send + Sync {
     /// Joins the parts into the whole file, once the last byte is stored.
     async fn complete(&self, id: &str, parts: &StoredParts) -> Result<(), StorageError>;
 
+    /// The size of the whole file if its parts were already joined, by a
+    /// completion whose write of the import failed afterwards (the store
+    /// away): a PATCH resent after that finds the parts gone, and the file
+    /// whole. `None` when it is not, and always on a node's disk (where a
+    /// resent PATCH simply writes its bytes again).
+    async fn joined(&self, _id: &str) -> Option<u64> {
+        None
+    }
+
     /// Frees everything the upload stored (cancel, expiry, refusal, or the
     /// import's final state). Returns false when something could not be
     /// removed (logged), so the caller keeps its record and tries again.

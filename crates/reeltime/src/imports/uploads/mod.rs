@@ -373,7 +373,7 @@ impl Uploads {
             Ok(stored) => {
                 row.offset = offset + stored;
                 if row.offset == row.length {
-                    return self.completed(owned, row, state, &holder).await;
+                    return self.completed(owned, row, state, &holder, false).await;
                 }
                 row.expires_at = self.expiry();
                 row.state = serde_json::to_string(&state).map_err(ImportServiceError::from)?;
@@ -411,6 +411,14 @@ impl Uploads {
                     row.length
                 )))
             }
+            Err(Ended::Joined) => {
+                // An earlier PATCH joined every byte, then could not store
+                // the import: finish its work (the resent bytes are not
+                // needed).
+                tracing::info!(import_id = %id, "the upload's parts were already joined");
+                row.offset = row.length;
+                self.completed(owned, row, state, &holder, true).await
+            }
             Err(Ended::Lost) => Err(UploadError::Conflict {
                 offset,
                 message: "the upload was taken over by another request".into(),
@@ -422,14 +430,20 @@ impl Uploads {
     /// the runner (`queued`), then drop the row, or with S3 keep it as the
     /// record of the object, which stays until the import ends. In that
     /// order: a crash in between leaves a row the sweeper looks at again
-    /// (without touching the bytes while the import runs).
+    /// (without touching the bytes while the import runs). `joined` when
+    /// an earlier completion got as far as joining the parts (so past the
+    /// sniff too).
     async fn completed(
         &self,
         owned: OwnedImport,
         row: UploadRow,
         state: UploadState,
         holder: &str,
+        joined: bool,
     ) -> Result<UploadStatus, UploadError> {
+        if joined {
+            return self.queue(owned, row, state, holder).await;
+        }
         if !state.sniffed && !sniffed_video(&state.head()) {
             self.drop_upload(&row.id, holder, &state.parts).await;
             self.fail_import(owned, "not_a_video", &UploadError::NotAVideo.to_string())
@@ -443,6 +457,18 @@ impl Uploads {
                 .await?;
             return Err(UploadError::Storage);
         }
+        self.queue(owned, row, state, holder).await
+    }
+
+    /// Hands a joined upload to the runner: `queued`, then the row kept or
+    /// dropped ([`Uploads::keep_for_runner`]).
+    async fn queue(
+        &self,
+        owned: OwnedImport,
+        row: UploadRow,
+        state: UploadState,
+        holder: &str,
+    ) -> Result<UploadStatus, UploadError> {
         let mut owned = owned;
         loop {
             let expected = owned.import.version;
@@ -766,6 +792,10 @@ enum Ended {
     Refused(&'static str, UploadError),
     /// Another request took the upload over (this one's hold ran out).
     Lost,
+    /// The storage has the whole file already: an earlier PATCH joined
+    /// the parts, then failed to store the import (docs/reliability.md,
+    /// *Chaos*, "no such media file").
+    Joined,
     /// The body went past `Upload-Length`; `stored` bytes before it were
     /// kept.
     TooLong { stored: u64 },
@@ -793,7 +823,7 @@ impl Patch<'_> {
         let id = self.owned.import.id.clone();
         let mut writer = match uploads.bytes.open(&id, self.start, &state.parts).await {
             Ok(writer) => writer,
-            Err(err) => return Err(self.storage_failed(&err)),
+            Err(err) => return Err(self.storage_failed(&err).await),
         };
         let mut head = state.head();
         let mut received = 0u64;
@@ -811,7 +841,7 @@ impl Patch<'_> {
                 // A write finishing while the body pauses counts at once.
                 settled = writer.settle(), if busy => {
                     if let Err(err) = settled {
-                        return Err(self.storage_failed(&err));
+                        return Err(self.storage_failed(&err).await);
                     }
                     continue;
                 }
@@ -837,7 +867,7 @@ impl Patch<'_> {
                 // What came before this chunk is kept; the request is
                 // refused without failing the import (the client resumes).
                 if let Err(err) = writer.finish(false).await {
-                    return Err(self.storage_failed(&err));
+                    return Err(self.storage_failed(&err).await);
                 }
                 state.parts = writer.parts();
                 return Err(Ended::TooLong {
@@ -857,7 +887,7 @@ impl Patch<'_> {
             }
             received += chunk.len() as u64;
             if let Err(err) = writer.write(chunk).await {
-                return Err(self.storage_failed(&err));
+                return Err(self.storage_failed(&err).await);
             }
             if writer.stored() > reported && timer.deadline() <= Instant::now() {
                 reported = writer.stored();
@@ -871,14 +901,22 @@ impl Patch<'_> {
         }
         let last = self.start + received == self.length;
         if let Err(err) = writer.finish(last).await {
-            return Err(self.storage_failed(&err));
+            return Err(self.storage_failed(&err).await);
         }
         state.parts = writer.parts();
         Ok(writer.stored())
     }
 
-    fn storage_failed(&self, err: &crate::media::storage::StorageError) -> Ended {
-        tracing::error!(import_id = %self.owned.import.id, error = %err, "upload storage failed");
+    /// A storage failure fails the upload, unless the parts it missed were
+    /// joined by an earlier PATCH into the whole file ([`Ended::Joined`]).
+    async fn storage_failed(&self, err: &crate::media::storage::StorageError) -> Ended {
+        let id = &self.owned.import.id;
+        if matches!(err, crate::media::storage::StorageError::NotFound)
+            && self.uploads.bytes.joined(id).await == Some(self.length)
+        {
+            return Ended::Joined;
+        }
+        tracing::error!(import_id = %id, error = %err, "upload storage failed");
         Ended::Refused("storage_error", UploadError::Storage)
     }
 

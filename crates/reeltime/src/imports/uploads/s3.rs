@@ -108,6 +108,11 @@ impl UploadBytes for BucketBytes {
         Ok(())
     }
 
+    async fn joined(&self, id: &str) -> Option<u64> {
+        let meta = self.bucket.objects.head(&self.key(id, UPLOAD_FILE)).await;
+        meta.ok().map(|meta| meta.size)
+    }
+
     async fn discard(&self, id: &str, parts: &StoredParts) -> bool {
         let mut gone = true;
         if let Some(multipart) = &parts.multipart {
