@@ -970,7 +970,9 @@ async fn an_uploaded_object_stays_in_the_bucket_until_its_import_ends() {
     // A video to transcode: while it is processed its object is still in
     // the bucket; cancelled, it goes (or, should the transcode win the
     // race with the cancel, completed, it goes all the same).
-    let long = send(sample("sample-needs-transcode.mkv"), "long.mkv").await;
+    let mkv = sample("sample-needs-transcode.mkv");
+    let mkv_len = mkv.len() as u64;
+    let long = send(mkv, "long.mkv").await;
     let deadline = std::time::Instant::now() + WAIT;
     loop {
         let body = status_of(&long).await;
@@ -988,6 +990,12 @@ async fn an_uploaded_object_stays_in_the_bucket_until_its_import_ends() {
         keys.contains(&upload(&long)),
         "the object went before its import ended: {keys:?}"
     );
+    // Its row is still there with the object; the upload is done all the
+    // same: HEAD says every byte is in, and a PATCH never writes again
+    // (not even an empty one at the end, which would "complete" it anew).
+    assert_eq!(client.offset(&long).await, mkv_len);
+    let late = client.patch(&long, mkv_len, Vec::new()).await;
+    assert_eq!(late.status(), StatusCode::CONFLICT);
     let (cancel, body) = api
         .post(&token, &format!("/api/imports/{long}/cancel"))
         .await;
