@@ -105,17 +105,15 @@ async fn a_job_that_could_not_hand_back_its_lease_is_resumed_once_the_database_i
 
 /// Found by the chaos campaign (44 uploads in 50 runs ended
 /// `storage_error: could not keep the uploaded file: no such media file`):
-/// with S3, the upload source downloads the uploaded object into the
-/// node's import directory and deletes it from the bucket at once, before
-/// the import's progress is stored. When that node then dies (or its job
-/// fails to save its state), the next attempt, on another node, starts
+/// with S3, the upload source downloaded the uploaded object into the
+/// node's import directory and deleted it from the bucket at once, before
+/// the import's progress was stored. When that node then died (or its job
+/// failed to save its state), the next attempt, on another node, started
 /// from scratch as `Resume::FromScratch` promises ("in the bucket the
-/// bytes outlive a node"), and finds the object gone: the user's upload is
-/// lost. Ignored until the fix lands: the object must stay in the bucket
-/// until the import's final state is stored (see the report to the lead;
-/// the completion path is in imports/runner/job.rs).
+/// bytes outlive a node"), and found the object gone: the user's upload
+/// was lost. Now the object stays in the bucket until the import's final
+/// state is stored, and goes then (imports/uploads/mod.rs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: an upload's S3 object is deleted before its import is done (fix pending in imports/runner/job.rs)"]
 async fn an_upload_survives_the_death_of_the_node_processing_it() {
     use base64::Engine;
     use reeltime_testkit::services::S3Server;
@@ -214,6 +212,22 @@ async fn an_upload_survives_the_death_of_the_node_processing_it() {
         b.log()
     );
     assert_eq!(done["attempt"], 2, "{done}");
+    // Ended: the uploaded object goes (the video B made stays).
+    let upload = format!("media/{id}/upload.bin");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let keys = s3.keys(&format!("media/{id}/")).await;
+        if !keys.contains(&upload) {
+            assert!(keys.contains(&format!("media/{id}/video.mp4")), "{keys:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the uploaded object outlived its import: {keys:?}\nlog of B:\n{}",
+            b.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// `reeltime keys create --name NAME` against `database`: a server API key.

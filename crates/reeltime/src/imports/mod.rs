@@ -339,12 +339,9 @@ impl ImportService {
                 .commit_over_ticks(&mut next, owned.stored_version)
                 .await?
             {
+                // An upload's bytes were handed to the sweeper by the
+                // commit (write_and_publish).
                 self.stop_job(id);
-                if next.import.source == reeltime_protocol::ImportSource::Upload {
-                    // The sweeper frees its bytes (a PATCH in flight lets
-                    // go of them when it sees the cancel).
-                    self.store.expire_upload(id).await?;
-                }
                 return Ok(self.present(&next));
             }
             // The job moved on in between: read again and retry.
@@ -448,6 +445,18 @@ impl ImportService {
         owned.stored_version = version;
         owned.unstored_since = None;
         self.publish(owned).await?;
+        if owned.import.status.is_final()
+            && owned.import.source == reeltime_protocol::ImportSource::Upload
+        {
+            // Its uploaded bytes are no longer needed: the sweeper frees
+            // them (a PATCH in flight lets go of them when it sees the
+            // end). With S3 they stayed in the bucket until now, so that
+            // any node could take them again (uploads::keep_for_runner).
+            if let Err(err) = self.store.expire_upload(&owned.import.id).await {
+                // The sweeper's own recheck frees them later.
+                tracing::warn!(import_id = %owned.import.id, error = %err, "could not expire an upload");
+            }
+        }
         Ok(true)
     }
 

@@ -119,10 +119,45 @@ impl S3Server {
         .collect()
     }
 
+    /// The keys under `prefix` in [`S3Server::bucket`] (ListObjectsV2,
+    /// path-style; moto takes it unsigned), so a test can see what the
+    /// server left in the bucket.
+    pub async fn keys(&self, prefix: &str) -> Vec<String> {
+        let response = plain_client()
+            // Prefixes here are `<prefix>/<id>/`: nothing to escape.
+            .get(format!(
+                "{}/{}?list-type=2&prefix={prefix}",
+                self.endpoint(),
+                self.bucket
+            ))
+            .send()
+            .await
+            .expect("ListObjectsV2 request");
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        assert!(
+            status.is_success(),
+            "ListObjectsV2 failed ({status}): {body}"
+        );
+        // Keys are plain (`<prefix>/<id>/<file>`): no XML escapes to undo.
+        body.split("<Key>")
+            .skip(1)
+            .filter_map(|rest| rest.split_once("</Key>").map(|(key, _)| key.to_string()))
+            .collect()
+    }
+
     /// Everything the server logged.
     pub fn log(&self) -> String {
         self.process.log()
     }
+}
+
+/// A client that goes to moto directly, whatever the proxy settings.
+fn plain_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
 }
 
 /// ListBuckets: answers once the server takes S3 requests.

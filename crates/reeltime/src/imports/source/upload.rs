@@ -2,7 +2,9 @@
 //! the bytes are already stored when the runner claims the import (it is
 //! never claimed while `uploading`), so this source only hands them over
 //! as `source.<container>` in the import's directory: a rename on local
-//! storage, a download from the bucket with S3.
+//! storage, a download from the bucket with S3 (the object stays there
+//! until the import ends, so another node can take it again; see
+//! `imports::uploads`).
 
 use std::sync::Arc;
 
@@ -70,8 +72,9 @@ impl Source for UploadSource {
         import.bytes_total
     }
 
-    /// In the bucket the bytes outlive a node; in a data dir they went
-    /// with the import's directory when the import was interrupted.
+    /// In the bucket the bytes outlive a node (they stay until the import
+    /// ends); in a data dir they were moved into the import's directory,
+    /// which an interrupted import loses.
     fn resume(&self) -> Resume {
         if self.bytes.is_remote() {
             Resume::FromScratch

@@ -83,11 +83,26 @@ pub trait UploadBytes: Send + Sync {
     /// Joins the parts into the whole file, once the last byte is stored.
     async fn complete(&self, id: &str, parts: &StoredParts) -> Result<(), StorageError>;
 
-    /// Frees everything the upload stored (cancel, expiry, refusal).
-    async fn discard(&self, id: &str, parts: &StoredParts);
+    /// The size of the whole file if its parts were already joined, by a
+    /// completion whose write of the import failed afterwards (the store
+    /// away): a PATCH resent after that finds the parts gone, and the file
+    /// whole. `None` when it is not, and always on a node's disk (where a
+    /// resent PATCH simply writes its bytes again).
+    async fn joined(&self, _id: &str) -> Option<u64> {
+        None
+    }
 
-    /// Moves the completed file to `dest` (the import's `source.part`) and
-    /// frees the storage's copy; returns its size.
+    /// Frees everything the upload stored (cancel, expiry, refusal, or the
+    /// import's final state). Returns false when something could not be
+    /// removed (logged), so the caller keeps its record and tries again.
+    async fn discard(&self, id: &str, parts: &StoredParts) -> bool;
+
+    /// Puts the completed file at `dest` (the import's `source.part`);
+    /// returns its size. On a node's disk the file is moved (the disk goes
+    /// with the node, so a copy would outlive nothing); in the bucket it is
+    /// copied, and the object stays until the import's final state is
+    /// stored, so that another node can take it again if this one dies
+    /// (the uploads sweeper deletes it then).
     async fn take(&self, id: &str, dest: &Path) -> Result<u64, StorageError>;
 }
 
@@ -147,13 +162,15 @@ impl UploadBytes for LocalBytes {
         Ok(())
     }
 
-    async fn discard(&self, id: &str, _parts: &StoredParts) {
+    async fn discard(&self, id: &str, _parts: &StoredParts) -> bool {
         let dir = self.root.join(id);
         if let Err(err) = tokio::fs::remove_dir_all(&dir).await
             && err.kind() != std::io::ErrorKind::NotFound
         {
             tracing::warn!(import_id = id, error = %err, "could not remove an upload's bytes");
+            return false;
         }
+        true
     }
 
     async fn take(&self, id: &str, dest: &Path) -> Result<u64, StorageError> {

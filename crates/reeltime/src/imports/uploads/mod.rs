@@ -10,6 +10,13 @@
 //! the bucket's multipart upload with S3), and saves the new offset. The
 //! HTTP side (headers, statuses) is `http::uploads`; this module knows
 //! nothing of HTTP.
+//!
+//! With S3 the row outlives the last byte: the uploaded object stays in
+//! the bucket until the import's final state is stored (any node can take
+//! it again if the one processing it dies), and the row is what says it is
+//! there. A final state expires the row (`ImportService::write_and_publish`)
+//! and the sweeper deletes the object, then the row; the sweeper also looks
+//! at such rows every [`RECHECK_EVERY`], for a node that died in between.
 
 pub mod bytes;
 pub mod s3;
@@ -39,6 +46,10 @@ const HOLD: Duration = Duration::from_secs(60);
 const RENEW_EVERY: Duration = Duration::from_secs(20);
 /// How often the sweeper looks for expired or cancelled uploads.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How often the sweeper looks again at a finished upload whose bytes stay
+/// in the bucket while its import runs: the import's final state expires
+/// the row at once, this catches a node that died before it could.
+const RECHECK_EVERY: Duration = Duration::from_secs(60);
 
 /// The settings uploads follow.
 #[derive(Debug, Clone)]
@@ -264,6 +275,17 @@ impl Uploads {
     /// The stored offset (`HEAD`): from the store, whichever node asks.
     pub async fn status(&self, user_id: &str, id: &str) -> Result<UploadStatus, UploadError> {
         let owned = self.owned_upload(user_id, id).await?;
+        if owned.import.status != ImportStatus::Uploading {
+            // Every byte is in: the import went on to its media stages (its
+            // row may stay while the bytes do, with S3).
+            let length = owned.import.bytes_total.unwrap_or(owned.import.bytes_done);
+            return Ok(UploadStatus {
+                id: owned.import.id,
+                offset: length,
+                length,
+                expires_at: None,
+            });
+        }
         match self.imports.store.get_upload(id).await? {
             Some(row) => Ok(UploadStatus {
                 id: row.id,
@@ -271,16 +293,6 @@ impl Uploads {
                 length: row.length,
                 expires_at: Some(row.expires_at),
             }),
-            // Every byte is in: the import went on to its media stages.
-            None if owned.import.status != ImportStatus::Uploading => {
-                let length = owned.import.bytes_total.unwrap_or(owned.import.bytes_done);
-                Ok(UploadStatus {
-                    id: owned.import.id,
-                    offset: length,
-                    length,
-                    expires_at: None,
-                })
-            }
             None => Err(UploadError::NotFound),
         }
     }
@@ -301,13 +313,21 @@ impl Uploads {
         E: std::fmt::Display,
     {
         let owned = self.owned_upload(user_id, id).await?;
-        // A first look for precise answers; the row as held is what counts.
-        let Some(seen) = self.imports.store.get_upload(id).await? else {
+        let all_stored = || {
             let length = owned.import.bytes_total.unwrap_or(0);
-            return Err(UploadError::Conflict {
+            UploadError::Conflict {
                 offset: length,
                 message: "every byte of this upload is already stored".into(),
-            });
+            }
+        };
+        // Past `uploading` the row may still be there (the bytes stay in
+        // the bucket until the import ends): never written again.
+        if owned.import.status != ImportStatus::Uploading {
+            return Err(all_stored());
+        }
+        // A first look for precise answers; the row as held is what counts.
+        let Some(seen) = self.imports.store.get_upload(id).await? else {
+            return Err(all_stored());
         };
         if offset != seen.offset {
             return Err(UploadError::Conflict {
@@ -353,7 +373,7 @@ impl Uploads {
             Ok(stored) => {
                 row.offset = offset + stored;
                 if row.offset == row.length {
-                    return self.completed(owned, row, state, &holder).await;
+                    return self.completed(owned, row, state, &holder, false).await;
                 }
                 row.expires_at = self.expiry();
                 row.state = serde_json::to_string(&state).map_err(ImportServiceError::from)?;
@@ -391,6 +411,14 @@ impl Uploads {
                     row.length
                 )))
             }
+            Err(Ended::Joined) => {
+                // An earlier PATCH joined every byte, then could not store
+                // the import: finish its work (the resent bytes are not
+                // needed).
+                tracing::info!(import_id = %id, "the upload's parts were already joined");
+                row.offset = row.length;
+                self.completed(owned, row, state, &holder, true).await
+            }
             Err(Ended::Lost) => Err(UploadError::Conflict {
                 offset,
                 message: "the upload was taken over by another request".into(),
@@ -399,16 +427,23 @@ impl Uploads {
     }
 
     /// The last byte is stored: join the parts, then hand the import to
-    /// the runner (`queued`), then drop the row. In that order: a crash in
-    /// between leaves a row the sweeper drops (without the bytes, as the
-    /// import is no longer `uploading`).
+    /// the runner (`queued`), then drop the row, or with S3 keep it as the
+    /// record of the object, which stays until the import ends. In that
+    /// order: a crash in between leaves a row the sweeper looks at again
+    /// (without touching the bytes while the import runs). `joined` when
+    /// an earlier completion got as far as joining the parts (so past the
+    /// sniff too).
     async fn completed(
         &self,
         owned: OwnedImport,
         row: UploadRow,
         state: UploadState,
         holder: &str,
+        joined: bool,
     ) -> Result<UploadStatus, UploadError> {
+        if joined {
+            return self.queue(owned, row, state, holder).await;
+        }
         if !state.sniffed && !sniffed_video(&state.head()) {
             self.drop_upload(&row.id, holder, &state.parts).await;
             self.fail_import(owned, "not_a_video", &UploadError::NotAVideo.to_string())
@@ -422,6 +457,18 @@ impl Uploads {
                 .await?;
             return Err(UploadError::Storage);
         }
+        self.queue(owned, row, state, holder).await
+    }
+
+    /// Hands a joined upload to the runner: `queued`, then the row kept or
+    /// dropped ([`Uploads::keep_for_runner`]).
+    async fn queue(
+        &self,
+        owned: OwnedImport,
+        row: UploadRow,
+        state: UploadState,
+        holder: &str,
+    ) -> Result<UploadStatus, UploadError> {
         let mut owned = owned;
         loop {
             let expected = owned.import.version;
@@ -442,9 +489,13 @@ impl Uploads {
                 }
             }
         }
-        self.imports.store.delete_upload(&row.id, holder).await?;
         self.forget_progress(&row.id);
         self.imports.work_arrived();
+        if let Err(err) = self.keep_for_runner(row.clone(), state, holder).await {
+            // The import is queued all the same; the sweeper finds the row
+            // when its hold and expiry run out.
+            tracing::warn!(import_id = %row.id, error = %err, "could not save a finished upload's row");
+        }
         tracing::info!(import_id = %row.id, bytes = row.length, "upload complete");
         Ok(UploadStatus {
             id: row.id,
@@ -542,13 +593,51 @@ impl Uploads {
         }
     }
 
-    /// Frees an upload's bytes and its row (the caller holds it).
+    /// Frees an upload's bytes and its row (the caller holds it). When the
+    /// bytes could not all be removed the row stays, expired again in
+    /// [`RECHECK_EVERY`], so the sweeper tries again.
     async fn drop_upload(&self, id: &str, holder: &str, parts: &StoredParts) {
-        self.bytes.discard(id, parts).await;
+        let gone = self.bytes.discard(id, parts).await;
         self.forget_progress(id);
-        if let Err(err) = self.imports.store.delete_upload(id, holder).await {
+        let outcome = if gone {
+            self.imports.store.delete_upload(id, holder).await
+        } else {
+            match self.imports.store.get_upload(id).await {
+                Ok(Some(mut row)) => {
+                    row.expires_at = Utc::now() + recheck();
+                    self.imports.store.save_upload(&row, holder, None).await
+                }
+                Ok(None) => Ok(true),
+                Err(err) => Err(err),
+            }
+        };
+        if let Err(err) = outcome {
             tracing::warn!(import_id = id, error = %err, "could not remove an upload's row");
         }
+    }
+
+    /// Every byte is in and the import is the runner's. On a node's disk
+    /// the runner moves the file: the row goes. In the bucket the object
+    /// stays until the import ends: the row is kept, marked complete (its
+    /// parts joined, nothing left to abort) and looked at again by the
+    /// sweeper in [`RECHECK_EVERY`] (sooner when the import ends).
+    async fn keep_for_runner(
+        &self,
+        mut row: UploadRow,
+        mut state: UploadState,
+        holder: &str,
+    ) -> Result<(), StoreError> {
+        if !self.bytes.is_remote() {
+            self.imports.store.delete_upload(&row.id, holder).await?;
+            return Ok(());
+        }
+        row.offset = row.length;
+        row.expires_at = Utc::now() + recheck();
+        state.parts = StoredParts::default();
+        state.head = String::new();
+        row.state = serde_json::to_string(&state)?;
+        self.imports.store.save_upload(&row, holder, None).await?;
+        Ok(())
     }
 
     /// tus termination (`DELETE`): the import ends `cancelled` and the
@@ -636,14 +725,21 @@ impl Uploads {
                 tracing::info!(import_id = %row.id, "upload expired");
                 self.drop_upload(&row.id, holder, &state.parts).await;
             }
-            // Every byte came in, and the import went on before the row
-            // was dropped: its bytes are the runner's now.
+            // Every byte came in and the import went on: its bytes are the
+            // runner's until it ends (in the bucket, they stay till then).
             Some(owned) if !owned.import.status.is_final() => {
-                let _ = self.imports.store.delete_upload(&row.id, holder).await;
+                if let Err(err) = self.keep_for_runner(row.clone(), state, holder).await {
+                    tracing::warn!(import_id = %row.id, error = %err, "could not sweep an upload");
+                }
             }
             _ => self.drop_upload(&row.id, holder, &state.parts).await,
         }
     }
+}
+
+/// [`RECHECK_EVERY`] as a date offset.
+fn recheck() -> chrono::Duration {
+    chrono::Duration::from_std(RECHECK_EVERY).unwrap_or(chrono::Duration::minutes(1))
 }
 
 fn mark(last: &Mutex<HashMap<String, Instant>>, id: &str) {
@@ -696,6 +792,10 @@ enum Ended {
     Refused(&'static str, UploadError),
     /// Another request took the upload over (this one's hold ran out).
     Lost,
+    /// The storage has the whole file already: an earlier PATCH joined
+    /// the parts, then failed to store the import (docs/reliability.md,
+    /// *Chaos*, "no such media file").
+    Joined,
     /// The body went past `Upload-Length`; `stored` bytes before it were
     /// kept.
     TooLong { stored: u64 },
@@ -723,7 +823,7 @@ impl Patch<'_> {
         let id = self.owned.import.id.clone();
         let mut writer = match uploads.bytes.open(&id, self.start, &state.parts).await {
             Ok(writer) => writer,
-            Err(err) => return Err(self.storage_failed(&err)),
+            Err(err) => return Err(self.storage_failed(&err).await),
         };
         let mut head = state.head();
         let mut received = 0u64;
@@ -741,7 +841,7 @@ impl Patch<'_> {
                 // A write finishing while the body pauses counts at once.
                 settled = writer.settle(), if busy => {
                     if let Err(err) = settled {
-                        return Err(self.storage_failed(&err));
+                        return Err(self.storage_failed(&err).await);
                     }
                     continue;
                 }
@@ -767,7 +867,7 @@ impl Patch<'_> {
                 // What came before this chunk is kept; the request is
                 // refused without failing the import (the client resumes).
                 if let Err(err) = writer.finish(false).await {
-                    return Err(self.storage_failed(&err));
+                    return Err(self.storage_failed(&err).await);
                 }
                 state.parts = writer.parts();
                 return Err(Ended::TooLong {
@@ -787,7 +887,7 @@ impl Patch<'_> {
             }
             received += chunk.len() as u64;
             if let Err(err) = writer.write(chunk).await {
-                return Err(self.storage_failed(&err));
+                return Err(self.storage_failed(&err).await);
             }
             if writer.stored() > reported && timer.deadline() <= Instant::now() {
                 reported = writer.stored();
@@ -801,14 +901,22 @@ impl Patch<'_> {
         }
         let last = self.start + received == self.length;
         if let Err(err) = writer.finish(last).await {
-            return Err(self.storage_failed(&err));
+            return Err(self.storage_failed(&err).await);
         }
         state.parts = writer.parts();
         Ok(writer.stored())
     }
 
-    fn storage_failed(&self, err: &crate::media::storage::StorageError) -> Ended {
-        tracing::error!(import_id = %self.owned.import.id, error = %err, "upload storage failed");
+    /// A storage failure fails the upload, unless the parts it missed were
+    /// joined by an earlier PATCH into the whole file ([`Ended::Joined`]).
+    async fn storage_failed(&self, err: &crate::media::storage::StorageError) -> Ended {
+        let id = &self.owned.import.id;
+        if matches!(err, crate::media::storage::StorageError::NotFound)
+            && self.uploads.bytes.joined(id).await == Some(self.length)
+        {
+            return Ended::Joined;
+        }
+        tracing::error!(import_id = %id, error = %err, "upload storage failed");
         Ended::Refused("storage_error", UploadError::Storage)
     }
 

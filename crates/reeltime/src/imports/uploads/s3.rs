@@ -2,9 +2,20 @@
 //! to an S3 multipart upload of `<prefix>/<import_id>/upload.bin`, in parts
 //! of [`PART_SIZE`]. S3 refuses parts under 5 MiB (but the last), and a
 //! PATCH may end anywhere, so what is left at the end of a PATCH is kept as
-//! the incomplete-part object `<prefix>/<import_id>/upload.pending` and put
-//! in front of the next PATCH's bytes, as tusd's S3 store does. The parts'
-//! ETags and the pending size are saved with the offset in the shared store.
+//! the incomplete-part object `<prefix>/<import_id>/upload.pending.<start>`
+//! and put in front of the next PATCH's bytes, as tusd's S3 store does. The
+//! parts' ETags and the pending size are saved with the offset in the
+//! shared store.
+//!
+//! `<start>` is the offset of the object's first byte in the file. A PATCH
+//! that put a part, then its tail, and died (or could not save its offset)
+//! before answering, used to overwrite the one incomplete-part object with
+//! bytes from further on, which the next PATCH took as the saved ones: the
+//! file went wrong silently. Keyed by its start, such an object lands beside
+//! the saved one; at the same start its bytes are the file's bytes from
+//! there whoever wrote them (a longer one is cut to the saved size; a
+//! shorter one is refused rather than joined). The leftovers go with the
+//! upload (`complete`, `discard`).
 
 use std::path::Path;
 
@@ -25,6 +36,8 @@ use crate::media::storage::{Bucket, StorageError};
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
 /// S3's smallest part but the last.
 const MIN_PART: usize = 5 * 1024 * 1024;
+/// The incomplete-part objects' name, before `.<start>`; alone, the name
+/// older versions used (read when a row saved by one is continued).
 const PENDING_FILE: &str = "upload.pending";
 
 /// Uploads as multipart uploads in the media bucket.
@@ -40,6 +53,48 @@ impl BucketBytes {
     fn key(&self, id: &str, file: &str) -> ObjectPath {
         self.bucket.prefix.clone().join(id).join(file)
     }
+
+    /// Removes every incomplete-part object of upload `id` (the saved one
+    /// and any a dead PATCH left); false when one could not be.
+    async fn remove_pending(&self, id: &str) -> bool {
+        let dir = self.bucket.prefix.clone().join(id);
+        let mut gone = true;
+        let mut listed = self.bucket.objects.list(Some(&dir));
+        let mut keys = Vec::new();
+        while let Some(meta) = listed.next().await {
+            match meta {
+                Ok(meta) => {
+                    if meta
+                        .location
+                        .filename()
+                        .is_some_and(|name| name.starts_with(PENDING_FILE))
+                    {
+                        keys.push(meta.location);
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(import_id = id, error = %err, "could not list an upload's objects");
+                    gone = false;
+                    break;
+                }
+            }
+        }
+        for key in keys {
+            match self.bucket.objects.delete(&key).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(err) => {
+                    tracing::warn!(import_id = id, error = %err, "could not remove an upload's bytes");
+                    gone = false;
+                }
+            }
+        }
+        gone
+    }
+}
+
+/// The incomplete-part object whose first byte is at `start` in the file.
+fn pending_file(start: u64) -> String {
+    format!("{PENDING_FILE}.{start}")
 }
 
 #[async_trait]
@@ -51,28 +106,43 @@ impl UploadBytes for BucketBytes {
     async fn open(
         &self,
         id: &str,
-        _offset: u64,
+        offset: u64,
         parts: &StoredParts,
     ) -> Result<Box<dyn UploadWriter>, StorageError> {
         let mut buffer = BytesMut::with_capacity(PART_SIZE + 64 * 1024);
+        let start = offset.saturating_sub(parts.pending);
         if parts.pending > 0 {
-            let pending = self
-                .bucket
-                .objects
-                .get(&self.key(id, PENDING_FILE))
-                .await?
-                .bytes()
-                .await?;
+            let keyed = self.key(id, &pending_file(start));
+            let pending = match self.bucket.objects.get(&keyed).await {
+                Ok(found) => found.bytes().await?,
+                // Saved by an older version, under the one name.
+                Err(object_store::Error::NotFound { .. }) => {
+                    self.bucket
+                        .objects
+                        .get(&self.key(id, PENDING_FILE))
+                        .await?
+                        .bytes()
+                        .await?
+                }
+                Err(err) => return Err(err.into()),
+            };
             // Only the saved size counts: a longer object was written by a
             // PATCH whose offset was never saved.
             let keep = usize::try_from(parts.pending).unwrap_or(usize::MAX);
-            buffer.extend_from_slice(&pending[..keep.min(pending.len())]);
+            if pending.len() < keep {
+                return Err(StorageError::Io(std::io::Error::other(format!(
+                    "the incomplete part has {} bytes, {keep} were saved",
+                    pending.len()
+                ))));
+            }
+            buffer.extend_from_slice(&pending[..keep]);
         }
         let pending = buffer.len() as u64;
         Ok(Box::new(BucketWriter {
             bucket: self.bucket.clone(),
             target: self.key(id, UPLOAD_FILE),
-            pending_key: self.key(id, PENDING_FILE),
+            dir: self.bucket.prefix.clone().join(id),
+            start,
             parts: parts.clone(),
             buffer,
             carried: pending,
@@ -100,34 +170,46 @@ impl UploadBytes for BucketBytes {
             .multipart
             .complete_multipart(&self.key(id, UPLOAD_FILE), multipart, ids)
             .await?;
-        let _ = self
-            .bucket
-            .objects
-            .delete(&self.key(id, PENDING_FILE))
-            .await;
+        // Left over if this fails: `discard` tries again when the import ends.
+        self.remove_pending(id).await;
         Ok(())
     }
 
-    async fn discard(&self, id: &str, parts: &StoredParts) {
-        if let Some(multipart) = &parts.multipart
-            && let Err(err) = self
+    async fn joined(&self, id: &str) -> Option<u64> {
+        let meta = self.bucket.objects.head(&self.key(id, UPLOAD_FILE)).await;
+        meta.ok().map(|meta| meta.size)
+    }
+
+    async fn discard(&self, id: &str, parts: &StoredParts) -> bool {
+        let mut gone = true;
+        if let Some(multipart) = &parts.multipart {
+            match self
                 .bucket
                 .multipart
                 .abort_multipart(&self.key(id, UPLOAD_FILE), multipart)
                 .await
-        {
-            tracing::warn!(import_id = id, error = %err, "could not abort an upload's parts");
-        }
-        for file in [PENDING_FILE, UPLOAD_FILE] {
-            match self.bucket.objects.delete(&self.key(id, file)).await {
+            {
+                // Already completed or aborted: no parts are left.
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(err) => {
-                    tracing::warn!(import_id = id, error = %err, "could not remove an upload's bytes")
+                    tracing::warn!(import_id = id, error = %err, "could not abort an upload's parts");
+                    gone = false;
                 }
             }
         }
+        gone &= self.remove_pending(id).await;
+        match self.bucket.objects.delete(&self.key(id, UPLOAD_FILE)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(err) => {
+                tracing::warn!(import_id = id, error = %err, "could not remove an upload's bytes");
+                gone = false;
+            }
+        }
+        gone
     }
 
+    /// A copy: the object stays until the import's final state is stored
+    /// (docs/reliability.md, *Chaos*, bug 2).
     async fn take(&self, id: &str, dest: &Path) -> Result<u64, StorageError> {
         let key = self.key(id, UPLOAD_FILE);
         let mut stream = self.bucket.objects.get(&key).await?.into_stream();
@@ -139,7 +221,6 @@ impl UploadBytes for BucketBytes {
             file.write_all(&chunk).await?;
         }
         file.flush().await?;
-        let _ = self.bucket.objects.delete(&key).await;
         Ok(size)
     }
 }
@@ -148,7 +229,10 @@ impl UploadBytes for BucketBytes {
 struct BucketWriter {
     bucket: Bucket,
     target: ObjectPath,
-    pending_key: ObjectPath,
+    /// `<prefix>/<import_id>`, where the incomplete-part objects go.
+    dir: ObjectPath,
+    /// Offset in the file of `buffer`'s first byte.
+    start: u64,
     parts: StoredParts,
     /// The incomplete part: carried over from the last PATCH, then this
     /// PATCH's bytes until a part is full.
@@ -177,6 +261,7 @@ impl BucketWriter {
             .put_part(&self.target, &multipart, index, PutPayload::from(data))
             .await?;
         self.parts.etags.push(part.content_id);
+        self.start += len;
         // The carried bytes were counted by the PATCH that stored them.
         self.stored += len - self.carried;
         self.carried = 0;
@@ -213,9 +298,10 @@ impl UploadWriter for BucketWriter {
             return self.put_part(rest).await;
         }
         let len = rest.len() as u64;
+        let key = self.dir.clone().join(pending_file(self.start).as_str());
         self.bucket
             .objects
-            .put(&self.pending_key, PutPayload::from(rest))
+            .put(&key, PutPayload::from(rest))
             .await?;
         self.stored += len - self.carried;
         self.carried = 0;
