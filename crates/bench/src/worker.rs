@@ -347,10 +347,23 @@ fn on_import(
 async fn stable_reader(
     mut ws: Ws,
     user: usize,
+    snapshot: Vec<Import>,
     shared: Rc<RefCell<Shared>>,
     stop: CancellationToken,
 ) -> SocketEnd {
-    let mut seen = HashMap::new();
+    // What the socket starts from: imports made before the run (the soak
+    // seeds each user's history) are seen here, and every later message
+    // of them must be newer.
+    let mut seen: HashMap<String, Seen> = snapshot
+        .into_iter()
+        .map(|import| {
+            let seen = Seen {
+                version: import.version,
+                is_final: import.status.is_final(),
+            };
+            (import.id, seen)
+        })
+        .collect();
     let close = loop {
         let frame = tokio::select! {
             biased;
@@ -599,7 +612,7 @@ impl FanoutRun {
             let mut results =
                 futures_util::stream::iter(attempts).buffer_unordered(job.connect_concurrency);
             while let Some((n, result)) = results.next().await {
-                let (ws, _, _) = result.with_context(|| {
+                let (ws, _, snapshot) = result.with_context(|| {
                     format!(
                         "opening socket {n} to {}",
                         job.target(first_socket + n).ws_url
@@ -628,6 +641,7 @@ impl FanoutRun {
                     tasks.push(tokio::task::spawn_local(stable_reader(
                         ws,
                         user,
+                        snapshot,
                         Rc::clone(&shared),
                         stop.clone(),
                     )));
