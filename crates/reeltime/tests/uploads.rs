@@ -904,17 +904,24 @@ async fn a_storage_failure_fails_only_that_upload() {
 /// another node can take it again if this one dies (the chaos regression
 /// `an_upload_survives_the_death_of_the_node_processing_it`), and goes once
 /// the import ends: cancelled, completed or failed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_uploaded_object_stays_in_the_bucket_until_its_import_ends() {
+/// One node keeping uploads and media in moto's bucket `media`, with one
+/// more setting.
+async fn node_on_s3(setting: (&str, &str)) -> (TestIssuer, S3Server, ServerProcess) {
     let issuer = TestIssuer::start().await;
     let s3 = S3Server::start().await;
     let mut env = issuer.env();
     env.extend(s3.env());
     env.extend(common::pairs(&[
         ("REELTIME_MEDIA_URL", &s3.media_url("media")),
-        ("REELTIME_PROCESS_CONCURRENCY", "1"),
+        setting,
     ]));
     let server = ServerProcess::start(binary(), &env).await;
+    (issuer, s3, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uploaded_object_stays_in_the_bucket_until_its_import_ends() {
+    let (issuer, s3, server) = node_on_s3(("REELTIME_PROCESS_CONCURRENCY", "1")).await;
     let token = issuer.token("alice", 600);
     let client = Tus::new(&server.http(), token.clone());
     let api = Api::new(&server.http());
@@ -1048,15 +1055,7 @@ async fn an_uploaded_object_stays_in_the_bucket_until_its_import_ends() {
 /// moto by hand (the database cannot be made to fail at that one write).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_patch_resent_after_its_parts_were_joined_completes_the_upload() {
-    let issuer = TestIssuer::start().await;
-    let s3 = S3Server::start().await;
-    let mut env = issuer.env();
-    env.extend(s3.env());
-    env.extend(common::pairs(&[
-        ("REELTIME_MEDIA_URL", &s3.media_url("media")),
-        ("REELTIME_MEDIA_PROCESSING", "off"),
-    ]));
-    let server = ServerProcess::start(binary(), &env).await;
+    let (issuer, s3, server) = node_on_s3(("REELTIME_MEDIA_PROCESSING", "off")).await;
     let token = issuer.token("alice", 600);
     let client = Tus::new(&server.http(), token.clone());
     const MIB: usize = 1024 * 1024;
@@ -1132,15 +1131,7 @@ async fn a_patch_resent_after_its_parts_were_joined_completes_the_upload() {
 async fn an_incomplete_part_left_by_a_dead_patch_is_never_joined() {
     use object_store::{ObjectStoreExt, PutPayload, path::Path as ObjectPath};
     use reeltime_testkit::services::{S3_ACCESS_KEY_ID, S3_REGION, S3_SECRET_ACCESS_KEY};
-    let issuer = TestIssuer::start().await;
-    let s3 = S3Server::start().await;
-    let mut env = issuer.env();
-    env.extend(s3.env());
-    env.extend(common::pairs(&[
-        ("REELTIME_MEDIA_URL", &s3.media_url("media")),
-        ("REELTIME_MEDIA_PROCESSING", "off"),
-    ]));
-    let server = ServerProcess::start(binary(), &env).await;
+    let (issuer, s3, server) = node_on_s3(("REELTIME_MEDIA_PROCESSING", "off")).await;
     let token = issuer.token("alice", 600);
     let client = Tus::new(&server.http(), token.clone());
     const MIB: usize = 1024 * 1024;
