@@ -158,6 +158,12 @@ pub struct HoldArgs {
     /// Seconds to hold them after the last one connected (RSS is sampled meanwhile).
     #[arg(long, default_value_t = 10)]
     pub hold_secs: u64,
+    /// Each socket refreshes its token once in band (`{"type":"auth"}`, as
+    /// `ProgressClient` does every ~50 s) before it counts as held: the
+    /// memory of a socket that has lived through a refresh, not only of a
+    /// fresh one. reeltime's protocol only.
+    #[arg(long)]
+    pub refresh_once: bool,
     #[command(flatten)]
     pub fanout: HoldFanoutArgs,
 }

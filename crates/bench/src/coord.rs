@@ -33,19 +33,26 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             sockets_scenario(
                 "connect",
                 &args.common,
-                args.sockets,
-                args.tabs,
-                0,
+                SocketsPlan {
+                    sockets: args.sockets,
+                    tabs: args.tabs,
+                    refresh_once: false,
+                    hold_secs: 0,
+                },
                 json!({"sockets": args.sockets, "tabs": args.tabs}),
                 None,
             )
             .await?
         }
         Command::Hold(args) => {
+            if args.refresh_once && args.common.protocol != crate::conn::Protocol::Reeltime {
+                bail!("--refresh-once needs reeltime's protocol (an in-band auth message)");
+            }
             let mut params = json!({
                 "sockets": args.sockets,
                 "tabs": args.tabs,
                 "hold_secs": args.hold_secs,
+                "refresh_once": args.refresh_once,
             });
             let fanout = (args.fanout.fanout_users > 0).then_some(&args.fanout);
             if let (Some(fanout), Some(params)) = (fanout, params.as_object_mut()) {
@@ -65,9 +72,12 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             let mut report = sockets_scenario(
                 "hold",
                 &args.common,
-                args.sockets,
-                args.tabs,
-                args.hold_secs,
+                SocketsPlan {
+                    sockets: args.sockets,
+                    tabs: args.tabs,
+                    refresh_once: args.refresh_once,
+                    hold_secs: args.hold_secs,
+                },
                 params,
                 fanout,
             )
@@ -437,18 +447,33 @@ fn server_json(before: Option<ProcSample>, after: Option<ProcSample>) -> Value {
     json!({"before": before, "after": after})
 }
 
+/// How many sockets `connect` and `hold` open, and what each does.
+struct SocketsPlan {
+    sockets: usize,
+    /// Sockets per user.
+    tabs: usize,
+    /// Each socket refreshes its token once in band before it counts.
+    refresh_once: bool,
+    /// Seconds to hold them open once all are connected (0: `connect`).
+    hold_secs: u64,
+}
+
 /// `connect` and `hold`; with `fanout`, a fan-out run (fresh users, more
 /// worker processes) while the held sockets stay open, before they are
 /// released.
 async fn sockets_scenario(
     name: &str,
     common: &Common,
-    sockets: usize,
-    tabs: usize,
-    hold_secs: u64,
+    plan: SocketsPlan,
     params: Value,
     fanout: Option<&HoldFanoutArgs>,
 ) -> anyhow::Result<Report> {
+    let SocketsPlan {
+        sockets,
+        tabs,
+        refresh_once,
+        hold_secs,
+    } = plan;
     let procs = common.procs.max(1);
     let jobs = base_jobs(common, |worker| {
         let (first, end) = share(sockets, procs, worker);
@@ -456,6 +481,7 @@ async fn sockets_scenario(
             first,
             end,
             tabs: tabs.max(1),
+            refresh_once,
         }
     })?;
     let timeout = Duration::from_secs(common.phase_timeout_secs);

@@ -51,6 +51,9 @@ pub enum Scenario {
         first: usize,
         end: usize,
         tabs: usize,
+        /// Refresh each socket's token once in band after it connected.
+        #[serde(default)]
+        refresh_once: bool,
     },
     Fanout(FanoutJob),
     /// Sockets that reconnect like `ProgressClient` through reconnect storms.

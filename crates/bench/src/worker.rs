@@ -93,8 +93,19 @@ async fn run() -> anyhow::Result<()> {
         .context("HTTP client")?;
     let tokens = Tokens::open(&job.tokens, &http)?;
     match job.scenario.clone() {
-        Scenario::Sockets { first, end, tabs } => {
-            sockets(&job, &tokens, &mut control, first, end, tabs).await
+        Scenario::Sockets {
+            first,
+            end,
+            tabs,
+            refresh_once,
+        } => {
+            let shape = SocketsShape {
+                first,
+                end,
+                tabs,
+                refresh_once,
+            };
+            sockets(&job, &tokens, &mut control, shape).await
         }
         Scenario::Fanout(fanout) => {
             FanoutRun::run(&job, &tokens, &http, &mut control, fanout).await
@@ -139,6 +150,40 @@ async fn connect_one(
         .map_err(|_| anyhow::anyhow!("connect timed out after {CONNECT_WAIT:?}"))?
 }
 
+/// Sends `token` in band and waits for its `auth_ok`, as a client's
+/// refresh does.
+async fn refresh_once(ws: &mut Ws, token: &str) -> anyhow::Result<()> {
+    let text = serde_json::to_string(&ClientMessage::Auth {
+        token: token.to_string(),
+    })?;
+    ws.send(Message::text(text)).await.context("sending auth")?;
+    let deadline = tokio::time::Instant::now() + CONNECT_WAIT;
+    loop {
+        let frame = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .map_err(|_| anyhow::anyhow!("no auth_ok within {CONNECT_WAIT:?}"))?;
+        let step = conn::classify(frame, |incoming| match incoming {
+            Incoming::Other(message) => Ok(matches!(*message, ServerMessage::AuthOk { .. })),
+            Incoming::Closed(code, reason) => Err(anyhow::anyhow!("closed {code} {reason}")),
+            Incoming::Import(_) | Incoming::Control => Ok(false),
+        })?;
+        match step {
+            None => bail!("dropped without a close frame"),
+            Some(Err(err)) => return Err(err),
+            Some(Ok(true)) => return Ok(()),
+            Some(Ok(false)) => {}
+        }
+    }
+}
+
+/// Which sockets a `connect` or `hold` worker opens, and how.
+struct SocketsShape {
+    first: usize,
+    end: usize,
+    tabs: usize,
+    refresh_once: bool,
+}
+
 /// Keeps an idle socket alive (answering pings) until `stop`; returns the
 /// close it saw, if the server ended it first.
 async fn hold(mut ws: Ws, stop: CancellationToken) -> Option<String> {
@@ -172,10 +217,14 @@ async fn sockets(
     job: &Job,
     tokens: &Tokens,
     control: &mut Control,
-    first: usize,
-    end: usize,
-    tabs: usize,
+    shape: SocketsShape,
 ) -> anyhow::Result<()> {
+    let SocketsShape {
+        first,
+        end,
+        tabs,
+        refresh_once: refresh,
+    } = shape;
     let setup_started = Instant::now();
     let tabs = tabs.max(1);
     let first_user = first / tabs;
@@ -204,7 +253,16 @@ async fn sockets(
         let source = source_ip(job, s);
         let node = job.node(s);
         let target = job.target(s);
-        async move { (node, connect_one(target, source, token).await) }
+        async move {
+            let mut result = connect_one(target, source, token).await;
+            if refresh
+                && let Ok((ws, _, _)) = &mut result
+                && let Err(err) = refresh_once(ws, token).await
+            {
+                result = Err(err);
+            }
+            (node, result)
+        }
     });
     let mut results =
         futures_util::stream::iter(attempts).buffer_unordered(job.connect_concurrency);

@@ -69,7 +69,7 @@ async fn start<'a>(
     socket: &'a mut WebSocket,
     gateway: &'a Arc<Gateway>,
     opening: Box<Opening>,
-) -> Result<Session<'a>, End> {
+) -> Result<Box<Session<'a>>, End> {
     let upgraded_at = Instant::now();
     // Taken apart here, so its box is gone once connected.
     let Opening {
@@ -191,7 +191,7 @@ async fn register<'a>(
     gateway: &'a Arc<Gateway>,
     claims: Claims,
     reservation: Reservation,
-) -> Result<Session<'a>, End> {
+) -> Result<Box<Session<'a>>, End> {
     if let Err(err) = gateway
         .users
         .ensure(&claims.sub, claims.email.as_deref())
@@ -226,7 +226,7 @@ async fn register<'a>(
         .metrics
         .connections_total
         .fetch_add(1, Ordering::Relaxed);
-    Ok(Session {
+    Ok(Box::new(Session {
         socket,
         gateway,
         outbox,
@@ -236,10 +236,12 @@ async fn register<'a>(
         sent: SentVersions::default(),
         bad_messages: VecDeque::new(),
         last_heard: Instant::now(),
-    })
+    }))
 }
 
-/// An authenticated, registered connection.
+/// An authenticated, registered connection. Always boxed (`register`
+/// returns it so): the session task holds it for the socket's life, and
+/// inline it made that task's cell a size class larger.
 struct Session<'a> {
     socket: &'a mut WebSocket,
     gateway: &'a Arc<Gateway>,
@@ -266,7 +268,12 @@ impl Drop for Session<'_> {
 }
 
 impl Session<'_> {
-    /// `ready` and the snapshot, in one write.
+    /// `ready` and the snapshot, as two writes. One write would need
+    /// tungstenite's write buffer to hold both, and that buffer is kept at
+    /// its largest for the socket's life: ~190 bytes more per idle socket,
+    /// for one `sendto` less per connect (docs/benchmarks.md, "Round two").
+    /// The snapshot is read first, so a socket whose snapshot fails is
+    /// closed 1011 without having been told it was `ready`.
     async fn greet(&mut self) -> Result<(), End> {
         let ready = encode(&ServerMessage::Ready {
             user_id: self.user_id.clone(),
@@ -276,7 +283,8 @@ impl Session<'_> {
             protocol: PROTOCOL_VERSION,
         })?;
         let snapshot = self.snapshot_message().await?;
-        self.send_all(vec![ready, snapshot]).await
+        self.send_all(vec![ready]).await?;
+        self.send_all(vec![snapshot]).await
     }
 
     /// Forwards changes and answers the client until something ends the
@@ -286,10 +294,9 @@ impl Session<'_> {
     async fn serve(&mut self) -> End {
         let gateway = self.gateway;
         let outbox = Arc::clone(&self.outbox);
-        let heartbeat = gateway.heartbeat;
         let shutdown = gateway.shutdown.cancelled();
         tokio::pin!(shutdown);
-        let mut ping_at = Instant::now() + heartbeat;
+        let mut ping_at = Instant::now() + gateway.heartbeat;
         let mut expires_at = self.expires_at;
         let mut expiry = self.expiry_deadline();
         // One timer for both deadlines: an idle socket holds one, not two.
@@ -308,7 +315,11 @@ impl Session<'_> {
                         Some(Err(err)) => return read_error(err),
                         Some(Ok(message)) => message,
                     };
-                    if let Err(end) = self.handle(message).await {
+                    // Boxed: a token refresh may fetch keys, and that future
+                    // inline would make every idle session's task as big as
+                    // its largest moment. Client messages are rare (pongs,
+                    // a refresh a minute); a box each costs nothing.
+                    if let Err(end) = Box::pin(self.handle(message)).await {
                         return end;
                     }
                     if self.expires_at != expires_at {
@@ -331,7 +342,7 @@ impl Session<'_> {
                     if Instant::now() >= expiry {
                         return End::Close(Close::TOKEN_EXPIRED);
                     }
-                    if self.last_heard.elapsed() >= heartbeat * 2 {
+                    if self.last_heard.elapsed() >= gateway.heartbeat * 2 {
                         tracing::debug!(user_id = %self.user_id, "peer silent for two heartbeats; dropping");
                         return End::Gone;
                     }
@@ -339,7 +350,7 @@ impl Session<'_> {
                     if let Err(end) = Box::pin(self.send_all(ping)).await {
                         return end;
                     }
-                    ping_at = Instant::now() + heartbeat;
+                    ping_at = Instant::now() + gateway.heartbeat;
                     timer.as_mut().reset(ping_at.min(expiry));
                 }
             }
@@ -417,10 +428,7 @@ impl Session<'_> {
 
     async fn handle(&mut self, message: Message) -> Result<(), End> {
         match message {
-            // Boxed: a token refresh may fetch keys, and that future inline
-            // would make every idle session's task as big as its largest
-            // moment. Client messages are rare; a box each costs nothing.
-            Message::Text(text) => Box::pin(self.handle_text(text)).await,
+            Message::Text(text) => self.handle_text(text).await,
             Message::Binary(_) => Err(End::Close(Close::BINARY_MESSAGE)),
             Message::Close(_) => Err(End::Gone),
             Message::Ping(_) | Message::Pong(_) => Ok(()),
@@ -608,14 +616,19 @@ mod tests {
     }
 
     /// An idle socket's task holds the session future for the socket's
-    /// life: keep the connect, the writes and the close out of it (boxed).
-    /// It was 2,120 bytes with them inline.
+    /// life: keep the connect, the writes, the handling of client messages,
+    /// the `Session` itself and the close out of it (boxed). It was 2,120
+    /// bytes with them inline, 1,016 with the `Session` inline. tokio adds
+    /// ~100 bytes and rounds its task cell up to a multiple of 128, and
+    /// jemalloc serves 768 bytes as a class of its own: at or under 640
+    /// here, each socket's task costs 768 bytes, not 896 or 1,280
+    /// (docs/benchmarks.md, "Round two").
     #[test]
     #[allow(unreachable_code, clippy::diverging_sub_expression)]
     fn an_idle_sessions_future_stays_small() {
         let run = || super::run(todo!(), todo!(), todo!());
         let size = size_of_output(&run);
         eprintln!("session::run future: {size} bytes");
-        assert!(size <= 1024, "session::run's future grew to {size} bytes");
+        assert!(size <= 640, "session::run's future grew to {size} bytes");
     }
 }
