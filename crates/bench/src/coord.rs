@@ -477,12 +477,12 @@ async fn sockets_scenario(
     let procs = common.procs.max(1);
     let jobs = base_jobs(common, |worker| {
         let (first, end) = share(sockets, procs, worker);
-        Scenario::Sockets {
+        Scenario::Sockets(job::SocketsJob {
             first,
             end,
             tabs: tabs.max(1),
             refresh_once,
-        }
+        })
     })?;
     let timeout = Duration::from_secs(common.phase_timeout_secs);
     let mut pool = Pool::start(jobs, timeout).await?;
@@ -553,6 +553,7 @@ async fn sockets_scenario(
     let mut connected = 0;
     let mut connected_per_node = Vec::new();
     let mut failed = 0;
+    let mut refreshed = 0;
     let mut end = t0;
     let mut client_cpu = 0.0;
     for report in &phase {
@@ -561,6 +562,7 @@ async fn sockets_scenario(
         connected += report.connected;
         job::add_per_node(&mut connected_per_node, &report.connected_per_node);
         failed += report.failed;
+        refreshed += report.refreshed;
         end = end.max(report.end_micros);
         client_cpu += report.cpu_secs;
     }
@@ -577,6 +579,9 @@ async fn sockets_scenario(
     let mut metrics = BTreeMap::new();
     metrics.insert("sockets_connected".into(), connected as f64);
     metrics.insert("connect_failures".into(), failed as f64);
+    if refresh_once {
+        metrics.insert("sockets_refreshed".into(), refreshed as f64);
+    }
     metrics.insert("connect_secs".into(), secs);
     metrics.insert("connects_per_sec".into(), connected as f64 / secs.max(1e-9));
     metrics.insert("connect_p50_ms".into(), latency.p50_ms);

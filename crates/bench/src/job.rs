@@ -44,17 +44,9 @@ impl Job {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Scenario {
-    /// Open sockets `[first, end)`; socket `s` belongs to user `s / tabs`.
-    /// `connect` and `hold` differ only in what the coordinator does while
-    /// they are open.
-    Sockets {
-        first: usize,
-        end: usize,
-        tabs: usize,
-        /// Refresh each socket's token once in band after it connected.
-        #[serde(default)]
-        refresh_once: bool,
-    },
+    /// Open sockets; `connect` and `hold` differ only in what the
+    /// coordinator does while they are open.
+    Sockets(SocketsJob),
     Fanout(FanoutJob),
     /// Sockets that reconnect like `ProgressClient` through reconnect storms.
     Storm(crate::storm::StormJob),
@@ -135,6 +127,21 @@ pub struct PhaseReport {
     /// can divide each node's memory by its own sockets.
     #[serde(default)]
     pub connected_per_node: Vec<usize>,
+    /// Sockets whose in-band refresh got its `auth_ok` (`hold --refresh-once`).
+    #[serde(default)]
+    pub refreshed: usize,
+}
+
+/// One worker's sockets of `connect` or `hold`: `[first, end)`, socket `s`
+/// belonging to user `s / tabs`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SocketsJob {
+    pub first: usize,
+    pub end: usize,
+    pub tabs: usize,
+    /// Refresh each socket's token once in band after it connected.
+    #[serde(default)]
+    pub refresh_once: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -21,7 +21,7 @@ use crate::conn::{self, Incoming, Target, Ws};
 use crate::hist::Hist;
 use crate::job::{
     ChurnJob, ChurnReport, Command, DoneReport, Event, FanoutJob, FanoutReport, Job, PhaseReport,
-    Scenario, count_error,
+    Scenario, SocketsJob, count_error,
 };
 use crate::procfs;
 use crate::tokens::Tokens;
@@ -93,20 +93,7 @@ async fn run() -> anyhow::Result<()> {
         .context("HTTP client")?;
     let tokens = Tokens::open(&job.tokens, &http)?;
     match job.scenario.clone() {
-        Scenario::Sockets {
-            first,
-            end,
-            tabs,
-            refresh_once,
-        } => {
-            let shape = SocketsShape {
-                first,
-                end,
-                tabs,
-                refresh_once,
-            };
-            sockets(&job, &tokens, &mut control, shape).await
-        }
+        Scenario::Sockets(sockets_job) => sockets(&job, &tokens, &mut control, &sockets_job).await,
         Scenario::Fanout(fanout) => {
             FanoutRun::run(&job, &tokens, &http, &mut control, fanout).await
         }
@@ -176,14 +163,6 @@ async fn refresh_once(ws: &mut Ws, token: &str) -> anyhow::Result<()> {
     }
 }
 
-/// Which sockets a `connect` or `hold` worker opens, and how.
-struct SocketsShape {
-    first: usize,
-    end: usize,
-    tabs: usize,
-    refresh_once: bool,
-}
-
 /// Keeps an idle socket alive (answering pings) until `stop`; returns the
 /// close it saw, if the server ended it first.
 async fn hold(mut ws: Ws, stop: CancellationToken) -> Option<String> {
@@ -217,14 +196,14 @@ async fn sockets(
     job: &Job,
     tokens: &Tokens,
     control: &mut Control,
-    shape: SocketsShape,
+    sockets_job: &SocketsJob,
 ) -> anyhow::Result<()> {
-    let SocketsShape {
+    let &SocketsJob {
         first,
         end,
         tabs,
         refresh_once: refresh,
-    } = shape;
+    } = sockets_job;
     let setup_started = Instant::now();
     let tabs = tabs.max(1);
     let first_user = first / tabs;
@@ -255,18 +234,21 @@ async fn sockets(
         let target = job.target(s);
         async move {
             let mut result = connect_one(target, source, token).await;
-            if refresh
-                && let Ok((ws, _, _)) = &mut result
-                && let Err(err) = refresh_once(ws, token).await
-            {
-                result = Err(err);
+            let mut refreshed = false;
+            if refresh && let Ok((ws, _, _)) = &mut result {
+                match refresh_once(ws, token).await {
+                    Ok(()) => refreshed = true,
+                    Err(err) => result = Err(err),
+                }
             }
-            (node, result)
+            (node, result, refreshed)
         }
     });
     let mut results =
         futures_util::stream::iter(attempts).buffer_unordered(job.connect_concurrency);
-    while let Some((node, result)) = results.next().await {
+    let mut refreshed_count = 0;
+    while let Some((node, result, refreshed)) = results.next().await {
+        refreshed_count += usize::from(refreshed);
         match result {
             Ok((ws, took, _)) => {
                 hist.record(took.as_micros() as u64);
@@ -289,6 +271,7 @@ async fn sockets(
         connect_hist: hist.to_wire(),
         fanout: None,
         connected_per_node,
+        refreshed: refreshed_count,
     })));
 
     let Command::Release = control.next().await? else {
@@ -872,6 +855,7 @@ impl FanoutRun {
             connect_hist: Default::default(),
             fanout: Some(report),
             connected_per_node,
+            refreshed: 0,
         })));
 
         let Command::Release = control.next().await? else {
