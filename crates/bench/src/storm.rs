@@ -197,8 +197,13 @@ pub struct StormReport {
     pub imports_created: usize,
     /// (socket, import) pairs checked for the final state.
     pub checked: u64,
-    /// ... of which the socket did not hold the final version.
+    /// ... of which the socket was back and did not hold the final version.
     pub lost: u64,
+    /// ... of which the socket was not back when the wait ended, so could
+    /// not hold it (counted apart: a socket not back is `not_back`, not a
+    /// lost update).
+    #[serde(default)]
+    pub unchecked_not_back: u64,
     /// Imports seen on a socket of another user.
     pub wrong_user: u64,
     /// Imports not final when the wait ended.
@@ -269,6 +274,8 @@ struct State {
     balancer: Balancer,
     /// Per local socket: import id → (highest version, final?).
     seen: Vec<HashMap<String, (u64, bool)>>,
+    /// Per local socket: connected with its snapshot now.
+    up: Vec<bool>,
 }
 
 impl State {
@@ -309,6 +316,7 @@ impl Client {
                 let close = self.read(socket).await;
                 let mut state = self.state.borrow_mut();
                 state.per_node[node] -= 1;
+                state.up[self.local] = false;
                 let Some(close) = close else { return };
                 state.down += 1;
                 if state.t0_micros > 0 {
@@ -339,6 +347,7 @@ impl Client {
                     let mut state = self.state.borrow_mut();
                     state.down -= 1;
                     state.per_node[node] += 1;
+                    state.up[self.local] = true;
                     if state.t0_micros > 0 {
                         let since = (now - state.t0_micros).max(0) as u64;
                         state.back.record(since);
@@ -519,6 +528,7 @@ pub async fn worker(
             fail_timeout: Duration::from_millis(storm.lb_fail_timeout_ms),
         },
         seen: vec![HashMap::new(); total],
+        up: vec![false; total],
     }));
     let stop = CancellationToken::new();
     let mut tasks = Vec::with_capacity(total);
@@ -566,6 +576,7 @@ pub async fn worker(
                             hist.record(took.as_micros() as u64);
                             let mut st = state.borrow_mut();
                             st.per_node[node] += 1;
+                            st.up[local] = true;
                             for import in &snapshot {
                                 st.apply(
                                     local,
@@ -763,21 +774,29 @@ async fn finals(
             let st = state.borrow();
             let mut lost = 0;
             let mut checked = 0;
+            let mut not_back = 0;
             for (user, versions) in &finals {
                 for tab in 0..tabs {
-                    let seen = &st.seen[user * tabs + tab];
+                    let socket = user * tabs + tab;
+                    let seen = &st.seen[socket];
                     for (id, version) in versions {
                         checked += 1;
-                        if seen.get(id) != Some(&(*version, true)) {
+                        if seen.get(id) == Some(&(*version, true)) {
+                            continue;
+                        }
+                        if st.up[socket] {
                             lost += 1;
+                        } else {
+                            not_back += 1;
                         }
                     }
                 }
             }
-            (lost, checked)
+            out.unchecked_not_back = not_back;
+            (lost + not_back, checked)
         };
         out.checked = checked;
-        out.lost = lost;
+        out.lost = lost - out.unchecked_not_back;
         if lost == 0 || conn::unix_micros_now() >= deadline_micros {
             break;
         }
@@ -1311,6 +1330,10 @@ pub async fn run(args: StormArgs) -> anyhow::Result<()> {
         metrics.insert(m("imports"), imports_created as f64);
         metrics.insert(m("finals_checked"), sum(|r| r.checked) as f64);
         metrics.insert(m("finals_lost"), lost as f64);
+        metrics.insert(
+            m("finals_unchecked_not_back"),
+            sum(|r| r.unchecked_not_back) as f64,
+        );
         metrics.insert(m("imports_unfinished"), sum(|r| r.unfinished) as f64);
         metrics.insert(m("wrong_user"), sum(|r| r.wrong_user) as f64);
         if lost > 0 || sum(|r| r.wrong_user) > 0 {

@@ -216,6 +216,11 @@ close_codes! {
         TOO_MANY_WAITING_FROM_ADDRESS = "too many sockets waiting for a token from this address",
         /// The socket could not take a message within the send timeout.
         CLIENT_TOO_SLOW = "client too slow",
+        /// The node's connects reading the database at once
+        /// (`REELTIME_CONNECT_SLOTS`) stayed taken for `REELTIME_CONNECT_WAIT_MS`:
+        /// refused before it costs the database anything, so a reconnect
+        /// storm spreads out instead of queueing.
+        SERVER_BUSY = "server busy",
     }
     /// Sent by the web client when it gives up on a silent socket and
     /// replaces it.

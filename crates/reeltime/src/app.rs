@@ -13,7 +13,7 @@ use crate::bus::{Bus, LocalBus, RedisBus};
 use crate::clerk::{self, ClerkWebhooks};
 use crate::config::{Config, KeySource};
 use crate::events::{Deliver, SnapshotSource};
-use crate::gateway::{Admission, Gateway, Hub};
+use crate::gateway::{Admission, ConnectGate, Gateway, Hub};
 use crate::http::{
     self, Admin, AppState, BearerAuth, Health, MediaState, PageConfig, ServerApi, WebhookDeliveries,
 };
@@ -280,6 +280,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         users: Arc::clone(&users),
         hub,
         admission: Admission::new(budget.waiting, config.max_pending_auth_per_ip),
+        connect_gate: ConnectGate::new(config.connect_slots, config.connect_wait),
         trusted_proxies: config.trusted_proxies.clone(),
         // The gateway reads snapshots through this, never the service itself.
         snapshots: Arc::clone(&imports) as Arc<dyn SnapshotSource>,

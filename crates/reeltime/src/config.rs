@@ -88,6 +88,14 @@ pub struct Settings {
     #[arg(long, env = "REELTIME_MAX_PENDING_AUTH_PER_IP", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_pending_auth_per_ip: u64,
 
+    /// Authenticated connects of this node that read the database at once (the user's row, the snapshot); the others wait their turn.
+    #[arg(long, env = "REELTIME_CONNECT_SLOTS", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
+    pub connect_slots: u64,
+
+    /// Milliseconds a connect waits for one of those slots; then it is closed 1013 "server busy" and its client backs off.
+    #[arg(long, env = "REELTIME_CONNECT_WAIT_MS", default_value_t = 2000)]
+    pub connect_wait_ms: u64,
+
     /// Open files kept free of sockets waiting for their token, for /healthz, /readyz and authenticated connects.
     #[arg(long, env = "REELTIME_FD_RESERVE", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
     pub fd_reserve: u64,
@@ -427,6 +435,9 @@ pub struct Config {
     pub max_pending_auth_per_ip: usize,
     /// Descriptors that sockets waiting for their token never take.
     pub fd_reserve: usize,
+    /// Connects reading the database at once, and how long one waits for that.
+    pub connect_slots: usize,
+    pub connect_wait: Duration,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: crate::net::TrustedProxies,
     /// Webhooks out (REELTIME_WEBHOOK_*); `None`: off, no events kept.
@@ -604,6 +615,8 @@ impl Config {
             max_pending_auth: to_usize(s.max_pending_auth),
             max_pending_auth_per_ip: to_usize(s.max_pending_auth_per_ip),
             fd_reserve: to_usize(s.fd_reserve),
+            connect_slots: to_usize(s.connect_slots),
+            connect_wait: Duration::from_millis(s.connect_wait_ms),
             trusted_proxies,
             webhooks,
             clerk_webhook_secret: clerk_webhook_secret.map(Secret),
@@ -855,6 +868,8 @@ mod tests {
         assert_eq!(config.http_idle_timeout, Duration::from_secs(60));
         assert_eq!(config.max_pending_auth, 2000);
         assert_eq!(config.max_pending_auth_per_ip, 64);
+        assert_eq!(config.connect_slots, 32);
+        assert_eq!(config.connect_wait, Duration::from_secs(2));
         assert_eq!(config.admin_listen, None);
         let err =
             Config::from_settings(settings(&["--trusted-proxies", "10.0.0.0/33"])).unwrap_err();

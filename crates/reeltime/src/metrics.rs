@@ -310,7 +310,7 @@ impl Metrics {
         );
         registry.register(
             "reeltime_connections_refused",
-            "Sockets closed 1013 at their upgrade, by the cap they hit",
+            "Sockets closed 1013 before they were ready, by the cap they hit (server busy: no connect slot in time)",
             self.connection_refusals.clone(),
         );
         registry.register(

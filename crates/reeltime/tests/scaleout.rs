@@ -46,26 +46,12 @@ async fn cluster_with(nodes: usize, extra: &[(&str, &str)]) -> Cluster {
     let content = ContentServer::start().await;
     let (postgres, redis) = tokio::join!(Postgres::start(), RedisServer::start());
     let database = postgres.create_database("reeltime").await;
-    let mut env = issuer.env();
-    env.extend(common::pairs(&[
-        ("REELTIME_IMPORT_ALLOW_PRIVATE", "1"),
-        ("REELTIME_DATABASE_URL", &database),
-        ("REELTIME_REDIS_URL", &redis.url()),
-    ]));
-    env.extend(common::pairs(extra));
     let mut started = Vec::new();
     let mut node_ids = Vec::new();
     for _ in 0..nodes {
         // One at a time: the first runs the migrations, the others find
         // them done (concurrent starts are safe too, but slower to debug).
-        let node = ServerProcess::start(binary(), &env).await;
-        assert!(
-            node.wait_for_log("redis bus: subscribed", WAIT)
-                .await
-                .is_some(),
-            "node did not subscribe to Redis; log:\n{}",
-            node.log()
-        );
+        let node = start_node(&issuer, &database, &redis, extra).await;
         node_ids.push(node_id_of(&node));
         started.push(node);
     }
@@ -82,6 +68,32 @@ async fn cluster_with(nodes: usize, extra: &[(&str, &str)]) -> Cluster {
     }
 }
 
+/// A node on `database` and `redis` with `extra` settings, once it has
+/// joined the bus.
+async fn start_node(
+    issuer: &TestIssuer,
+    database: &str,
+    redis: &RedisServer,
+    extra: &[(&str, &str)],
+) -> ServerProcess {
+    let mut env = issuer.env();
+    env.extend(common::pairs(&[
+        ("REELTIME_IMPORT_ALLOW_PRIVATE", "1"),
+        ("REELTIME_DATABASE_URL", database),
+        ("REELTIME_REDIS_URL", &redis.url()),
+    ]));
+    env.extend(common::pairs(extra));
+    let node = ServerProcess::start(binary(), &env).await;
+    assert!(
+        node.wait_for_log("redis bus: subscribed", WAIT)
+            .await
+            .is_some(),
+        "node did not subscribe to Redis; log:\n{}",
+        node.log()
+    );
+    node
+}
+
 /// The node id a node logs when it joins the Redis bus (`node=<id>`).
 fn node_id_of(node: &ServerProcess) -> String {
     node.log()
@@ -94,6 +106,28 @@ fn node_id_of(node: &ServerProcess) -> String {
 }
 
 impl Cluster {
+    /// Starts one more node, with `extra` settings, that reaches PostgreSQL
+    /// through a link the test can cut or hold silent.
+    async fn add_node_behind_link(&mut self, extra: &[(&str, &str)]) -> TcpProxy {
+        let port = self
+            .database
+            .rsplit_once(':')
+            .and_then(|(_, rest)| rest.split('/').next())
+            .and_then(|port| port.parse::<u16>().ok())
+            .expect("a port in the database URL");
+        let link = TcpProxy::start(([127, 0, 0, 1], port).into())
+            .await
+            .expect("proxy");
+        let database = self
+            .database
+            .replace(&format!(":{port}/"), &format!(":{}/", link.port()));
+        let node = start_node(&self.issuer, &database, &self.redis, extra).await;
+        self.node_ids.push(node_id_of(&node));
+        self.apis.push(Api::new(&node.http()));
+        self.nodes.push(node);
+        link
+    }
+
     fn token(&self, sub: &str) -> String {
         self.issuer.token(sub, 600)
     }
@@ -749,35 +783,7 @@ async fn a_delete_while_redis_is_away_reaches_the_other_node_once_it_is_back() {
 async fn a_resync_that_cannot_read_the_database_keeps_the_socket_and_tries_again() {
     let mut c = cluster(1).await;
     // A second node that reaches PostgreSQL through a link the test cuts.
-    let port = c
-        .database
-        .rsplit_once(':')
-        .and_then(|(_, rest)| rest.split('/').next())
-        .and_then(|port| port.parse::<u16>().ok())
-        .expect("a port in the database URL");
-    let link = TcpProxy::start(([127, 0, 0, 1], port).into())
-        .await
-        .expect("proxy");
-    let database = c
-        .database
-        .replace(&format!(":{port}/"), &format!(":{}/", link.port()));
-    let mut env = c.issuer.env();
-    env.extend(common::pairs(&[
-        ("REELTIME_IMPORT_ALLOW_PRIVATE", "1"),
-        ("REELTIME_DATABASE_URL", &database),
-        ("REELTIME_REDIS_URL", &c.redis.url()),
-    ]));
-    let node = ServerProcess::start(binary(), &env).await;
-    assert!(
-        node.wait_for_log("redis bus: subscribed", WAIT)
-            .await
-            .is_some(),
-        "log:\n{}",
-        node.log()
-    );
-    c.node_ids.push(node_id_of(&node));
-    c.apis.push(Api::new(&node.http()));
-    c.nodes.push(node);
+    let link = c.add_node_behind_link(&[]).await;
 
     let mut tab = c.tab(1, "alice").await;
     let import = c
@@ -813,6 +819,81 @@ async fn a_resync_that_cannot_read_the_database_keeps_the_socket_and_tries_again
     .await;
     assert_eq!(tab.connections, 1, "the socket was closed and reopened");
     assert!(!tab.latest.contains_key(&import.id));
+}
+
+/// A reconnect storm must not queue behind the database past the pool's
+/// timeout (docs/benchmarks.md, "Reconnect storms"): on a node whose
+/// connect slots (`REELTIME_CONNECT_SLOTS`) are all waiting on the
+/// database, the next connect is refused with 1013 `server busy` once it
+/// has waited `REELTIME_CONNECT_WAIT_MS`, while the waiting ones keep their
+/// sockets and get in once the database answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_with_no_database_slot_is_refused_busy_and_the_waiting_ones_get_in() {
+    let mut c = cluster(1).await;
+    let link = c
+        .add_node_behind_link(&[
+            ("REELTIME_CONNECT_SLOTS", "2"),
+            ("REELTIME_CONNECT_WAIT_MS", "300"),
+        ])
+        .await;
+    let ws = c.nodes[1].ws();
+    link.set(LinkMode::Blackhole);
+
+    // Three connects at once: two take the slots and wait on the silent
+    // database, the third waits for a slot and is refused. Which one is
+    // refused depends on who verifies first.
+    let (events, mut arrived) = tokio::sync::mpsc::unbounded_channel();
+    for user in ["busy-a", "busy-b", "busy-c"] {
+        let mut client = WsClient::connect_query(&ws, &c.token(user)).await;
+        let events = events.clone();
+        tokio::spawn(async move {
+            for _ in 0..2 {
+                let event = client.next().await;
+                let closed = matches!(event, Event::Closed { .. } | Event::Dropped);
+                let _ = events.send((user, event));
+                if closed {
+                    break;
+                }
+            }
+        });
+    }
+    drop(events);
+    let (refused, event) = arrived.recv().await.expect("an event");
+    assert!(
+        matches!(&event, Event::Closed { code: 1013, reason } if reason == "server busy"),
+        "{refused} got {event:?} while the database was silent"
+    );
+
+    link.set(LinkMode::Pass);
+    let mut got_in: HashMap<&str, Vec<Event>> = HashMap::new();
+    for _ in 0..4 {
+        let (user, event) = arrived.recv().await.expect("an event");
+        got_in.entry(user).or_default().push(event);
+    }
+    assert!(!got_in.contains_key(refused), "{got_in:?}");
+    assert_eq!(got_in.len(), 2, "{got_in:?}");
+    for (user, events) in &got_in {
+        assert!(
+            matches!(
+                events.as_slice(),
+                [
+                    Event::Message(ServerMessage::Ready { .. }),
+                    Event::Message(ServerMessage::Snapshot { .. })
+                ]
+            ),
+            "{user}: {events:?}"
+        );
+    }
+    let metrics = reqwest::get(format!("{}/metrics", c.nodes[1].http()))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    assert!(
+        metrics.contains(r#"reeltime_connections_refused_total{reason="server busy"} 1"#),
+        "{metrics}"
+    );
 }
 
 /// Settings of the job tests: downloads only (the bodies are not real

@@ -8,6 +8,7 @@
 //! names the bus or the imports service.
 
 mod admission;
+mod connect_gate;
 mod hub;
 mod outbox;
 mod sent;
@@ -26,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use admission::{Admission, WaitRefused, Waiting};
+pub use connect_gate::{ConnectGate, ConnectSlot};
 pub use hub::{Hub, LimitError, Registration, Reservation, SnapshotRead};
 pub use outbox::Outbox;
 pub use session::read_client_message;
@@ -56,6 +58,9 @@ pub struct Gateway {
     pub hub: Arc<Hub>,
     /// Caps on sockets still waiting for their token.
     pub admission: Arc<Admission>,
+    /// Turns at the database for connects and resyncs, so a reconnect
+    /// storm is refused early instead of queueing past the pool's timeout.
+    pub connect_gate: ConnectGate,
     /// Whose `X-Forwarded-For` names the client, for the per-address cap.
     pub trusted_proxies: TrustedProxies,
     /// Where a connect's snapshot comes from (the imports service, joined

@@ -15,7 +15,7 @@ use tokio::time::{Instant, sleep_until, timeout};
 use super::sent::SentVersions;
 use super::{Gateway, Opening, Outbox, QueryToken};
 use crate::auth::{AuthError, Claims};
-use crate::gateway::{Registration, Reservation};
+use crate::gateway::{ConnectSlot, Registration, Reservation};
 use crate::store::Snapshot;
 
 /// A client that cannot take a message for this long is dropped (1013).
@@ -107,8 +107,18 @@ async fn start<'a>(
     };
     let claims = authenticate(socket, gateway, query_token).await?;
     drop(admitted.waiting);
+    // The database part of the connect (the user's row, the snapshot) takes
+    // a slot; a node that cannot give one soon refuses at once, before the
+    // database is asked anything (see `ConnectGate`).
+    let Some(slot) = gateway.connect_gate.enter().await else {
+        gateway
+            .metrics
+            .connection_refused(Close::SERVER_BUSY.reason);
+        tracing::debug!(%client, "websocket refused: no connect slot");
+        return Err(End::Refuse(Close::SERVER_BUSY));
+    };
     let mut session = register(socket, gateway, claims, admitted.reservation).await?;
-    session.greet().await?;
+    session.greet(slot).await?;
     (gateway.metrics.connect_seconds).observe(upgraded_at.elapsed().as_secs_f64());
     Ok(session)
 }
@@ -273,8 +283,10 @@ impl Session<'_> {
     /// its largest for the socket's life: ~190 bytes more per idle socket,
     /// for one `sendto` less per connect (docs/benchmarks.md, "Round two").
     /// The snapshot is read first, so a socket whose snapshot fails is
-    /// closed 1011 without having been told it was `ready`.
-    async fn greet(&mut self) -> Result<(), End> {
+    /// closed 1011 without having been told it was `ready`; the connect's
+    /// database `slot` is given back as soon as it is read, not held while
+    /// a slow client takes its messages.
+    async fn greet(&mut self, slot: ConnectSlot<'_>) -> Result<(), End> {
         let ready = encode(&ServerMessage::Ready {
             user_id: self.user_id.clone(),
             connection_id: format!("{}-{}", self.gateway.node_id, self.registration.id()),
@@ -283,6 +295,7 @@ impl Session<'_> {
             protocol: PROTOCOL_VERSION,
         })?;
         let snapshot = self.snapshot_message().await?;
+        drop(slot);
         self.send_all(vec![ready]).await?;
         self.send_all(vec![snapshot]).await
     }
@@ -397,17 +410,24 @@ impl Session<'_> {
         }
         let mut messages = Vec::new();
         if self.outbox.take_resync() {
-            // Boxed: rare, and a store read inline would grow every task.
-            match Box::pin(self.snapshot_message()).await {
-                Ok(snapshot) => messages.push(snapshot),
-                // The socket gets every change from here on; only what it
-                // missed while the bus was away is late. Closing it would
-                // send its client to reconnect and read the same database
-                // that just failed, with every other socket of the node.
-                Err(End::Close(close)) if close == Close::SERVER_ERROR => {
-                    resync_later(&self.outbox);
-                }
-                Err(end) => return Err(end),
+            let gateway = self.gateway;
+            // A resync shares the connects' database slots, but never waits
+            // for one: with none free now (a storm of connects, or every
+            // socket of the node resyncing at once) it is tried again later.
+            match gateway.connect_gate.try_enter() {
+                None => resync_later(&self.outbox),
+                // Boxed: rare, and a store read inline would grow every task.
+                Some(_slot) => match Box::pin(self.snapshot_message()).await {
+                    Ok(snapshot) => messages.push(snapshot),
+                    // The socket gets every change from here on; only what it
+                    // missed while the bus was away is late. Closing it would
+                    // send its client to reconnect and read the same database
+                    // that just failed, with every other socket of the node.
+                    Err(End::Close(close)) if close == Close::SERVER_ERROR => {
+                        resync_later(&self.outbox);
+                    }
+                    Err(end) => return Err(end),
+                },
             }
         }
         let mut published = Vec::new();

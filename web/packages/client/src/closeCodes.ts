@@ -126,6 +126,7 @@ export const CLOSE_CODES = [
         text: 'too many sockets waiting for a token from this address',
       },
       { name: 'CLIENT_TOO_SLOW', text: 'client too slow' },
+      { name: 'SERVER_BUSY', text: 'server busy' },
     ],
   },
   {
