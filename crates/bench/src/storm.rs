@@ -770,11 +770,11 @@ async fn finals(
     }
     // Every socket of every user with imports must hold each final version.
     loop {
-        let (lost, checked) = {
+        let (lost, not_back, checked) = {
             let st = state.borrow();
             let mut lost = 0;
-            let mut checked = 0;
             let mut not_back = 0;
+            let mut checked = 0;
             for (user, versions) in &finals {
                 for tab in 0..tabs {
                     let socket = user * tabs + tab;
@@ -792,12 +792,13 @@ async fn finals(
                     }
                 }
             }
-            out.unchecked_not_back = not_back;
-            (lost + not_back, checked)
+            (lost, not_back, checked)
         };
         out.checked = checked;
-        out.lost = lost - out.unchecked_not_back;
-        if lost == 0 || conn::unix_micros_now() >= deadline_micros {
+        out.lost = lost;
+        out.unchecked_not_back = not_back;
+        // A socket not back yet may still come back and catch up: wait for it too.
+        if lost + not_back == 0 || conn::unix_micros_now() >= deadline_micros {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

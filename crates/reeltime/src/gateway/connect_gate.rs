@@ -52,11 +52,6 @@ impl ConnectGate {
     pub fn try_enter(&self) -> Option<ConnectSlot<'_>> {
         self.slots.try_acquire().ok()
     }
-
-    /// Slots free now.
-    pub fn free(&self) -> usize {
-        self.slots.available_permits()
-    }
 }
 
 #[cfg(test)]
@@ -68,7 +63,6 @@ mod tests {
         let gate = std::sync::Arc::new(ConnectGate::new(2, Duration::from_secs(2)));
         let first = gate.enter().await.expect("a free slot");
         let _second = gate.enter().await.expect("a free slot");
-        assert_eq!(gate.free(), 0);
         assert!(gate.try_enter().is_none(), "no slot free now");
 
         // Waits the whole wait, then gives up.
