@@ -13,12 +13,15 @@
 //! - what the store holds after the crash is at most the persist interval
 //!   behind on progress and exact on status;
 //! - the final state is reached and is the same everywhere.
+//!
+//! And one without a crash: a socket that connects after a running
+//! import's last tick, while nothing moves, still gets that tick.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{binary, pairs};
+use common::{binary, follow_to_final, in_snapshot_or_next, pairs, world};
 use reeltime_protocol::{Import, ImportStatus, ServerMessage};
 use reeltime_testkit::{
     Api, Event, Postgres, RedisServer, ServerProcess, TestIssuer, WAIT, WsClient,
@@ -292,4 +295,73 @@ async fn postgres_two_nodes_kill_9_of_the_runner_keeps_every_socket_moving_forwa
     assert_eq!(status, 200);
     assert_eq!(body["version"].as_u64(), Some(last.version));
     drop(redis);
+}
+
+/// A socket that connects after a running import's last tick reads its
+/// snapshot from the store, which is behind: the tick went out from memory.
+/// When the import then publishes nothing (here a download the content
+/// server holds, as a slow origin would), the write that stores the tick
+/// within the persist interval also publishes it, so that socket catches
+/// up; the sockets that had the tick drop the copy (same version). Before
+/// it was published, the new socket showed the old progress until the
+/// next change, 30 s later when the download timed out (the e2e story of
+/// a server restart failed on it in CI, 3 Dec).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_that_connects_after_the_last_tick_of_a_stalled_download_gets_that_tick() {
+    const SENT_BEFORE_HOLD: u64 = 40 * 16 * 1024; // whole chunks of the content server
+    let w = world(&[]).await;
+    let token = w.token("alice");
+    w.content.hold("stall");
+    let url = w.content.url(&format!(
+        "/video/stall?size=4000000&pace_ms=20&hold_after={SENT_BEFORE_HOLD}"
+    ));
+    let (mut first, _) = w.socket("alice").await;
+    let created = w.api.create_ok(&token, &url).await;
+    let seen = first
+        .imports_until(|i| i.id == created.id && i.bytes_done == SENT_BEFORE_HOLD)
+        .await;
+    let last = seen.last().expect("the held tick").clone();
+    assert_eq!(last.status, ImportStatus::Downloading);
+
+    let connected = Instant::now();
+    let (mut late, _, snapshot) = WsClient::open(&w.server.ws(), &token).await;
+    let in_snapshot = snapshot
+        .iter()
+        .find(|i| i.id == created.id)
+        .expect("a running import is in the snapshot");
+    assert!(in_snapshot.version <= last.version);
+    let caught_up = tokio::time::timeout(
+        PERSIST + 2 * SLACK,
+        in_snapshot_or_next(&mut late, &snapshot, &created.id, |i| {
+            i.bytes_done == SENT_BEFORE_HOLD
+        }),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "the late socket still shows {} bytes (version {}) {:?} after connecting; \
+             the import stands at {SENT_BEFORE_HOLD} (version {})",
+            in_snapshot.bytes_done,
+            in_snapshot.version,
+            connected.elapsed(),
+            last.version
+        )
+    });
+    assert_eq!(
+        caught_up.version, last.version,
+        "the same state, not a new one"
+    );
+    assert_eq!(caught_up.status, ImportStatus::Downloading);
+
+    // The copy did not reach the socket that already had it: its next
+    // message about the import is the download going on.
+    w.content.release("stall");
+    let after = follow_to_final(&mut first, &created.id).await;
+    assert!(
+        after.iter().all(|i| i.version > last.version),
+        "the first socket got a state again: {:?}",
+        after.iter().map(|i| i.version).collect::<Vec<_>>()
+    );
+    let done = follow_to_final(&mut late, &created.id).await;
+    assert_eq!(done.last().map(|i| i.status), Some(ImportStatus::Completed));
 }

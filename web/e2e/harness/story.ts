@@ -142,11 +142,19 @@ export async function runStory(
   }
   if (failure !== null) {
     if (failure instanceof Error) {
-      failure.message += `\n(server log, console, sockets and screenshots: test-results/${slug(name)}--*)`;
+      // CI keeps only what the test prints: the story's timeline and the
+      // end of the server's log go in the message, the rest stays in files.
+      failure.message +=
+        `\n(server log, console, sockets and screenshots: test-results/${slug(name)}--*)` +
+        `\nnotes:\n${notes.join('\n')}` +
+        `\nlast ${SERVER_LOG_LINES_ON_FAILURE} lines of the server log:\n${server.log.slice(-SERVER_LOG_LINES_ON_FAILURE).join('\n')}`;
     }
     throw failure;
   }
 }
+
+/** How much of the server's log a failure prints. */
+const SERVER_LOG_LINES_ON_FAILURE = 80;
 
 /** Tokens never go to files. */
 function redact(frame: string): string {

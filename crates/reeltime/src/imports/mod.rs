@@ -481,10 +481,14 @@ impl ImportService {
     }
 
     /// Writes the state a running job last published, if the store is
-    /// behind it (compare-and-set on the stored version; nothing is
-    /// published, the sockets have it). Returns false when someone else
-    /// changed the import first: the job has lost it (cancelled, or taken
-    /// over by another node).
+    /// behind it (compare-and-set on the stored version), then publishes it
+    /// again. Most sockets have that version and their connection's filter
+    /// drops the copy; the one it is for connected after the last tick and
+    /// got a snapshot read from the store, which was behind. Without it, a
+    /// download that stalls right after a tick would show that socket the
+    /// old progress until the next change, which can be 30 s away. Returns
+    /// false when someone else changed the import first: the job has lost
+    /// it (cancelled, or taken over by another node).
     pub async fn persist(&self, owned: &mut OwnedImport) -> Result<bool, ImportServiceError> {
         if owned.import.version == owned.stored_version {
             owned.unstored_since = None;
@@ -499,6 +503,7 @@ impl ImportService {
         }
         owned.stored_version = owned.import.version;
         owned.unstored_since = None;
+        self.publish(owned).await?;
         Ok(true)
     }
 
