@@ -309,7 +309,15 @@ async fn postgres_two_nodes_kill_9_of_the_runner_keeps_every_socket_moving_forwa
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_socket_that_connects_after_the_last_tick_of_a_stalled_download_gets_that_tick() {
     const SENT_BEFORE_HOLD: u64 = 40 * 16 * 1024; // whole chunks of the content server
-    let w = world(&[]).await;
+    // Longer than the default, so that the store is certainly still behind
+    // when the late socket reads its snapshot: the ticks take 0.8 s, and
+    // the write is due this long after the first of them.
+    const LONG_PERSIST: Duration = Duration::from_secs(4);
+    let w = world(&[(
+        "REELTIME_PROGRESS_PERSIST_SECS",
+        &LONG_PERSIST.as_secs().to_string(),
+    )])
+    .await;
     let token = w.token("alice");
     w.content.hold("stall");
     let url = w.content.url(&format!(
@@ -331,7 +339,7 @@ async fn a_socket_that_connects_after_the_last_tick_of_a_stalled_download_gets_t
         .expect("a running import is in the snapshot");
     assert!(in_snapshot.version <= last.version);
     let caught_up = tokio::time::timeout(
-        PERSIST + 2 * SLACK,
+        LONG_PERSIST + 2 * SLACK,
         in_snapshot_or_next(&mut late, &snapshot, &created.id, |i| {
             i.bytes_done == SENT_BEFORE_HOLD
         }),
