@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use reeltime_protocol::Close;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -277,7 +278,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let gateway = Arc::new(Gateway {
         verifier: Arc::clone(&verifier),
-        users: Arc::clone(&users),
         hub,
         admission: Admission::new(budget.waiting, config.max_pending_auth_per_ip),
         connect_gate: ConnectGate::new(config.connect_slots, config.connect_wait),
@@ -404,6 +404,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "shutting down"
     );
     shutdown.cancel();
+    // After the signal: a socket registering from now on sees it and closes
+    // itself (`gateway::session`), every other one is in the hub.
+    let closing = gateway.hub.close_all(Close::SHUTTING_DOWN);
+    tracing::info!(sockets = closing, "closing sockets");
     let deadline = tokio::time::Instant::now() + config.shutdown_grace;
     gateway.sessions.close();
     let closed = tokio::time::timeout_at(deadline, gateway.sessions.wait())

@@ -88,7 +88,7 @@ pub struct Settings {
     #[arg(long, env = "REELTIME_MAX_PENDING_AUTH_PER_IP", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_pending_auth_per_ip: u64,
 
-    /// Authenticated connects of this node that read the database at once (the user's row, the snapshot); the others wait their turn.
+    /// Authenticated connects of this node that read the database at once (the snapshot); the others wait their turn.
     #[arg(long, env = "REELTIME_CONNECT_SLOTS", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
     pub connect_slots: u64,
 

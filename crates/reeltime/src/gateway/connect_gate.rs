@@ -1,5 +1,5 @@
 //! A bound on the connects of this node that are reading the database at
-//! once (the user's row and the snapshot), and on how long a connect waits
+//! once (the snapshot), and on how long a connect waits
 //! for its turn.
 //!
 //! Why: when every client comes back at once (a restart of the fleet, a

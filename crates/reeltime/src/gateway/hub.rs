@@ -29,7 +29,10 @@ use crate::store::Snapshot;
 /// contending on one lock.
 const SHARDS: usize = 64;
 
-type Shard = HashMap<String, UserEntry>;
+/// Keyed by the user id every connection of that user shares (see
+/// [`Registration::user_id`]): one copy per user on the node, not one per
+/// socket.
+type Shard = HashMap<Arc<str>, UserEntry>;
 
 /// One user's connections on this node, and their shared snapshot read.
 #[derive(Default)]
@@ -101,13 +104,19 @@ impl Drop for Reservation {
 /// and gives back its place in the count.
 pub struct Registration {
     reservation: Reservation,
-    user_id: String,
+    user_id: Arc<str>,
     id: u64,
 }
 
 impl Registration {
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// The connection's user: the hub's own copy, shared by all of that
+    /// user's connections on the node (a session keeps no other).
+    pub fn user_id(&self) -> &Arc<str> {
+        &self.user_id
     }
 }
 
@@ -156,9 +165,24 @@ impl Hub {
         closed
     }
 
+    /// Asks every connection on this node to close with `close`; returns
+    /// how many. The node's shutdown: sessions do not each wait on the
+    /// shutdown signal, which would make every idle socket's task larger
+    /// (docs/benchmarks.md, "Memory per socket"). A connection that
+    /// registers after this checks the signal itself (`session::register`).
+    pub fn close_all(&self, close: Close) -> usize {
+        self.close_anywhere(close, |_| true)
+    }
+
     /// [`Hub::close_where`] over every user (a session whose user is not
     /// known).
     fn close_session_anywhere(&self, sid: &str) -> usize {
+        self.close_anywhere(Close::SESSION_REVOKED, |outbox| outbox.is_session(sid))
+    }
+
+    /// Asks every connection on this node that `chosen` picks to close
+    /// with `close`; returns how many.
+    fn close_anywhere(&self, close: Close, chosen: impl Fn(&Outbox) -> bool) -> usize {
         let mut closed = 0;
         for shard in &self.shards {
             let shard = match shard.lock() {
@@ -167,8 +191,8 @@ impl Hub {
             };
             for entry in shard.values() {
                 for (_, outbox) in &entry.connections {
-                    if outbox.is_session(sid) {
-                        outbox.close(Close::SESSION_REVOKED);
+                    if chosen(outbox) {
+                        outbox.close(close);
                         closed += 1;
                     }
                 }
@@ -208,15 +232,22 @@ impl Hub {
         outbox: Arc<Outbox>,
     ) -> Result<Registration, LimitError> {
         let mut shard = self.shard(user_id);
-        let entry = shard.entry(user_id.to_string()).or_default();
+        let user_id = match shard.get_key_value(user_id) {
+            Some((key, _)) => Arc::clone(key),
+            None => Arc::from(user_id),
+        };
+        let entry = shard.entry(Arc::clone(&user_id)).or_default();
         if entry.connections.len() >= self.max_per_user {
+            if entry.connections.is_empty() {
+                shard.remove(&user_id);
+            }
             return Err(LimitError::PerUser);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         entry.connections.push((id, outbox));
         Ok(Registration {
             reservation,
-            user_id: user_id.to_string(),
+            user_id,
             id,
         })
     }
@@ -269,7 +300,7 @@ impl Deliver for Hub {
     /// must read again.
     fn deliver(&self, event: &Arc<ImportEvent>) {
         let mut shard = self.shard(&event.user_id);
-        if let Some(entry) = shard.get_mut(&event.user_id) {
+        if let Some(entry) = shard.get_mut(event.user_id.as_str()) {
             entry.snapshot = Weak::new();
             for (_, outbox) in &entry.connections {
                 outbox.push(event);
@@ -366,25 +397,63 @@ mod tests {
         assert_eq!(bob.len(), 0);
     }
 
+    /// Two connections of alice and one of bob, in that order.
+    fn alice_twice_and_bob(hub: &Arc<Hub>) -> (Vec<Arc<Outbox>>, Vec<Registration>) {
+        let outboxes: Vec<_> = (0..3).map(|_| Outbox::new()).collect();
+        let registrations = ["alice", "alice", "bob"]
+            .into_iter()
+            .zip(&outboxes)
+            .map(|(user, outbox)| {
+                hub.register(hub.reserve().unwrap(), user, Arc::clone(outbox))
+                    .unwrap()
+            })
+            .collect();
+        (outboxes, registrations)
+    }
+
     #[test]
     fn resync_reaches_every_connection() {
         let hub = Hub::new(4, None);
-        let outboxes: Vec<_> = (0..3).map(|_| Outbox::new()).collect();
-        let _a = hub
-            .register(hub.reserve().unwrap(), "alice", Arc::clone(&outboxes[0]))
-            .unwrap();
-        let _b = hub
-            .register(hub.reserve().unwrap(), "alice", Arc::clone(&outboxes[1]))
-            .unwrap();
-        let _c = hub
-            .register(hub.reserve().unwrap(), "bob", Arc::clone(&outboxes[2]))
-            .unwrap();
+        let (outboxes, _registrations) = alice_twice_and_bob(&hub);
         assert_eq!(hub.resync_all(), 3);
         assert_eq!(hub.resync_all(), 3);
         for outbox in &outboxes {
             assert!(outbox.take_resync(), "asked, once however often requested");
             assert!(!outbox.take_resync());
         }
+    }
+
+    #[test]
+    fn close_all_reaches_every_connection_and_the_first_close_wins() {
+        let hub = Hub::new(4, None);
+        let (outboxes, _registrations) = alice_twice_and_bob(&hub);
+        outboxes[2].close(Close::USER_DELETED);
+        assert_eq!(hub.close_all(Close::SHUTTING_DOWN), 3);
+        assert_eq!(outboxes[0].take_close(), Some(Close::SHUTTING_DOWN));
+        assert_eq!(outboxes[1].take_close(), Some(Close::SHUTTING_DOWN));
+        assert_eq!(outboxes[2].take_close(), Some(Close::USER_DELETED));
+    }
+
+    #[test]
+    fn connections_of_one_user_share_one_copy_of_its_id() {
+        let hub = Hub::new(4, None);
+        let a = hub
+            .register(hub.reserve().unwrap(), "alice", Outbox::new())
+            .unwrap();
+        let b = hub
+            .register(hub.reserve().unwrap(), "alice", Outbox::new())
+            .unwrap();
+        assert!(Arc::ptr_eq(a.user_id(), b.user_id()));
+        assert_eq!(&**a.user_id(), "alice");
+        drop((a, b));
+        let c = hub
+            .register(hub.reserve().unwrap(), "alice", Outbox::new())
+            .unwrap();
+        assert_eq!(
+            Arc::strong_count(c.user_id()),
+            2,
+            "the hub's key and this one"
+        );
     }
 
     fn imports(ids: &[&str]) -> Snapshot {

@@ -37,7 +37,6 @@ use crate::events::SnapshotSource;
 use crate::metrics::Metrics;
 use crate::net::TrustedProxies;
 use crate::store::{Snapshot, StoreError};
-use crate::users::Users;
 
 /// How many bytes of queued messages a socket collects before writing
 /// them: a usual batch of progress messages goes out in one `sendto`
@@ -54,7 +53,6 @@ const READ_BUFFER_BYTES: usize = 256;
 /// What every session needs, shared.
 pub struct Gateway {
     pub verifier: Arc<Verifier>,
-    pub users: Arc<Users>,
     pub hub: Arc<Hub>,
     /// Caps on sockets still waiting for their token.
     pub admission: Arc<Admission>,

@@ -2,9 +2,7 @@
 //! socket: they push here and move on. When a client falls behind, the queue
 //! keeps only the latest state of each import instead of growing.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use reeltime_protocol::Close;
 use tokio::sync::Notify;
@@ -16,20 +14,31 @@ use crate::events::ImportEvent;
 const COALESCE_ABOVE: usize = 32;
 
 /// Queue of changes waiting to be written to one socket.
+///
+/// Every socket has one for its whole life, so it is kept to 128 bytes (a
+/// size class of the allocator): one lock over everything but the wake-up,
+/// a `Vec` for the queue (it is only appended to and emptied whole), the
+/// session id as a boxed `str` (docs/benchmarks.md, "Memory per socket").
 #[derive(Default)]
 pub struct Outbox {
-    queue: Mutex<VecDeque<Arc<ImportEvent>>>,
+    state: Mutex<State>,
     ready: Notify,
+}
+
+#[derive(Default)]
+struct State {
+    queue: Vec<Arc<ImportEvent>>,
+    /// The session (`sid`) of the token in force, if it names one: what a
+    /// revocation closes.
+    session: Option<Box<str>>,
+    /// Set when the socket must close (its session was revoked, its user
+    /// deleted, the node is shutting down): the session sends this close
+    /// frame at its next turn.
+    closing: Option<Close>,
     /// Set when changes may have been missed (the bus was lost and came
     /// back): the session re-reads and sends the snapshot before anything
     /// else queued.
-    resync: AtomicBool,
-    /// The session (`sid`) of the token in force, if it names one: what a
-    /// revocation closes.
-    session: Mutex<Option<String>>,
-    /// Set when the socket must close (its session was revoked, its user
-    /// deleted): the session sends this close frame at its next turn.
-    closing: Mutex<Option<Close>>,
+    resync: bool,
 }
 
 impl Outbox {
@@ -39,42 +48,40 @@ impl Outbox {
 
     /// The queue of a socket authenticated with a token of session `sid`.
     pub fn for_session(sid: Option<String>) -> Arc<Outbox> {
-        Arc::new(Outbox {
-            session: Mutex::new(sid),
-            ..Outbox::default()
-        })
+        let outbox = Outbox::default();
+        outbox.set_session(sid);
+        Arc::new(outbox)
+    }
+
+    /// The state, even if a thread panicked while holding it: each change
+    /// to it is a single assignment or push, never left half done.
+    fn state(&self) -> MutexGuard<'_, State> {
+        match self.state.lock() {
+            Ok(state) => state,
+            Err(poisoned) => poisoned.into_inner(),
+        }
     }
 
     /// Records the session of a refreshed token.
     pub fn set_session(&self, sid: Option<String>) {
-        if let Ok(mut session) = self.session.lock() {
-            *session = sid;
-        }
+        self.state().session = sid.map(String::into_boxed_str);
     }
 
     /// Whether the token in force belongs to session `sid`.
     pub fn is_session(&self, sid: &str) -> bool {
-        self.session
-            .lock()
-            .map(|session| session.as_deref() == Some(sid))
-            .unwrap_or(false)
+        self.state().session.as_deref() == Some(sid)
     }
 
     /// Asks the session to close the socket with `close` at its next turn
-    /// (before anything queued).
+    /// (before anything queued). The first close asked for wins.
     pub fn close(&self, close: Close) {
-        if let Ok(mut closing) = self.closing.lock() {
-            closing.get_or_insert(close);
-        }
+        self.state().closing.get_or_insert(close);
         self.ready.notify_one();
     }
 
     /// The close asked for, if any.
     pub fn take_close(&self) -> Option<Close> {
-        self.closing
-            .lock()
-            .ok()
-            .and_then(|mut closing| closing.take())
+        self.state().closing.take()
     }
 
     /// Queues a change. A final state is never dropped: it is the newest
@@ -82,10 +89,8 @@ impl Outbox {
     /// with it, never the other way round.
     pub fn push(&self, event: &Arc<ImportEvent>) {
         {
-            let mut queue = match self.queue.lock() {
-                Ok(queue) => queue,
-                Err(poisoned) => poisoned.into_inner(),
-            };
+            let mut state = self.state();
+            let queue = &mut state.queue;
             let same_import = if queue.len() >= COALESCE_ABOVE {
                 queue
                     .iter_mut()
@@ -99,7 +104,7 @@ impl Outbox {
                         *queued = Arc::clone(event);
                     }
                 }
-                None => queue.push_back(Arc::clone(event)),
+                None => queue.push(Arc::clone(event)),
             }
         }
         self.ready.notify_one();
@@ -110,34 +115,26 @@ impl Outbox {
     /// store has them, the socket gets them from the snapshot. A flag, not a
     /// queued event, so that any number of requests cost one snapshot.
     pub fn request_resync(&self) {
-        self.resync.store(true, Ordering::SeqCst);
+        self.state().resync = true;
         self.ready.notify_one();
     }
 
     /// Whether a resync was requested since the last call; clears it.
     pub fn take_resync(&self) -> bool {
-        self.resync.swap(false, Ordering::SeqCst)
+        std::mem::take(&mut self.state().resync)
     }
 
     /// Hands everything queued to `each`, in order, and empties the queue
     /// (keeping its room for the next changes: no allocation per batch).
     pub fn drain_each(&self, mut each: impl FnMut(&ImportEvent)) {
-        let mut queue = match self.queue.lock() {
-            Ok(queue) => queue,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        for event in queue.drain(..) {
+        for event in self.state().queue.drain(..) {
             each(&event);
         }
     }
 
     /// Takes everything queued, in order.
     pub fn drain(&self) -> Vec<Arc<ImportEvent>> {
-        let mut queue = match self.queue.lock() {
-            Ok(queue) => queue,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        queue.drain(..).collect()
+        self.state().queue.drain(..).collect()
     }
 
     /// Resolves when something was pushed since the last wait.
@@ -146,7 +143,7 @@ impl Outbox {
     }
 
     pub fn len(&self) -> usize {
-        self.queue.lock().map(|queue| queue.len()).unwrap_or(0)
+        self.state().queue.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -168,6 +165,25 @@ mod tests {
             payload: Utf8Bytes::from(format!("{import}:{version}")),
             published_us: 0,
         })
+    }
+
+    /// Every socket holds one for its life, in an `Arc` (16 bytes of
+    /// counts): at or under 112 bytes it is a 128-byte allocation, not 160.
+    #[test]
+    fn an_outbox_in_its_arc_fits_128_bytes() {
+        let size = std::mem::size_of::<Outbox>();
+        assert!(size + 16 <= 128, "Outbox grew to {size} bytes");
+    }
+
+    #[test]
+    fn the_session_id_is_replaced_on_refresh() {
+        let outbox = Outbox::for_session(Some("sess_1".into()));
+        assert!(outbox.is_session("sess_1"));
+        outbox.set_session(Some("sess_2".into()));
+        assert!(!outbox.is_session("sess_1"));
+        assert!(outbox.is_session("sess_2"));
+        outbox.set_session(None);
+        assert!(!outbox.is_session("sess_2"));
     }
 
     #[test]

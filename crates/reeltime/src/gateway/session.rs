@@ -41,22 +41,15 @@ enum End {
 
 /// Runs a connection to its end. `query_token` is the `?token=` value.
 ///
-/// The connect (token check, user write, snapshot read, first write) and
+/// The connect (token check, snapshot read, first writes) and
 /// the close run in boxes of their own: an `async fn` is as large as its
 /// largest moment, and inline they made every idle socket's task carry
 /// their state for its whole life (docs/benchmarks.md, "Round two").
 pub async fn run(mut socket: Box<WebSocket>, gateway: Arc<Gateway>, opening: Box<Opening>) {
     let end = match Box::pin(start(&mut socket, &gateway, opening)).await {
         Ok(mut session) => {
-            // The connection's ids on every log line it makes (JSON logs
-            // carry them as fields: docs/deploy.md).
-            let span = tracing::info_span!(
-                "session",
-                connection_id = %format_args!("{}-{}", gateway.node_id, session.registration.id()),
-                user_id = %session.user_id
-            );
-            tracing::debug!(parent: &span, "websocket ready");
-            tracing::Instrument::instrument(session.serve(), span).await
+            tracing::debug!(parent: &session.span, "websocket ready");
+            session.serve().await
         }
         Err(end) => end,
     };
@@ -107,7 +100,7 @@ async fn start<'a>(
     };
     let claims = authenticate(socket, gateway, query_token).await?;
     drop(admitted.waiting);
-    // The database part of the connect (the user's row, the snapshot) takes
+    // The database part of the connect (the snapshot) takes
     // a slot; a node that cannot give one soon refuses at once, before the
     // database is asked anything (see `ConnectGate`).
     let Some(slot) = gateway.connect_gate.enter().await else {
@@ -118,7 +111,8 @@ async fn start<'a>(
         return Err(End::Refuse(Close::SERVER_BUSY));
     };
     let mut session = register(socket, gateway, claims, admitted.reservation).await?;
-    session.greet(slot).await?;
+    let span = session.span.clone();
+    tracing::Instrument::instrument(session.greet(slot), span).await?;
     (gateway.metrics.connect_seconds).observe(upgraded_at.elapsed().as_secs_f64());
     Ok(session)
 }
@@ -194,22 +188,21 @@ async fn timeout_at<F: std::future::Future>(deadline: Instant, future: F) -> Opt
     tokio::time::timeout_at(deadline, future).await.ok()
 }
 
-/// Records the user and registers the connection in the hub: the
-/// authenticated part of a connection, before its first message.
+/// Registers the connection in the hub: the authenticated part of a
+/// connection, before its first message.
+///
+/// The user's row is not written here: nothing a socket does reads it (the
+/// snapshot is read by user id), and every HTTP request that needs it
+/// writes it first (`http::auth`, the server API). A connect of a user new
+/// to the node cost a read and an upsert, the largest part of its database
+/// work, and in a reconnect storm the most frequent database error
+/// (docs/benchmarks.md, "Connect without the user's row").
 async fn register<'a>(
     socket: &'a mut WebSocket,
     gateway: &'a Arc<Gateway>,
     claims: Claims,
     reservation: Reservation,
 ) -> Result<Box<Session<'a>>, End> {
-    if let Err(err) = gateway
-        .users
-        .ensure(&claims.sub, claims.email.as_deref())
-        .await
-    {
-        tracing::error!(error = %err, "could not record user");
-        return Err(End::Close(Close::SERVER_ERROR));
-    }
     let outbox = Outbox::for_session(claims.sid.clone());
     // Register before reading the snapshot: a change made in between is then
     // queued, and the version filter drops it if the snapshot had it.
@@ -228,6 +221,11 @@ async fn register<'a>(
     if let Err(err) = gateway.verifier.still_allowed(&claims) {
         return Err(reject(gateway, err));
     }
+    // Likewise a shutdown: it closes the sockets registered in the hub
+    // ([`Hub::close_all`](super::Hub::close_all)), after the signal is set.
+    if gateway.shutdown.is_cancelled() {
+        return Err(End::Close(Close::SHUTTING_DOWN));
+    }
     gateway
         .metrics
         .open_connections
@@ -236,16 +234,23 @@ async fn register<'a>(
         .metrics
         .connections_total
         .fetch_add(1, Ordering::Relaxed);
+    // The connection's ids on every log line it makes (JSON logs carry them
+    // as fields: docs/deploy.md).
+    let span = tracing::info_span!(
+        "session",
+        connection_id = %format_args!("{}-{}", gateway.node_id, registration.id()),
+        user_id = %registration.user_id()
+    );
     Ok(Box::new(Session {
         socket,
         gateway,
         outbox,
         registration,
-        user_id: claims.sub,
         expires_at: claims.exp,
         sent: SentVersions::default(),
-        bad_messages: VecDeque::new(),
+        bad_messages: None,
         last_heard: Instant::now(),
+        span,
     }))
 }
 
@@ -258,14 +263,21 @@ struct Session<'a> {
     /// This connection's queue, also where its token's session is noted.
     outbox: Arc<Outbox>,
     /// Its place in the hub: dropped with the session, which unregisters it.
+    /// Also where the user id is kept (one copy per user on the node).
     registration: Registration,
-    user_id: String,
     /// `exp` of the token in force.
     expires_at: i64,
     /// Last version sent per import: nothing older or equal goes out again.
     sent: SentVersions,
-    bad_messages: VecDeque<Instant>,
+    /// When the malformed messages of the last minute came; allocated at
+    /// the first one (most sockets never send one).
+    #[allow(clippy::box_collection)] // 8 bytes per session instead of 32
+    bad_messages: Option<Box<VecDeque<Instant>>>,
     last_heard: Instant,
+    /// Entered by each piece of work the session does (a client message, a
+    /// write), not held around `serve`: the span kept in the task's future
+    /// made every idle socket's task larger.
+    span: tracing::Span,
 }
 
 impl Drop for Session<'_> {
@@ -278,6 +290,10 @@ impl Drop for Session<'_> {
 }
 
 impl Session<'_> {
+    fn user_id(&self) -> &str {
+        self.registration.user_id()
+    }
+
     /// `ready` and the snapshot, as two writes. One write would need
     /// tungstenite's write buffer to hold both, and that buffer is kept at
     /// its largest for the socket's life: ~190 bytes more per idle socket,
@@ -288,7 +304,7 @@ impl Session<'_> {
     /// a slow client takes its messages.
     async fn greet(&mut self, slot: ConnectSlot<'_>) -> Result<(), End> {
         let ready = encode(&ServerMessage::Ready {
-            user_id: self.user_id.clone(),
+            user_id: self.user_id().to_string(),
             connection_id: format!("{}-{}", self.gateway.node_id, self.registration.id()),
             expires_at: self.expires_at,
             heartbeat_ms: u64::try_from(self.gateway.heartbeat.as_millis()).unwrap_or(u64::MAX),
@@ -301,14 +317,15 @@ impl Session<'_> {
     }
 
     /// Forwards changes and answers the client until something ends the
-    /// connection. What it waits on lives across turns of the loop (the
-    /// shutdown signal, the one timer), so a message costs no timer or
-    /// waiter registration on a lock every socket shares.
+    /// connection. What it waits on lives across turns of the loop (the one
+    /// timer), so a message costs no timer registration. It does not wait
+    /// on the node's shutdown signal: a shutdown closes every socket through
+    /// its outbox ([`Hub::close_all`](super::Hub::close_all)), which keeps
+    /// a waiter (72 bytes) out of every idle socket's task.
     async fn serve(&mut self) -> End {
+        use tracing::Instrument;
         let gateway = self.gateway;
         let outbox = Arc::clone(&self.outbox);
-        let shutdown = gateway.shutdown.cancelled();
-        tokio::pin!(shutdown);
         let mut ping_at = Instant::now() + gateway.heartbeat;
         let mut expires_at = self.expires_at;
         let mut expiry = self.expiry_deadline();
@@ -318,9 +335,6 @@ impl Session<'_> {
         loop {
             tokio::select! {
                 biased;
-                _ = &mut shutdown => {
-                    return End::Close(Close::SHUTTING_DOWN);
-                }
                 incoming = self.socket.recv() => {
                     self.last_heard = Instant::now();
                     let message = match incoming {
@@ -332,7 +346,8 @@ impl Session<'_> {
                     // inline would make every idle session's task as big as
                     // its largest moment. Client messages are rare (pongs,
                     // a refresh a minute); a box each costs nothing.
-                    if let Err(end) = Box::pin(self.handle(message)).await {
+                    let span = self.span.clone();
+                    if let Err(end) = Box::pin(self.handle(message).instrument(span)).await {
                         return end;
                     }
                     if self.expires_at != expires_at {
@@ -347,7 +362,8 @@ impl Session<'_> {
                     // (its timeout's timer, the batch) inline would make
                     // every idle socket's task that much larger. One
                     // allocation per batch is nothing next to its `sendto`.
-                    if let Err(end) = Box::pin(self.flush()).await {
+                    let span = self.span.clone();
+                    if let Err(end) = Box::pin(self.flush().instrument(span)).await {
                         return end;
                     }
                 }
@@ -356,11 +372,12 @@ impl Session<'_> {
                         return End::Close(Close::TOKEN_EXPIRED);
                     }
                     if self.last_heard.elapsed() >= gateway.heartbeat * 2 {
-                        tracing::debug!(user_id = %self.user_id, "peer silent for two heartbeats; dropping");
+                        tracing::debug!(parent: &self.span, "peer silent for two heartbeats; dropping");
                         return End::Gone;
                     }
                     let ping = vec![Message::Ping(Default::default())];
-                    if let Err(end) = Box::pin(self.send_all(ping)).await {
+                    let span = self.span.clone();
+                    if let Err(end) = Box::pin(self.send_all(ping).instrument(span)).await {
                         return end;
                     }
                     ping_at = Instant::now() + gateway.heartbeat;
@@ -389,7 +406,7 @@ impl Session<'_> {
         let Snapshot {
             mut imports,
             mut removed,
-        } = match self.gateway.snapshot(&self.user_id).await {
+        } = match self.gateway.snapshot(self.registration.user_id()).await {
             Ok(snapshot) => snapshot,
             Err(err) => {
                 tracing::error!(error = %err, "snapshot failed");
@@ -432,9 +449,9 @@ impl Session<'_> {
         }
         let mut published = Vec::new();
         let sent = &mut self.sent;
-        let user_id = &self.user_id;
+        let user_id = self.registration.user_id();
         self.outbox.drain_each(|event| {
-            debug_assert_eq!(&event.user_id, user_id);
+            debug_assert_eq!(event.user_id.as_str(), &**user_id);
             if !sent.record(&event.import_id, event.version, event.is_final) {
                 return;
             }
@@ -466,7 +483,7 @@ impl Session<'_> {
     /// In-band token refresh: same user, fresh expiry, no reconnect.
     async fn refresh(&mut self, token: &str) -> Result<(), End> {
         match self.gateway.verifier.verify(token).await {
-            Ok(claims) if claims.sub == self.user_id => {
+            Ok(claims) if claims.sub == self.user_id() => {
                 self.expires_at = claims.exp;
                 self.outbox.set_session(claims.sid);
                 self.send_message(&ServerMessage::AuthOk {
@@ -486,15 +503,15 @@ impl Session<'_> {
 
     async fn bad_message(&mut self, code: &str, message: &str) -> Result<(), End> {
         let now = Instant::now();
-        while self
-            .bad_messages
+        let bad_messages = self.bad_messages.get_or_insert_default();
+        while bad_messages
             .front()
             .is_some_and(|at| now.duration_since(*at) > Duration::from_secs(60))
         {
-            self.bad_messages.pop_front();
+            bad_messages.pop_front();
         }
-        self.bad_messages.push_back(now);
-        if self.bad_messages.len() > MAX_BAD_MESSAGES_PER_MINUTE {
+        bad_messages.push_back(now);
+        if bad_messages.len() > MAX_BAD_MESSAGES_PER_MINUTE {
             return Err(End::Close(Close::TOO_MANY_BAD_MESSAGES));
         }
         self.send_message(&ServerMessage::Error {
@@ -541,7 +558,7 @@ impl Session<'_> {
                     .metrics
                     .slow_client_closes
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::info!(user_id = %self.user_id, "client too slow; closing");
+                tracing::info!(user_id = %self.user_id(), "client too slow; closing");
                 Err(End::Close(Close::CLIENT_TOO_SLOW))
             }
         }
@@ -637,18 +654,20 @@ mod tests {
 
     /// An idle socket's task holds the session future for the socket's
     /// life: keep the connect, the writes, the handling of client messages,
-    /// the `Session` itself and the close out of it (boxed). It was 2,120
-    /// bytes with them inline, 1,016 with the `Session` inline. tokio adds
-    /// ~100 bytes and rounds its task cell up to a multiple of 128, and
-    /// jemalloc serves 768 bytes as a class of its own: at or under 640
-    /// here, each socket's task costs 768 bytes, not 896 or 1,280
-    /// (docs/benchmarks.md, "Round two").
+    /// the `Session` itself (with its tracing span), the node's shutdown
+    /// signal and the close out of it. It was 2,120 bytes with them inline,
+    /// 1,016 with the `Session` inline, 632 with the span and the shutdown
+    /// waiter. tokio's task cell is the future plus 32 bytes (the task
+    /// tracker's token, the scheduler, the id) plus an 80-byte header and
+    /// trailer, rounded up to a multiple of 128 (`-Zprint-type-sizes`):
+    /// at or under 528 bytes here, each socket's task costs 640 bytes, not
+    /// 768 (docs/benchmarks.md, "Memory per socket").
     #[test]
     #[allow(unreachable_code, clippy::diverging_sub_expression)]
     fn an_idle_sessions_future_stays_small() {
         let run = || super::run(todo!(), todo!(), todo!());
         let size = size_of_output(&run);
         eprintln!("session::run future: {size} bytes");
-        assert!(size <= 640, "session::run's future grew to {size} bytes");
+        assert!(size <= 528, "session::run's future grew to {size} bytes");
     }
 }

@@ -24,10 +24,11 @@ pub struct SqliteStore {
     /// handler, which sleeps 1, 2, 5 ... 100 ms between tries however soon
     /// the lock frees: that was the latency tail (docs/benchmarks.md).
     /// Reads never take it (WAL readers do not block on the writer).
-    /// The user upsert of a first connect does not either: connects queued
+    /// The user upsert of a user's first request does not either (it was a
+    /// connect's, until connects stopped writing the user: connects queued
     /// behind import writes held their half-built sessions longer and left
-    /// ~0.5 KiB more heap per socket (measured, docs/benchmarks.md); it is
-    /// rare, and SQLite's busy handler covers its collisions.
+    /// ~0.5 KiB more heap per socket, docs/benchmarks.md); it is rare, and
+    /// SQLite's busy handler covers its collisions.
     pub(super) writes: tokio::sync::Mutex<()>,
     checkpoints: tokio::task::AbortHandle,
 }
