@@ -31,6 +31,17 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// Pause between readiness probes.
 const PROBE_EVERY: Duration = Duration::from_millis(25);
 
+/// How [`ServiceProcess::spawn`] ended, when it did not fail the test.
+#[must_use]
+enum Started {
+    Ready,
+    /// The process exited because another one had bound its port.
+    PortTaken,
+}
+
+/// How many ports a first start tries before failing the test.
+const PORT_ATTEMPTS: usize = 5;
+
 /// One service's child process with its temporary directory and port.
 ///
 /// The process is a `std::process::Child` rather than a tokio one so that
@@ -80,12 +91,10 @@ impl ServiceProcess {
             .collect()
     }
 
-    /// Spawns `command` (stdin closed) and probes it every `every` until it
-    /// is ready; fails the test with its log when the process exits or
-    /// [`READY_TIMEOUT`] passes. `install_hint` says how to get the binary.
-    async fn spawn<F, P>(
+    /// [`ServiceProcess::spawn`], failing the test if the port was taken.
+    async fn spawn_ready<F, P>(
         &mut self,
-        mut command: Command,
+        command: Command,
         install_hint: &str,
         every: Duration,
         probe: P,
@@ -93,7 +102,41 @@ impl ServiceProcess {
         P: Fn(u16) -> F,
         F: Future<Output = bool>,
     {
+        if let Started::PortTaken = self.spawn(command, install_hint, every, probe).await {
+            panic!(
+                "{}: port {} taken; log:\n{}",
+                self.name,
+                self.port,
+                self.log()
+            );
+        }
+    }
+
+    /// A new free port, for a first start whose port was taken.
+    fn pick_another_port(&mut self) {
+        self.port = free_port();
+    }
+
+    /// Spawns `command` (stdin closed) and probes it every `every` until it
+    /// is ready; fails the test with its log when the process exits or
+    /// [`READY_TIMEOUT`] passes, except when it exited because its port was
+    /// taken meanwhile (the port is free when picked, and another test's
+    /// process may bind it before this one does): then it says so, and a
+    /// first start tries another port. `install_hint` says how to get the
+    /// binary.
+    async fn spawn<F, P>(
+        &mut self,
+        mut command: Command,
+        install_hint: &str,
+        every: Duration,
+        probe: P,
+    ) -> Started
+    where
+        P: Fn(u16) -> F,
+        F: Future<Output = bool>,
+    {
         assert!(self.child.is_none(), "{} is already running", self.name);
+        let log_before = self.log().len();
         let child = command
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
@@ -103,12 +146,21 @@ impl ServiceProcess {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if probe(self.port).await {
-                return;
+                return Started::Ready;
             }
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
-                panic!("{} exited with {status}; log:\n{}", self.name, self.log());
+                let log = self.log();
+                if log
+                    .get(log_before..)
+                    .unwrap_or(&log)
+                    .contains("Address already in use")
+                {
+                    self.child = None;
+                    return Started::PortTaken;
+                }
+                panic!("{} exited with {status}; log:\n{log}", self.name);
             }
             assert!(
                 Instant::now() < deadline,

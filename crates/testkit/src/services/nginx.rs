@@ -48,7 +48,7 @@ impl Nginx {
         let mut nginx = Nginx { process };
         nginx
             .process
-            .spawn(command, "install it: apt-get install nginx", PROBE_EVERY, |port| async move {
+            .spawn_ready(command, "install it: apt-get install nginx", PROBE_EVERY, |port| async move {
                 // Its own health location answered by a worker: the port is
                 // bound and a worker is accepting.
                 ask(

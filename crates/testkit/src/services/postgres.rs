@@ -3,7 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use super::{PROBE_EVERY, ServiceProcess, current_uid, log_file, read_file};
+use super::{
+    PORT_ATTEMPTS, PROBE_EVERY, ServiceProcess, Started, current_uid, log_file, read_file,
+};
 
 /// A log file opened for appending, so a restart keeps the earlier log.
 fn log_file_append(path: &Path) -> Stdio {
@@ -73,11 +75,17 @@ impl Postgres {
             data,
             owner,
         };
-        server.spawn().await;
+        for _ in 1..PORT_ATTEMPTS {
+            if let Started::Ready = server.spawn().await {
+                return server;
+            }
+            server.process.pick_another_port();
+        }
+        server.start_again().await;
         server
     }
 
-    async fn spawn(&mut self) {
+    async fn spawn(&mut self) -> Started {
         let mut postgres = Command::new(self.bin.join("postgres"));
         postgres
             .arg("-D")
@@ -101,7 +109,7 @@ impl Postgres {
                 PROBE_EVERY,
                 |port| is_ready(&pg_isready, port),
             )
-            .await;
+            .await
     }
 
     /// Stops the server (fast shutdown: every client is disconnected) and
@@ -114,7 +122,13 @@ impl Postgres {
     /// Starts it again on the same port with the same data, and waits
     /// until it accepts connections.
     pub async fn start_again(&mut self) {
-        self.spawn().await;
+        if let Started::PortTaken = self.spawn().await {
+            panic!(
+                "postgres: port {} taken; log:\n{}",
+                self.process.port,
+                self.process.log()
+            );
+        }
     }
 
     /// URL of the `postgres` database, as superuser.

@@ -2,7 +2,7 @@
 
 use std::process::{Command, Stdio};
 
-use super::{PROBE_EVERY, ServiceProcess, ask};
+use super::{PORT_ATTEMPTS, PROBE_EVERY, ServiceProcess, Started, ask};
 
 /// A `redis-server` with persistence off, for bus tests. It can be stopped
 /// and started again on the same port to test what the nodes do when Redis
@@ -17,7 +17,13 @@ impl RedisServer {
         let mut server = RedisServer {
             process: ServiceProcess::new("redis-server", "TERM", &["redis.log"]),
         };
-        server.spawn().await;
+        for _ in 1..PORT_ATTEMPTS {
+            if let Started::Ready = server.spawn().await {
+                return server;
+            }
+            server.process.pick_another_port();
+        }
+        server.start_again().await;
         server
     }
 
@@ -36,7 +42,7 @@ impl RedisServer {
         self.process.log()
     }
 
-    async fn spawn(&mut self) {
+    async fn spawn(&mut self) -> Started {
         let mut command = Command::new("redis-server");
         command
             .args(["--port", &self.process.port.to_string()])
@@ -58,7 +64,7 @@ impl RedisServer {
                     ask(port, b"PING\r\n", 7).await.as_deref() == Some(b"+PONG\r\n".as_slice())
                 },
             )
-            .await;
+            .await
     }
 
     /// Stops the server (SIGTERM) and waits until it has exited: every
@@ -69,6 +75,12 @@ impl RedisServer {
 
     /// Starts it again on the same port, empty, and waits until it answers.
     pub async fn start_again(&mut self) {
-        self.spawn().await;
+        if let Started::PortTaken = self.spawn().await {
+            panic!(
+                "redis-server: port {} taken; log:\n{}",
+                self.port(),
+                self.log()
+            );
+        }
     }
 }

@@ -54,7 +54,7 @@ impl S3Server {
         );
         server
             .process
-            .spawn(command, &hint, PROBE_EVERY * 4, list_buckets)
+            .spawn_ready(command, &hint, PROBE_EVERY * 4, list_buckets)
             .await;
         let bucket = server.bucket.clone();
         server.create_bucket(&bucket).await;
