@@ -14,7 +14,7 @@ use crate::bus::{Bus, LocalBus, RedisBus};
 use crate::clerk::{self, ClerkWebhooks};
 use crate::config::{Config, KeySource};
 use crate::events::{Deliver, SnapshotSource};
-use crate::gateway::{Admission, ConnectGate, Gateway, Hub};
+use crate::gateway::{Admission, ConnectGate, Gateway, Hub, SnapshotBatcher};
 use crate::http::{
     self, Admin, AppState, BearerAuth, Health, MediaState, PageConfig, ServerApi, WebhookDeliveries,
 };
@@ -284,6 +284,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         trusted_proxies: config.trusted_proxies.clone(),
         // The gateway reads snapshots through this, never the service itself.
         snapshots: Arc::clone(&imports) as Arc<dyn SnapshotSource>,
+        snapshot_reads: SnapshotBatcher::new(Arc::clone(&imports) as Arc<dyn SnapshotSource>),
         metrics: Arc::clone(&metrics),
         allowed_origins: config.allowed_origins.clone(),
         auth_timeout: config.auth_timeout,

@@ -115,10 +115,12 @@ pub trait Deliver: Send + Sync + 'static {
 /// only this, so it never reaches into the service that makes changes.
 #[async_trait]
 pub trait SnapshotSource: Send + Sync + 'static {
-    /// One store read of `user_id`'s imports and newest tombstones. The
-    /// gateway shares one read between the connects of a user that arrive
-    /// together, so this is the raw state, with nothing that expires.
-    async fn read(&self, user_id: &str) -> Result<Snapshot, StoreError>;
+    /// One store read of the imports and newest tombstones of each of
+    /// `user_ids`, in that order. The gateway shares one read between the
+    /// connects of a user that arrive together, and reads the users whose
+    /// connects arrive together in one query, so this is the raw state,
+    /// with nothing that expires.
+    async fn read_many(&self, user_ids: &[String]) -> Result<Vec<Snapshot>, StoreError>;
 
     /// `snapshot` as its owner sees it, with fresh signed media links:
     /// done per connect, so a shared read never hands out old links.

@@ -13,6 +13,7 @@ mod hub;
 mod outbox;
 mod sent;
 mod session;
+mod snapshot_batch;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,12 +32,13 @@ pub use connect_gate::{ConnectGate, ConnectSlot};
 pub use hub::{Hub, LimitError, Registration, Reservation, SnapshotRead};
 pub use outbox::Outbox;
 pub use session::read_client_message;
+pub use snapshot_batch::{ReadFailed, SnapshotBatcher};
 
 use crate::auth::Verifier;
 use crate::events::SnapshotSource;
 use crate::metrics::Metrics;
 use crate::net::TrustedProxies;
-use crate::store::{Snapshot, StoreError};
+use crate::store::Snapshot;
 
 /// How many bytes of queued messages a socket collects before writing
 /// them: a usual batch of progress messages goes out in one `sendto`
@@ -62,8 +64,11 @@ pub struct Gateway {
     /// Whose `X-Forwarded-For` names the client, for the per-address cap.
     pub trusted_proxies: TrustedProxies,
     /// Where a connect's snapshot comes from (the imports service, joined
-    /// in `app`).
+    /// in `app`): presented per connect from here, read through
+    /// `snapshot_reads`.
     pub snapshots: Arc<dyn SnapshotSource>,
+    /// The snapshot reads of `snapshots`, many users per query.
+    pub snapshot_reads: Arc<SnapshotBatcher>,
     pub metrics: Arc<Metrics>,
     pub allowed_origins: Vec<String>,
     pub auth_timeout: Duration,
@@ -81,11 +86,11 @@ impl Gateway {
     /// the [`SnapshotSource`]'s read, done once for the connects of that
     /// user that arrive together (see [`Hub::snapshot_read`]), presented
     /// for each.
-    pub async fn snapshot(&self, user_id: &str) -> Result<Snapshot, StoreError> {
+    pub async fn snapshot(&self, user_id: &str) -> Result<Snapshot, ReadFailed> {
         let read = self
             .hub
             .snapshot_read(user_id)
-            .get_or_read(|| self.snapshots.read(user_id))
+            .get_or_read(|| self.snapshot_reads.read(user_id))
             .await?;
         Ok(self.snapshots.present(user_id, &read))
     }

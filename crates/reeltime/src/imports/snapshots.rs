@@ -10,8 +10,8 @@ use crate::store::{Snapshot, StoreError};
 
 #[async_trait]
 impl SnapshotSource for ImportService {
-    async fn read(&self, user_id: &str) -> Result<Snapshot, StoreError> {
-        self.store().snapshot(user_id).await
+    async fn read_many(&self, user_ids: &[String]) -> Result<Vec<Snapshot>, StoreError> {
+        self.store().snapshots(user_ids).await
     }
 
     fn present(&self, user_id: &str, snapshot: &Snapshot) -> Snapshot {

@@ -223,6 +223,11 @@ pub trait Store: UploadStore + Send + Sync + 'static {
     /// ones, newest first, and the tombstones of the [`SNAPSHOT_REMOVED`]
     /// newest deletes: one query, as connects are the hot path.
     async fn snapshot(&self, user_id: &str) -> Result<Snapshot, StoreError>;
+    /// [`Store::snapshot`] of each of `user_ids`, in that order, in one
+    /// query: the connects of a node read their snapshots in batches, as a
+    /// query's hand-off costs more than its work (docs/benchmarks.md,
+    /// "Connect without the user's row").
+    async fn snapshots(&self, user_ids: &[String]) -> Result<Vec<Snapshot>, StoreError>;
     /// Writes `import` only if the stored version is still `expected_version`
     /// (compare-and-set); returns whether it was written. This is what keeps
     /// versions strictly increasing when a job and a cancel race.

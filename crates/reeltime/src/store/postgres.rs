@@ -234,6 +234,32 @@ impl Store for PostgresStore {
         rows::snapshot(&rows)
     }
 
+    async fn snapshots(&self, user_ids: &[String]) -> Result<Vec<Snapshot>, StoreError> {
+        // `snapshot`'s three parts, for each user of the array.
+        let rows = sqlx::query(
+            "SELECT w.user_id, recent.removed, recent.data::text AS data
+             FROM (SELECT DISTINCT unnest($1::text[]) AS user_id) AS w
+             CROSS JOIN LATERAL (
+                 (SELECT id, FALSE AS removed, data FROM imports
+                  WHERE user_id = w.user_id AND NOT finished)
+                 UNION ALL
+                 (SELECT id, FALSE, data FROM imports
+                  WHERE user_id = w.user_id AND finished AND deleted_at IS NULL
+                  ORDER BY id DESC LIMIT $2)
+                 UNION ALL
+                 (SELECT id, TRUE, data FROM imports
+                  WHERE user_id = w.user_id AND deleted_at IS NOT NULL
+                  ORDER BY deleted_at DESC LIMIT $3)
+             ) AS recent ORDER BY recent.id DESC",
+        )
+        .bind(user_ids)
+        .bind(SNAPSHOT_FINISHED)
+        .bind(SNAPSHOT_REMOVED)
+        .fetch_all(&self.pool)
+        .await?;
+        rows::snapshots(user_ids, &rows)
+    }
+
     async fn update_import(
         &self,
         owned: &OwnedImport,

@@ -3,6 +3,8 @@
 //! beside it have the same names in both schemas, so one decoder per shape
 //! serves both row types.
 
+use std::collections::HashMap;
+
 use reeltime_protocol::{Import, RemovedImport};
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
@@ -60,12 +62,54 @@ where
 {
     let mut snapshot = Snapshot::default();
     for row in rows {
-        if row.try_get::<bool, _>("removed")? {
-            let data: String = row.try_get("data")?;
-            snapshot.removed.push(serde_json::from_str(&data)?);
-        } else {
-            snapshot.imports.push(import(row)?);
-        }
+        add_to_snapshot(&mut snapshot, row)?;
     }
     Ok(snapshot)
+}
+
+/// The snapshots of `user_ids`, in that order, from the rows of one query
+/// over all of them (each row names its user in `user_id`). A user named
+/// twice gets the same snapshot twice.
+pub(super) fn snapshots<R: Row>(
+    user_ids: &[String],
+    rows: &[R],
+) -> Result<Vec<Snapshot>, StoreError>
+where
+    for<'r> &'r str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> bool: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let mut first_place: HashMap<&str, usize> = HashMap::with_capacity(user_ids.len());
+    for (place, user_id) in user_ids.iter().enumerate() {
+        first_place.entry(user_id.as_str()).or_insert(place);
+    }
+    let mut snapshots = vec![Snapshot::default(); user_ids.len()];
+    for row in rows {
+        let user_id: String = row.try_get("user_id")?;
+        if let Some(&place) = first_place.get(user_id.as_str()) {
+            add_to_snapshot(&mut snapshots[place], row)?;
+        }
+    }
+    for (place, user_id) in user_ids.iter().enumerate() {
+        let first = first_place[user_id.as_str()];
+        if first != place {
+            snapshots[place] = snapshots[first].clone();
+        }
+    }
+    Ok(snapshots)
+}
+
+fn add_to_snapshot<R: Row>(snapshot: &mut Snapshot, row: &R) -> Result<(), StoreError>
+where
+    for<'r> &'r str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> bool: Decode<'r, R::Database> + Type<R::Database>,
+{
+    if row.try_get::<bool, _>("removed")? {
+        let data: String = row.try_get("data")?;
+        snapshot.removed.push(serde_json::from_str(&data)?);
+    } else {
+        snapshot.imports.push(import(row)?);
+    }
+    Ok(())
 }

@@ -256,6 +256,36 @@ impl Store for SqliteStore {
         rows::snapshot(&rows)
     }
 
+    async fn snapshots(&self, user_ids: &[String]) -> Result<Vec<Snapshot>, StoreError> {
+        // `snapshot`'s three parts, for each user of the JSON array; the
+        // limits per user are correlated subqueries (SQLite has no LATERAL).
+        let rows = sqlx::query(
+            "WITH wanted(user_id) AS (SELECT DISTINCT value FROM json_each(?1))
+             SELECT user_id, removed, data FROM (
+                 SELECT i.user_id, i.id, 0 AS removed, i.data
+                 FROM wanted w JOIN imports i ON i.user_id = w.user_id AND i.finished = 0
+                 UNION ALL
+                 SELECT i.user_id, i.id, 0, i.data
+                 FROM wanted w JOIN imports i ON i.id IN (
+                     SELECT id FROM imports
+                     WHERE user_id = w.user_id AND finished = 1 AND deleted_at IS NULL
+                     ORDER BY id DESC LIMIT ?2)
+                 UNION ALL
+                 SELECT i.user_id, i.id, 1, i.data
+                 FROM wanted w JOIN imports i ON i.id IN (
+                     SELECT id FROM imports
+                     WHERE user_id = w.user_id AND deleted_at IS NOT NULL
+                     ORDER BY deleted_at DESC LIMIT ?3)
+             ) ORDER BY id DESC",
+        )
+        .bind(serde_json::to_string(user_ids)?)
+        .bind(SNAPSHOT_FINISHED)
+        .bind(SNAPSHOT_REMOVED)
+        .fetch_all(&self.pool)
+        .await?;
+        rows::snapshots(user_ids, &rows)
+    }
+
     async fn update_import(
         &self,
         owned: &OwnedImport,

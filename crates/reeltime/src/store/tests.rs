@@ -591,6 +591,56 @@ async fn snapshot_carries_the_newest_tombstones(store: &dyn Store) {
     );
 }
 
+/// A batch of snapshots is each user's own snapshot, the limits applied
+/// per user (two users above the finished limit), in the order asked,
+/// with a user named twice and one who has nothing.
+async fn batched_snapshots_are_each_users_own(store: &dyn Store) {
+    for (user, count) in [("alice", 60), ("dave", 55)] {
+        for n in 0..count {
+            let status = if n == 5 {
+                ImportStatus::Downloading
+            } else {
+                ImportStatus::Completed
+            };
+            let id = format!("{user}-{n:03}");
+            store
+                .insert_import(&owned(user, &id, status, 1))
+                .await
+                .unwrap();
+        }
+        for n in [1, 2] {
+            assert!(
+                store
+                    .remove_import(user, &format!("{user}-{n:03}"), 1)
+                    .await
+                    .unwrap()
+            );
+        }
+    }
+    store
+        .insert_import(&owned("bob", "bob-1", ImportStatus::Queued, 1))
+        .await
+        .unwrap();
+    let asked: Vec<String> = ["alice", "bob", "carol", "dave", "alice"]
+        .map(String::from)
+        .to_vec();
+    let batch = store.snapshots(&asked).await.unwrap();
+    assert_eq!(batch.len(), asked.len());
+    for (user, snapshot) in asked.iter().zip(&batch) {
+        assert_eq!(
+            snapshot,
+            &store.snapshot(user).await.unwrap(),
+            "{user}'s snapshot"
+        );
+    }
+    assert_eq!(batch[0].imports.len(), 51, "alice: 50 finished + 1 running");
+    assert_eq!(batch[3].imports.len(), 51, "dave: the limit is per user");
+    assert_eq!(batch[0].removed.len(), 2);
+    assert_eq!(batch[1].imports.len(), 1);
+    assert_eq!(batch[2], super::Snapshot::default(), "carol has nothing");
+    assert!(store.snapshots(&[]).await.unwrap().is_empty());
+}
+
 /// Uploads: both caps counted with the insert, an `uploading` import never
 /// claimed, the offset's compare-and-set hold (one winner), saves only by
 /// the holder, and the sweeper's hold of expired rows.
@@ -733,6 +783,7 @@ where
     users_unfinished_counts_and_delete(&*fresh("users").await).await;
     deletes_leave_tombstones(&*fresh("tombstones").await).await;
     snapshot_carries_the_newest_tombstones(&*fresh("tombstone_limit").await).await;
+    batched_snapshots_are_each_users_own(&*fresh("snapshot_batch").await).await;
     claims_and_the_line_serve_users_in_turn(&*fresh("turns").await).await;
     unfinished_cap_and_stored_bytes(fresh("cap").await).await;
     super::server_api::tests::contract(&*fresh("server_api").await).await;
