@@ -238,9 +238,6 @@ impl Hub {
         };
         let entry = shard.entry(Arc::clone(&user_id)).or_default();
         if entry.connections.len() >= self.max_per_user {
-            if entry.connections.is_empty() {
-                shard.remove(&user_id);
-            }
             return Err(LimitError::PerUser);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);

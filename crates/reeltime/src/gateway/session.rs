@@ -406,7 +406,7 @@ impl Session<'_> {
         let Snapshot {
             mut imports,
             mut removed,
-        } = match self.gateway.snapshot(self.registration.user_id()).await {
+        } = match self.gateway.snapshot(self.user_id()).await {
             Ok(snapshot) => snapshot,
             Err(err) => {
                 tracing::error!(error = %err, "snapshot failed");

@@ -85,7 +85,7 @@ impl SnapshotBatcher {
         // them to wait forever.
         let mut unexpected_end = UnexpectedEnd(Some(&self));
         loop {
-            let batch: Vec<(String, Answer)> = {
+            let (user_ids, answers): (Vec<String>, Vec<Answer>) = {
                 let mut state = self.state();
                 if state.reads.is_empty() {
                     state.reading = false;
@@ -93,31 +93,24 @@ impl SnapshotBatcher {
                     return;
                 }
                 let take = state.reads.len().min(MAX_USERS_PER_READ);
-                state.reads.drain(..take).collect()
+                state.reads.drain(..take).unzip()
             };
-            let user_ids: Vec<String> = batch.iter().map(|(user, _)| user.clone()).collect();
-            match self.source.read_many(&user_ids).await {
-                Ok(snapshots) if snapshots.len() == batch.len() => {
-                    for ((_, answer), snapshot) in batch.into_iter().zip(snapshots) {
+            let failed = match self.source.read_many(&user_ids).await {
+                Ok(snapshots) if snapshots.len() == answers.len() => {
+                    for (answer, snapshot) in answers.into_iter().zip(snapshots) {
                         let _ = answer.send(Ok(snapshot));
                     }
+                    continue;
                 }
-                Ok(snapshots) => {
-                    let failed = ReadFailed(format!(
-                        "the store returned {} snapshots for {} users",
-                        snapshots.len(),
-                        batch.len()
-                    ));
-                    for (_, answer) in batch {
-                        let _ = answer.send(Err(failed.clone()));
-                    }
-                }
-                Err(err) => {
-                    let failed = ReadFailed(err.to_string());
-                    for (_, answer) in batch {
-                        let _ = answer.send(Err(failed.clone()));
-                    }
-                }
+                Ok(snapshots) => ReadFailed(format!(
+                    "the store returned {} snapshots for {} users",
+                    snapshots.len(),
+                    answers.len()
+                )),
+                Err(err) => ReadFailed(err.to_string()),
+            };
+            for answer in answers {
+                let _ = answer.send(Err(failed.clone()));
             }
         }
     }
